@@ -1,0 +1,434 @@
+// Gemma 3 text decoder, f32 activations.
+//
+// Ported from the math of Hugging Face transformers `models/gemma3/modeling_gemma3.py`
+// (Gemma3TextScaledWordEmbedding, Gemma3RMSNorm, Gemma3Attention with eager attention,
+// Gemma3MLP, Gemma3DecoderLayer, Gemma3TextModel), checked against transformers 5.24 goldens.
+// Per block (x is the residual stream, [T, d]):
+//   h  = x + postAttnNorm(attn(inputNorm(x)))
+//   x' = h + postFFNorm(down(gelu(gate(preFFNorm(h))) * up(preFFNorm(h))))
+// attn: q/k/v projections, RMSNorm over head_dim on q and k (q_norm, k_norm), RoPE (rotate-half),
+// scores = (q·kᵀ)·query_pre_attn_scalar^-0.5, causal mask (sliding layers also hide keys
+// j <= i - sliding_window), softmax in f32, ·v, o projection. GQA: query head h reads KV head
+// h / (heads / kv_heads). Norms multiply by (1 + w).
+//
+// Matrix convention: weights are [out, in] as in the checkpoint; y[T, out] = x[T, in] · Wᵀ.
+
+import Foundation
+import Quant
+import SIMDKernels
+
+/// Where in the network a hidden state was observed. The transformers `hidden_states` tuple maps to
+/// this as: index 0 = `.embeddings`, index i (1…N−1) = `.block(i − 1)`, index N = `.finalNorm`
+/// (the raw output of the last block is `.block(N − 1)`, replaced by the normed state in transformers).
+public enum HiddenPoint: Equatable, Sendable {
+    case embeddings
+    case block(Int)
+    case finalNorm
+}
+
+public enum LogitsMode: Sendable {
+    case none
+    case last
+    case all
+}
+
+public final class Gemma3Model: @unchecked Sendable {
+    public let config: Gemma3Config
+    public let directory: String
+    /// The blocks loaded (all of them, or the first N for a truncated model such as the NLA AR).
+    public let loadedBlocks: Int
+    /// Checkpoint tensors that no module used (vision tensors excluded).
+    public let unusedTensors: [String]
+    /// Name prefix the checkpoint uses ("model.", "language_model.model.", "model.language_model.").
+    public let weightPrefix: String
+
+    let embedding: TensorView          // [vocab, d], as stored (bf16/f16/f32), widened per row
+    let layers: [LayerWeights]
+    let finalNorm: FloatVector?
+    private let lmHeadView: TensorView?
+    private var lmHeadStorage: FloatMatrix?
+    private let lmHeadLock = NSLock()
+
+    /// Load `config.json` and the safetensors checkpoint from `directory`.
+    /// - Parameter blocks: load only the first `blocks` decoder blocks (default: all).
+    public init(directory: String, blocks: Int? = nil) throws {
+        self.directory = directory
+        let configPath = (directory as NSString).appendingPathComponent("config.json")
+        guard FileManager.default.fileExists(atPath: configPath) else {
+            throw ModelError.config(file: configPath, reason: "missing config.json (is \(directory) a model directory?)")
+        }
+        let cfg = try Gemma3Config.load(path: configPath)
+        config = cfg
+        let ckpt = try SafetensorsCheckpoint(directory: directory)
+        var names = try WeightNames(checkpoint: ckpt)
+        weightPrefix = names.prefix
+        let n = blocks ?? cfg.numHiddenLayers
+        guard n >= 1, n <= cfg.numHiddenLayers else {
+            throw ModelError.input("\(directory): cannot run \(n) blocks of a \(cfg.numHiddenLayers)-block model")
+        }
+        loadedBlocks = n
+        let d = cfg.hiddenSize, hd = cfg.headDim
+        embedding = try names.tensor("embed_tokens.weight", shape: [cfg.vocabSize, d])
+        var layers: [LayerWeights] = []
+        for i in 0..<n {
+            let p = "layers.\(i)."
+            func mat(_ name: String, _ rows: Int, _ cols: Int) throws -> FloatMatrix {
+                FloatMatrix(view: try names.tensor(p + name, shape: [rows, cols]), rows: rows, cols: cols)
+            }
+            func norm(_ name: String, _ len: Int) throws -> FloatVector {
+                normPlusOne(try names.tensor(p + name, shape: [len]))
+            }
+            layers.append(LayerWeights(
+                qProj: try mat("self_attn.q_proj.weight", cfg.qDim, d),
+                kProj: try mat("self_attn.k_proj.weight", cfg.kvDim, d),
+                vProj: try mat("self_attn.v_proj.weight", cfg.kvDim, d),
+                oProj: try mat("self_attn.o_proj.weight", d, cfg.qDim),
+                gateProj: try mat("mlp.gate_proj.weight", cfg.intermediateSize, d),
+                upProj: try mat("mlp.up_proj.weight", cfg.intermediateSize, d),
+                downProj: try mat("mlp.down_proj.weight", d, cfg.intermediateSize),
+                inputNorm: try norm("input_layernorm.weight", d),
+                postAttentionNorm: try norm("post_attention_layernorm.weight", d),
+                preFeedforwardNorm: try norm("pre_feedforward_layernorm.weight", d),
+                postFeedforwardNorm: try norm("post_feedforward_layernorm.weight", d),
+                qNorm: try norm("self_attn.q_norm.weight", hd),
+                kNorm: try norm("self_attn.k_norm.weight", hd)))
+        }
+        self.layers = layers
+        if n == cfg.numHiddenLayers {
+            finalNorm = normPlusOne(try names.tensor("norm.weight", shape: [d]))
+            let headNames = ["lm_head.weight", "language_model.lm_head.weight", "model.lm_head.weight"]
+            lmHeadView = try names.optional(headNames, shape: [cfg.vocabSize, d])
+            if lmHeadView == nil && !cfg.tieWordEmbeddings {
+                throw ModelError.weights(file: directory, reason: "missing tensor 'lm_head.weight' and tie_word_embeddings is false")
+            }
+        } else {
+            // Truncated run (NLA AR): the final norm may be stored but is not applied.
+            finalNorm = nil
+            lmHeadView = nil
+            _ = try names.optional([names.prefix + "norm.weight"], shape: [d])
+            _ = try names.optional(["lm_head.weight", "language_model.lm_head.weight"], shape: [cfg.vocabSize, d])
+            for i in n..<cfg.numHiddenLayers {
+                let p = names.prefix + "layers.\(i)."
+                for (k, _) in ckpt.tensors where k.hasPrefix(p) { names.used.insert(k) }
+            }
+        }
+        unusedTensors = names.unused
+    }
+
+    /// The output projection [vocab, d] in f32 (tied: the embedding matrix). Widened on first use.
+    var lmHead: FloatMatrix {
+        lmHeadLock.lock(); defer { lmHeadLock.unlock() }
+        if let m = lmHeadStorage { return m }
+        let m = FloatMatrix(view: lmHeadView ?? embedding, rows: config.vocabSize, cols: config.hiddenSize)
+        lmHeadStorage = m
+        return m
+    }
+
+    /// Scaled input embeddings for `ids`: W[id] × f32(√d), computed in f32 like transformers' f32 model.
+    public func embed(_ ids: [Int]) throws -> [Float] {
+        let d = config.hiddenSize
+        var out = [Float](repeating: 0, count: ids.count * d)
+        try out.withUnsafeMutableBufferPointer { buf in
+            for (r, id) in ids.enumerated() {
+                try embedRow(id, into: buf.baseAddress! + r * d)
+            }
+        }
+        return out
+    }
+
+    /// Write the scaled embedding of `id` to `dst` (d floats).
+    public func embedRow(_ id: Int, into dst: UnsafeMutablePointer<Float>) throws {
+        let d = config.hiddenSize
+        guard id >= 0 && id < config.vocabSize else {
+            throw ModelError.input("token id \(id) is outside the vocabulary (0..<\(config.vocabSize))")
+        }
+        widenToFloat(embedding.dtype, embedding.data + id * d * embedding.dtype.byteSize, dst, count: d)
+        Kernels.scale(dst, config.embedScale, d)
+    }
+
+    public func makeSession(capacity: Int) throws -> Gemma3Session {
+        try Gemma3Session(model: self, capacity: capacity)
+    }
+}
+
+/// One sequence being processed: the KV cache and scratch buffers, allocated once.
+public final class Gemma3Session {
+    public let model: Gemma3Model
+    /// Maximum number of positions (prompt + generated tokens).
+    public let capacity: Int
+    /// Positions already in the cache.
+    public private(set) var position = 0
+    /// Rows processed per forward chunk (prefill is split so scratch memory stays bounded).
+    public let chunkRows: Int
+
+    private let cfg: Gemma3Config
+    // KV cache: per loaded block, (capacity, kvDim).
+    private var kCache: [UnsafeMutablePointer<Float>]
+    private var vCache: [UnsafeMutablePointer<Float>]
+    // Scratch, each (chunkRows, width).
+    private let x, xn, q, k, v, attn, o, gate, up: UnsafeMutablePointer<Float>
+    private let scores: UnsafeMutablePointer<Float>          // (chunkRows, capacity)
+    private let cosT, sinT: UnsafeMutablePointer<Float>      // (chunkRows, headDim/2)
+    private let invFreqFull, invFreqSliding: [Float]
+
+    init(model: Gemma3Model, capacity: Int, chunkRows: Int = 256) throws {
+        let cfg = model.config
+        guard capacity >= 1 else { throw ModelError.input("session capacity must be at least 1") }
+        guard capacity <= cfg.maxPositionEmbeddings else {
+            throw ModelError.input("\(capacity) positions exceed the model's context of \(cfg.maxPositionEmbeddings) tokens (max_position_embeddings)")
+        }
+        self.model = model
+        self.cfg = cfg
+        self.capacity = capacity
+        self.chunkRows = min(chunkRows, capacity)
+        let c = self.chunkRows
+        func alloc(_ n: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
+            p.initialize(repeating: 0, count: max(n, 1))
+            return p
+        }
+        kCache = (0..<model.loadedBlocks).map { _ in alloc(capacity * cfg.kvDim) }
+        vCache = (0..<model.loadedBlocks).map { _ in alloc(capacity * cfg.kvDim) }
+        x = alloc(c * cfg.hiddenSize); xn = alloc(c * cfg.hiddenSize); o = alloc(c * cfg.hiddenSize)
+        q = alloc(c * cfg.qDim); attn = alloc(c * cfg.qDim)
+        k = alloc(c * cfg.kvDim); v = alloc(c * cfg.kvDim)
+        gate = alloc(c * cfg.intermediateSize); up = alloc(c * cfg.intermediateSize)
+        scores = alloc(c * capacity)
+        cosT = alloc(c * cfg.headDim / 2); sinT = alloc(c * cfg.headDim / 2)
+        invFreqFull = Gemma3Session.inverseFrequencies(cfg.ropeFull, headDim: cfg.headDim)
+        invFreqSliding = Gemma3Session.inverseFrequencies(cfg.ropeSliding, headDim: cfg.headDim)
+    }
+
+    deinit {
+        for p in kCache { p.deallocate() }
+        for p in vCache { p.deallocate() }
+        for p in [x, xn, q, k, v, attn, o, gate, up, scores, cosT, sinT] { p.deallocate() }
+    }
+
+    /// inv_freq[i] = 1 / (θ ^ (2i / headDim)) / factor, in f32 as transformers computes it
+    /// (`_compute_default_rope_parameters`; linear scaling divides by the factor).
+    static func inverseFrequencies(_ rope: RopeParams, headDim: Int) -> [Float] {
+        (0..<headDim / 2).map { i in
+            let expo = Float(2 * i) / Float(headDim)
+            var f = 1 / powf(Float(rope.theta), expo)
+            if rope.linearFactor != 1 { f = f / Float(rope.linearFactor) }
+            return f
+        }
+    }
+
+    /// Forget all cached positions.
+    public func reset() { position = 0 }
+
+    /// Roll the cache back to `position` (e.g. to reuse a prompt prefix).
+    public func truncate(to newPosition: Int) {
+        precondition(newPosition >= 0 && newPosition <= position)
+        position = newPosition
+    }
+
+    /// Run token ids through the model (embedding lookup, then `forward(embeddings:)`).
+    @discardableResult
+    public func forward(ids: [Int], blocks: Int? = nil, logits: LogitsMode = .last,
+                        observer: ((HiddenPoint, Int, UnsafeBufferPointer<Float>) -> Void)? = nil) throws -> [Float] {
+        let e = try model.embed(ids)
+        return try e.withUnsafeBufferPointer {
+            try forward(embeddings: $0.baseAddress!, rows: ids.count, blocks: blocks, logits: logits, observer: observer)
+        }
+    }
+
+    /// Run `rows` input-embedding rows ([rows, d], already scaled as the model expects: use
+    /// `Gemma3Model.embed` for token rows; an NLA-injected row is written as is) at positions
+    /// `position ..< position + rows`, appending to the KV cache.
+    ///
+    /// - Parameters:
+    ///   - blocks: run only the first `blocks` decoder blocks and return no logits and no final norm
+    ///     (the NLA AR). Default: all blocks, final norm, logits as `logits` says.
+    ///   - observer: called with (point, first row index of the chunk, [chunkRows, d] values) for the
+    ///     input embeddings, the raw output of every block, and the final-normed state.
+    /// - Returns: logits, [vocab] for `.last`, [rows, vocab] for `.all`, empty for `.none`.
+    @discardableResult
+    public func forward(embeddings: UnsafePointer<Float>, rows: Int, blocks: Int? = nil, logits: LogitsMode = .last,
+                        observer: ((HiddenPoint, Int, UnsafeBufferPointer<Float>) -> Void)? = nil) throws -> [Float] {
+        guard rows >= 1 else { throw ModelError.input("empty input: nothing to run") }
+        guard position + rows <= capacity else {
+            throw ModelError.input("\(position + rows) tokens exceed the context of \(capacity) positions")
+        }
+        let nBlocks = blocks ?? model.loadedBlocks
+        guard nBlocks >= 1 && nBlocks <= model.loadedBlocks else {
+            throw ModelError.input("cannot run \(nBlocks) blocks; \(model.loadedBlocks) are loaded")
+        }
+        let full = nBlocks == cfg.numHiddenLayers && model.finalNorm != nil
+        let wantLogits = full ? logits : .none
+        let d = cfg.hiddenSize, vocab = cfg.vocabSize
+        var out: [Float] = []
+        if wantLogits == .all { out = [Float](repeating: 0, count: rows * vocab) }
+        if wantLogits == .last { out = [Float](repeating: 0, count: vocab) }
+
+        var done = 0
+        while done < rows {
+            let t = min(chunkRows, rows - done)
+            x.update(from: embeddings + done * d, count: t * d)
+            observer?(.embeddings, done, UnsafeBufferPointer(start: x, count: t * d))
+            for l in 0..<nBlocks {
+                block(l, rows: t, start: position)
+                observer?(.block(l), done, UnsafeBufferPointer(start: x, count: t * d))
+            }
+            if full, let fn = model.finalNorm {
+                fn.withUnsafeBufferPointer { w in
+                    Kernels.rmsNormRows(x, weight: w.baseAddress!, out: x, rows: t, n: d, eps: cfg.rmsNormEps)
+                }
+                observer?(.finalNorm, done, UnsafeBufferPointer(start: x, count: t * d))
+                switch wantLogits {
+                case .all:
+                    out.withUnsafeMutableBufferPointer { lo in
+                        computeLogits(x, rows: t, into: lo.baseAddress! + done * vocab)
+                    }
+                case .last where done + t == rows:
+                    out.withUnsafeMutableBufferPointer { lo in
+                        computeLogits(x + (t - 1) * d, rows: 1, into: lo.baseAddress!)
+                    }
+                default: break
+                }
+            }
+            position += t
+            done += t
+        }
+        return out
+    }
+
+    private func computeLogits(_ h: UnsafePointer<Float>, rows: Int, into dst: UnsafeMutablePointer<Float>) {
+        let head = model.lmHead
+        Kernels.matmulNT(h, head.pointer, dst, m: rows, n: cfg.vocabSize, k: cfg.hiddenSize)
+        if let cap = cfg.finalLogitSoftcapping {
+            for i in 0..<(rows * cfg.vocabSize) { dst[i] = tanhf(dst[i] / cap) * cap }
+        }
+    }
+
+    /// One decoder block over `rows` rows of `x` at absolute positions start..<start+rows.
+    private func block(_ l: Int, rows t: Int, start p0: Int) {
+        let w = model.layers[l]
+        let d = cfg.hiddenSize, hd = cfg.headDim, half = hd / 2
+        let nH = cfg.numAttentionHeads, nKV = cfg.numKeyValueHeads
+        let qDim = cfg.qDim, kvDim = cfg.kvDim, ff = cfg.intermediateSize
+        let eps = cfg.rmsNormEps
+        let sliding = cfg.layerTypes[l] == .sliding
+
+        // --- attention ---
+        w.inputNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(x, weight: $0.baseAddress!, out: xn, rows: t, n: d, eps: eps) }
+        Kernels.matmulNT(xn, w.qProj.pointer, q, m: t, n: qDim, k: d)
+        Kernels.matmulNT(xn, w.kProj.pointer, k, m: t, n: kvDim, k: d)
+        Kernels.matmulNT(xn, w.vProj.pointer, v, m: t, n: kvDim, k: d)
+
+        // RoPE tables for these positions (f32: freqs = pos · inv_freq, then cos/sin).
+        let invFreq = sliding ? invFreqSliding : invFreqFull
+        for r in 0..<t {
+            let pos = Float(p0 + r)
+            for i in 0..<half {
+                let f = pos * invFreq[i]
+                cosT[r * half + i] = cosf(f)
+                sinT[r * half + i] = sinf(f)
+            }
+        }
+        w.qNorm.withUnsafeBufferPointer { qn in
+            w.kNorm.withUnsafeBufferPointer { kn in
+                for r in 0..<t {
+                    for h in 0..<nH {
+                        let ptr = q + r * qDim + h * hd
+                        Kernels.rmsNorm(ptr, weight: qn.baseAddress!, out: ptr, n: hd, eps: eps)
+                        Kernels.ropeRotateHalf(ptr, cos: cosT + r * half, sin: sinT + r * half, headDim: hd)
+                    }
+                    for g in 0..<nKV {
+                        let ptr = k + r * kvDim + g * hd
+                        Kernels.rmsNorm(ptr, weight: kn.baseAddress!, out: ptr, n: hd, eps: eps)
+                        Kernels.ropeRotateHalf(ptr, cos: cosT + r * half, sin: sinT + r * half, headDim: hd)
+                    }
+                }
+            }
+        }
+        let kc = kCache[l], vc = vCache[l]
+        (kc + p0 * kvDim).update(from: k, count: t * kvDim)
+        (vc + p0 * kvDim).update(from: v, count: t * kvDim)
+
+        // Keys visible to this chunk: causal, and on sliding layers only j > i - window.
+        let window = cfg.slidingWindow
+        let jStart = sliding ? max(0, p0 - window + 1) : 0
+        let jEnd = p0 + t
+        let s = jEnd - jStart
+        let scale = cfg.attentionScale
+        let softcap = cfg.attnLogitSoftcapping
+        let group = nH / nKV
+        for h in 0..<nH {
+            let g = h / group
+            Kernels.matmulNT(q + h * hd, kc + jStart * kvDim + g * hd, scores, m: t, n: s, k: hd,
+                             ldx: qDim, ldw: kvDim, ldy: s)
+            for r in 0..<t {
+                let i = p0 + r
+                let row = scores + r * s
+                let lo = sliding ? max(jStart, i - window + 1) : jStart
+                let hi = i  // inclusive
+                for j in jStart..<jEnd {
+                    let c = j - jStart
+                    if j < lo || j > hi { row[c] = -Float.infinity; continue }
+                    var val = row[c] * scale
+                    if let cap = softcap { val = tanhf(val / cap) * cap }
+                    row[c] = val
+                }
+                Kernels.softmax(row, s)
+            }
+            Kernels.matmulNN(scores, vc + jStart * kvDim + g * hd, attn + h * hd, m: t, n: hd, k: s,
+                             ldx: s, ldw: kvDim, ldy: qDim)
+        }
+        Kernels.matmulNT(attn, w.oProj.pointer, o, m: t, n: d, k: qDim)
+        w.postAttentionNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(o, weight: $0.baseAddress!, out: o, rows: t, n: d, eps: eps) }
+        Kernels.add(x, o, t * d)
+
+        // --- MLP ---
+        w.preFeedforwardNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(x, weight: $0.baseAddress!, out: xn, rows: t, n: d, eps: eps) }
+        Kernels.matmulNT(xn, w.gateProj.pointer, gate, m: t, n: ff, k: d)
+        Kernels.matmulNT(xn, w.upProj.pointer, up, m: t, n: ff, k: d)
+        switch cfg.activation {
+        case .geluTanh: Kernels.geluTanhMul(gate, up, out: gate, n: t * ff)
+        case .geluExact: Kernels.geluExactMul(gate, up, out: gate, n: t * ff)
+        }
+        Kernels.matmulNT(gate, w.downProj.pointer, o, m: t, n: d, k: ff)
+        w.postFeedforwardNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(o, weight: $0.baseAddress!, out: o, rows: t, n: d, eps: eps) }
+        Kernels.add(x, o, t * d)
+    }
+}
+
+
+/// Hidden states in transformers' `output_hidden_states` indexing: `states[0]` = scaled input
+/// embeddings, `states[i]` = raw output of block i−1 for 1 ≤ i < N, `states[N]` = output of the last
+/// block after the final norm. Each is [T, d]. `lastBlockRaw` is the last block's output before the norm.
+public struct HiddenStates: Sendable {
+    public var states: [[Float]]
+    public var lastBlockRaw: [Float]
+    public var logits: [Float]
+}
+
+extension Gemma3Session {
+    /// Run all blocks over `ids` and collect every hidden state.
+    public func forwardHiddenStates(ids: [Int], logits: LogitsMode = .last) throws -> HiddenStates {
+        let n = model.config.numHiddenLayers, d = model.config.hiddenSize, t = ids.count
+        guard model.loadedBlocks == n else { throw ModelError.input("hidden states need all \(n) blocks loaded") }
+        var states = [[Float]](repeating: [Float](repeating: 0, count: t * d), count: n + 1)
+        var raw = [Float](repeating: 0, count: t * d)
+        let lg = try forward(ids: ids, logits: logits) { point, row0, values in
+            func store(_ dst: inout [Float]) {
+                dst.withUnsafeMutableBufferPointer { (($0.baseAddress! + row0 * d)).update(from: values.baseAddress!, count: values.count) }
+            }
+            switch point {
+            case .embeddings: store(&states[0])
+            case .block(let b) where b == n - 1: store(&raw)
+            case .block(let b): store(&states[b + 1])
+            case .finalNorm: store(&states[n])
+            }
+        }
+        return HiddenStates(states: states, lastBlockRaw: raw, logits: lg)
+    }
+}
+
+extension Gemma3Model {
+    /// Materialize lazily-built weights (the f32 output projection) so timings exclude them.
+    @discardableResult
+    public func warmUp() -> Int { lmHead.rows }
+}

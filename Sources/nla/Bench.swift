@@ -1,0 +1,46 @@
+import ArgumentParser
+import Foundation
+import NLARuntime
+
+/// Timing of prefill and decode on a synthetic prompt (repeating the ids of a fixed text).
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Measure prefill and decode speed (used by bench/run.sh).")
+
+    @OptionGroup var options: ModelOptions
+    @Option(name: .customLong("prompt-tokens")) var promptTokens: Int = 512
+    @Option(name: .customLong("decode-tokens")) var decodeTokens: Int = 128
+    @Flag var json = false
+
+    func run() throws {
+        try runReportingErrors {
+            try options.validateThreads()
+            guard promptTokens >= 1, decodeTokens >= 0 else { throw ModelError.input("token counts must be positive") }
+            let lm = try LanguageModel(directory: options.model)
+            let base = lm.tokenizer.encode("The history of science is the study of the development of science and scientific knowledge, including both the natural and social sciences. ", addSpecialTokens: false)
+            var ids = [lm.generation.bosTokenId ?? lm.config.bosTokenId]
+            while ids.count < promptTokens { ids.append(base[(ids.count - 1) % base.count]) }
+            let session = try lm.session(for: ids, extra: decodeTokens)
+            _ = lm.model.warmUp()
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            var logits = try session.forward(ids: ids, logits: .last)
+            let t1 = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<decodeTokens {
+                let next = Sampler.argmax(logits)
+                logits = try session.forward(ids: [next], logits: .last)
+            }
+            let t2 = DispatchTime.now().uptimeNanoseconds
+            let prefill = Double(promptTokens) / (Double(t1 - t0) / 1e9)
+            let decode = decodeTokens == 0 ? 0 : Double(decodeTokens) / (Double(t2 - t1) / 1e9)
+            var usage = rusage()
+            getrusage(RUSAGE_SELF, &usage)
+            let rssMB = Double(usage.ru_maxrss) / 1024
+            if json {
+                try printJSON(["prompt_tokens": promptTokens, "decode_tokens": decodeTokens, "threads": options.threads,
+                               "prefill_tok_s": prefill, "decode_tok_s": decode, "peak_rss_mb": rssMB])
+            } else {
+                print(String(format: "prefill %.1f tok/s (%d tokens), decode %.1f tok/s (%d tokens), peak RSS %.0f MB",
+                             prefill, promptTokens, decode, decodeTokens, rssMB))
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+import ArgumentParser
+import Foundation
+import NLARuntime
+
+struct Tokenize: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Tokenize text (or a JSONL batch) and print the ids.")
+
+    @OptionGroup var options: ModelOptions
+    @Flag(help: "Render TEXT as one user message of the chat template, with the generation prompt.") var chat = false
+    @Flag(name: .customLong("no-special"), help: "Do not add special tokens (<bos>).") var noSpecial = false
+    @Flag(help: "Print {\"ids\":[...]} (the default output is one id per space).") var json = false
+    @Option(help: "Batch mode: each line {\"text\":..,\"add_special_tokens\":bool} or {\"messages\":[...]}.") var jsonl: String?
+    @Argument(help: "Text to tokenize (- reads standard input).") var text: String?
+
+    func run() throws {
+        try runReportingErrors {
+            try options.validateThreads()
+            let tokenizer = try Tokenizer(directory: URL(fileURLWithPath: options.model))
+            if let jsonl {
+                guard let data = FileManager.default.contents(atPath: jsonl), let content = String(data: data, encoding: .utf8) else {
+                    throw ModelError.input("\(jsonl): cannot read file")
+                }
+                var outLines: [String] = []
+                for (n, line) in content.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                    let l = line.trimmingCharacters(in: .whitespaces)
+                    if l.isEmpty { continue }
+                    guard let obj = (try? JSONSerialization.jsonObject(with: Data(l.utf8))) as? [String: Any] else {
+                        throw ModelError.input("\(jsonl):\(n + 1): not a JSON object")
+                    }
+                    let ids: [Int]
+                    if let msgs = obj["messages"] as? [[String: Any]] {
+                        let m = try msgs.map { m -> ChatMessage in
+                            guard let r = m["role"] as? String, let c = m["content"] as? String else {
+                                throw ModelError.input("\(jsonl):\(n + 1): each message needs string 'role' and 'content'")
+                            }
+                            return ChatMessage(role: r, content: c)
+                        }
+                        ids = try tokenizer.encodeChat(m, addGenerationPrompt: true)
+                    } else if let t = obj["text"] as? String {
+                        let special = (obj["add_special_tokens"] as? Bool) ?? true
+                        ids = tokenizer.encode(t, addSpecialTokens: special)
+                    } else {
+                        throw ModelError.input("\(jsonl):\(n + 1): needs 'text' or 'messages'")
+                    }
+                    let d = try JSONSerialization.data(withJSONObject: ["ids": ids])
+                    outLines.append(String(decoding: d, as: UTF8.self))
+                }
+                writeStdout(outLines.map { $0 + "\n" }.joined())
+                return
+            }
+            let s = try readText(text)
+            let ids = chat ? try tokenizer.encodeChat([ChatMessage(role: "user", content: s)], addGenerationPrompt: true)
+                           : tokenizer.encode(s, addSpecialTokens: !noSpecial)
+            if json { try printJSON(["ids": ids]) } else { writeStdout(ids.map(String.init).joined(separator: " ") + "\n") }
+        }
+    }
+}
