@@ -54,7 +54,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ModelTests",
-            dependencies: ["NLARuntime", "Quant"],
+            dependencies: ["NLARuntime", "Quant", "nla"],
             path: "Tests/ModelTests"
         ),
     ]

@@ -1,0 +1,77 @@
+import Foundation
+import Testing
+@testable import Quant
+
+@Suite struct DTypeTests {
+    @Test func bf16RoundsToNearestEven() {
+        // 1 + 2^-8 is exactly halfway between bf16 1.0 and 1.0078125: ties go to even (1.0).
+        #expect(floatToBF16(1 + 1.0 / 256) == 0x3F80)
+        // 1 + 3·2^-8 is halfway between 1.0078125 (odd mantissa) and 1.015625: rounds up to even.
+        #expect(floatToBF16(1 + 3.0 / 256) == 0x3F82)
+        #expect(floatToBF16(1 + 1.0 / 256 + 1.0 / 65536) == 0x3F81)
+        #expect(floatToBF16(-2.5) == 0xC020)
+        #expect(bf16ToFloat(0x3F80) == 1)
+        #expect(floatToBF16(.infinity) == 0x7F80)
+        #expect(bf16ToFloat(floatToBF16(.nan)).isNaN)
+    }
+
+    @Test func widenMatchesScalarConversions() {
+        let values: [Float] = [0, 1, -1, 3.14159, 1e-8, -65504, 123456.789]
+        let bits = values.map(floatToBF16)
+        var out = [Float](repeating: 0, count: values.count)
+        bits.withUnsafeBytes { src in out.withUnsafeMutableBufferPointer { widenToFloat(.bf16, src.baseAddress!, $0.baseAddress!, count: values.count) } }
+        #expect(out == bits.map(bf16ToFloat))
+        let halves = values.map { Float16($0).bitPattern }
+        halves.withUnsafeBytes { src in out.withUnsafeMutableBufferPointer { widenToFloat(.f16, src.baseAddress!, $0.baseAddress!, count: values.count) } }
+        #expect(out == values.map { Float(Float16($0)) })
+    }
+}
+
+@Suite struct SafetensorsFormatTests {
+    func tempPath(_ name: String) -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("st-\(UUID().uuidString)")
+        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir.appendingPathComponent(name).path
+    }
+
+    @Test func writeThenReadRoundTrips() throws {
+        var w = SafetensorsWriter()
+        w.metadata["note"] = "a \"quoted\" value"
+        w.add(.init(name: "a", shape: [2, 3], floats: [1, 2, 3, 4, 5, 6]))
+        w.add(.init(name: "b.weight", shape: [4], bf16FromFloats: [0.5, -1, 2, 1e3]))
+        w.add(.init(name: "ids", shape: [3], int32s: [7, -1, 262143]))
+        let path = tempPath("x.safetensors")
+        try w.write(to: path)
+        let f = try SafetensorsFile(path: path)
+        #expect(f.metadata == ["format": "pt", "note": "a \"quoted\" value"])
+        #expect(try f.tensor("a").toFloatArray() == [1, 2, 3, 4, 5, 6])
+        #expect(try f.tensor("a").shape == [2, 3])
+        #expect(try f.tensor("b.weight").dtype == .bf16)
+        #expect(try f.tensor("b.weight").toFloatArray() == [0.5, -1, 2, 1000])
+        #expect(f.names == ["a", "b.weight", "ids"])
+        // The header is 8-byte aligned, so f32 data is aligned in the mapping.
+        #expect(Int(bitPattern: try f.tensor("a").data) % 4 == 0)
+        #expect(!FileManager.default.fileExists(atPath: path + ".tmp-\(getpid())"))
+    }
+
+    @Test func missingTensorNamesFileAndTensor() throws {
+        var w = SafetensorsWriter()
+        w.add(.init(name: "a", shape: [1], floats: [1]))
+        let path = tempPath("y.safetensors")
+        try w.write(to: path)
+        let f = try SafetensorsFile(path: path)
+        #expect(throws: SafetensorsError.missingTensor(file: path, tensor: "zz")) { try f.tensor("zz") }
+    }
+
+    @Test func emptyAndTinyFilesAreTruncationErrors() throws {
+        let path = tempPath("empty.safetensors")
+        FileManager.default.createFile(atPath: path, contents: Data([1, 2, 3]))
+        do {
+            _ = try SafetensorsFile(path: path)
+            Issue.record("expected an error")
+        } catch let e as SafetensorsError {
+            #expect(e.description.contains("empty.safetensors"))
+            #expect(e.description.contains("truncated"))
+        }
+    }
+}
