@@ -49,6 +49,8 @@ public final class Gemma3Model: @unchecked Sendable {
     private var lmHeadStorage: FloatMatrix?
     private let lmHeadLock = NSLock()
 
+    static let lmHeadNames = ["lm_head.weight", "language_model.lm_head.weight", "model.lm_head.weight"]
+
     /// Load `config.json` and the safetensors checkpoint from `directory`.
     /// - Parameter blocks: load only the first `blocks` decoder blocks (default: all).
     public init(directory: String, blocks: Int? = nil) throws {
@@ -96,8 +98,7 @@ public final class Gemma3Model: @unchecked Sendable {
         self.layers = layers
         if n == cfg.numHiddenLayers {
             finalNorm = normPlusOne(try names.tensor("norm.weight", shape: [d]))
-            let headNames = ["lm_head.weight", "language_model.lm_head.weight", "model.lm_head.weight"]
-            lmHeadView = try names.optional(headNames, shape: [cfg.vocabSize, d])
+            lmHeadView = try names.optional(Gemma3Model.lmHeadNames, shape: [cfg.vocabSize, d])
             if lmHeadView == nil && !cfg.tieWordEmbeddings {
                 throw ModelError.weights(file: directory, reason: "missing tensor 'lm_head.weight' and tie_word_embeddings is false")
             }
@@ -106,7 +107,7 @@ public final class Gemma3Model: @unchecked Sendable {
             finalNorm = nil
             lmHeadView = nil
             _ = try names.optional([names.prefix + "norm.weight"], shape: [d])
-            _ = try names.optional(["lm_head.weight", "language_model.lm_head.weight"], shape: [cfg.vocabSize, d])
+            _ = try names.optional(Gemma3Model.lmHeadNames, shape: [cfg.vocabSize, d])
             for i in n..<cfg.numHiddenLayers {
                 let p = names.prefix + "layers.\(i)."
                 for (k, _) in ckpt.tensors where k.hasPrefix(p) { names.used.insert(k) }
@@ -216,19 +217,24 @@ public final class Gemma3Session {
         }
     }
 
+    /// Fewest blocks run over any cached position: a deeper run later would read empty KV entries.
+    private var cachedDepth = Int.max
+
     /// Forget all cached positions.
-    public func reset() { position = 0 }
+    public func reset() { position = 0; cachedDepth = Int.max }
 
     /// Roll the cache back to `position` (e.g. to reuse a prompt prefix).
     public func truncate(to newPosition: Int) {
         precondition(newPosition >= 0 && newPosition <= position)
         position = newPosition
+        if position == 0 { cachedDepth = Int.max }
     }
 
     /// Run token ids through the model (embedding lookup, then `forward(embeddings:)`).
     @discardableResult
     public func forward(ids: [Int], blocks: Int? = nil, logits: LogitsMode = .last,
                         observer: ((HiddenPoint, Int, UnsafeBufferPointer<Float>) -> Void)? = nil) throws -> [Float] {
+        guard !ids.isEmpty else { throw ModelError.input("empty input: nothing to run") }
         let e = try model.embed(ids)
         return try e.withUnsafeBufferPointer {
             try forward(embeddings: $0.baseAddress!, rows: ids.count, blocks: blocks, logits: logits, observer: observer)
@@ -256,6 +262,10 @@ public final class Gemma3Session {
         guard nBlocks >= 1 && nBlocks <= model.loadedBlocks else {
             throw ModelError.input("cannot run \(nBlocks) blocks; \(model.loadedBlocks) are loaded")
         }
+        guard position == 0 || nBlocks <= cachedDepth else {
+            throw ModelError.input("cannot run \(nBlocks) blocks after a \(cachedDepth)-block run filled the cache; reset the session first")
+        }
+        cachedDepth = min(cachedDepth, nBlocks)
         let full = nBlocks == cfg.numHiddenLayers && model.finalNorm != nil
         let wantLogits = full ? logits : .none
         let d = cfg.hiddenSize, vocab = cfg.vocabSize

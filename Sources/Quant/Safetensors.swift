@@ -106,10 +106,11 @@ public final class SafetensorsFile: @unchecked Sendable {
         guard m.size >= 8 else {
             throw SafetensorsError.truncated(file: path, reason: "\(m.size) bytes, need at least 8 for the header length")
         }
-        let headerLen = Int(UInt64(littleEndian: m.base.loadUnaligned(as: UInt64.self)))
-        guard headerLen <= safetensorsMaxHeaderBytes else {
-            throw SafetensorsError.badHeader(file: path, reason: "header length \(headerLen) exceeds \(safetensorsMaxHeaderBytes)")
+        let rawLen = UInt64(littleEndian: m.base.loadUnaligned(as: UInt64.self))
+        guard rawLen <= UInt64(safetensorsMaxHeaderBytes) else {
+            throw SafetensorsError.badHeader(file: path, reason: "header length \(rawLen) exceeds \(safetensorsMaxHeaderBytes)")
         }
+        let headerLen = Int(rawLen)
         guard 8 + headerLen <= m.size else {
             throw SafetensorsError.truncated(file: path, reason: "header length \(headerLen) runs past end of file (\(m.size) bytes)")
         }
@@ -177,18 +178,33 @@ public final class SafetensorsFile: @unchecked Sendable {
                 guard !o else { throw SafetensorsError.badTensor(file: path, tensor: name, reason: "shape \(shape) overflows") }
                 numel = r
             }
-            guard end - begin == numel * dtype.byteSize else {
+            let (bytes, overflow) = numel.multipliedReportingOverflow(by: dtype.byteSize)
+            guard !overflow else {
+                throw SafetensorsError.badTensor(file: path, tensor: name, reason: "shape \(shape) × \(dtype.rawValue) overflows")
+            }
+            guard end - begin == bytes else {
                 throw SafetensorsError.badTensor(file: path, tensor: name,
-                    reason: "byte size \(end - begin) does not match shape \(shape) × \(dtype.rawValue) (\(numel * dtype.byteSize) bytes)")
+                    reason: "byte size \(end - begin) does not match shape \(shape) × \(dtype.rawValue) (\(bytes) bytes)")
             }
             spans.append((begin, end, name))
             views[name] = TensorView(name: name, dtype: dtype, shape: shape,
                                      data: m.base + dataStart + begin, byteCount: end - begin, file: m)
         }
+        // Like the reference implementation: tensors tile the data section exactly, in offset order
+        // (no overlaps, no gaps, no trailing bytes).
         spans.sort { $0.begin != $1.begin ? $0.begin < $1.begin : $0.end < $1.end }
-        for i in 1..<max(spans.count, 1) where spans[i].begin < spans[i - 1].end {
-            throw SafetensorsError.badTensor(file: path, tensor: spans[i].name,
-                reason: "data overlaps tensor '\(spans[i - 1].name)'")
+        var expected = 0
+        for (i, sp) in spans.enumerated() {
+            if sp.begin < expected {
+                throw SafetensorsError.badTensor(file: path, tensor: sp.name, reason: "data overlaps tensor '\(spans[i - 1].name)'")
+            }
+            if sp.begin > expected {
+                throw SafetensorsError.badTensor(file: path, tensor: sp.name, reason: "gap of \(sp.begin - expected) bytes before its data")
+            }
+            expected = sp.end
+        }
+        if expected != dataSize {
+            throw SafetensorsError.badHeader(file: path, reason: "\(dataSize - expected) bytes after the last tensor's data")
         }
         metadata = meta
         tensors = views
