@@ -47,6 +47,7 @@ let package = Package(
             path: "Sources/quantize"
         ),
         .testTarget(name: "QuantTests", dependencies: ["Quant"], path: "Tests/QuantTests"),
+        .testTarget(name: "SIMDKernelsTests", dependencies: ["SIMDKernels", "CKernels"], path: "Tests/SIMDKernelsTests"),
         .testTarget(
             name: "NLARuntimeTests",
             dependencies: ["NLARuntime", "Quant", "SIMDKernels"],
