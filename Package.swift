@@ -20,7 +20,7 @@ let package = Package(
         .target(
             name: "CKernels",
             path: "Sources/CKernels",
-            cSettings: [.unsafeFlags(["-O3", "-fopenmp", "-march=native"])],
+            cSettings: [.unsafeFlags(["-O3", "-fopenmp"])],
             linkerSettings: [.linkedLibrary("openblas"), .linkedLibrary("omp"),
                              .unsafeFlags(["-L/usr/lib/llvm-14/lib"])]
         ),

@@ -42,28 +42,29 @@ public final class Gemma3Model: @unchecked Sendable {
     /// Name prefix the checkpoint uses ("model.", "language_model.model.", "model.language_model.").
     public let weightPrefix: String
 
-    let embedding: TensorView          // [vocab, d], as stored (bf16/f16/f32), widened per row
+    let embedding: TensorEntry         // [vocab, d], as stored (any type), decoded per row
     let layers: [LayerWeights]
     let finalNorm: FloatVector?
-    private let lmHeadView: TensorView?
-    private var lmHeadStorage: FloatMatrix?
+    private let lmHeadView: TensorEntry?
+    private var lmHeadStorage: WeightMatrix?
     private let lmHeadLock = NSLock()
 
     static let lmHeadNames = ["lm_head.weight", "language_model.lm_head.weight", "model.lm_head.weight"]
 
-    /// Load `config.json` and the safetensors checkpoint from `directory`.
+    /// Load a model: a Hugging Face directory (config.json + safetensors) or a `.gguf` file written by
+    /// `quantize`.
     /// - Parameter blocks: load only the first `blocks` decoder blocks (default: all).
-    public init(directory: String, blocks: Int? = nil) throws {
-        self.directory = directory
-        let configPath = (directory as NSString).appendingPathComponent("config.json")
-        guard FileManager.default.fileExists(atPath: configPath) else {
-            throw ModelError.config(file: configPath, reason: "missing config.json (is \(directory) a model directory?)")
-        }
-        let cfg = try Gemma3Config.load(path: configPath)
+    public convenience init(directory: String, blocks: Int? = nil) throws {
+        try self.init(files: try ModelFiles.open(directory), blocks: blocks)
+    }
+
+    public init(files: ModelFiles, blocks: Int? = nil) throws {
+        self.directory = files.path
+        let cfg = try Gemma3Config.decode(files.configJSON, file: files.configName)
         config = cfg
-        let ckpt = try SafetensorsCheckpoint(directory: directory)
-        var names = try WeightNames(checkpoint: ckpt)
+        var names = try WeightNames(tensors: files.tensors, source: files.path)
         weightPrefix = names.prefix
+        let directory = files.path
         let n = blocks ?? cfg.numHiddenLayers
         guard n >= 1, n <= cfg.numHiddenLayers else {
             throw ModelError.input("\(directory): cannot run \(n) blocks of a \(cfg.numHiddenLayers)-block model")
@@ -74,8 +75,8 @@ public final class Gemma3Model: @unchecked Sendable {
         var layers: [LayerWeights] = []
         for i in 0..<n {
             let p = "layers.\(i)."
-            func mat(_ name: String, _ rows: Int, _ cols: Int) throws -> FloatMatrix {
-                FloatMatrix(view: try names.tensor(p + name, shape: [rows, cols]), rows: rows, cols: cols)
+            func mat(_ name: String, _ rows: Int, _ cols: Int) throws -> WeightMatrix {
+                WeightMatrix(entry: try names.tensor(p + name, shape: [rows, cols]), rows: rows, cols: cols)
             }
             func norm(_ name: String, _ len: Int) throws -> FloatVector {
                 normPlusOne(try names.tensor(p + name, shape: [len]))
@@ -110,17 +111,18 @@ public final class Gemma3Model: @unchecked Sendable {
             _ = try names.optional(Gemma3Model.lmHeadNames, shape: [cfg.vocabSize, d])
             for i in n..<cfg.numHiddenLayers {
                 let p = names.prefix + "layers.\(i)."
-                for (k, _) in ckpt.tensors where k.hasPrefix(p) { names.used.insert(k) }
+                for (k, _) in files.tensors where k.hasPrefix(p) { names.used.insert(k) }
             }
         }
         unusedTensors = names.unused
     }
 
-    /// The output projection [vocab, d] in f32 (tied: the embedding matrix). Widened on first use.
-    var lmHead: FloatMatrix {
+    /// The output projection [vocab, d] (tied: the embedding matrix). Built on first use (a bf16 one is
+    /// widened to f32 then; a quantized one is used in place).
+    var lmHead: WeightMatrix {
         lmHeadLock.lock(); defer { lmHeadLock.unlock() }
         if let m = lmHeadStorage { return m }
-        let m = FloatMatrix(view: lmHeadView ?? embedding, rows: config.vocabSize, cols: config.hiddenSize)
+        let m = WeightMatrix(entry: lmHeadView ?? embedding, rows: config.vocabSize, cols: config.hiddenSize)
         lmHeadStorage = m
         return m
     }
@@ -143,7 +145,8 @@ public final class Gemma3Model: @unchecked Sendable {
         guard id >= 0 && id < config.vocabSize else {
             throw ModelError.input("token id \(id) is outside the vocabulary (0..<\(config.vocabSize))")
         }
-        widenToFloat(embedding.dtype, embedding.data + id * d * embedding.dtype.byteSize, dst, count: d)
+        let rowBytes = embedding.byteCount / config.vocabSize
+        embedding.type!.traits.dequantizeRow(embedding.data + id * rowBytes, dst, d)
         Kernels.scale(dst, config.embedScale, d)
     }
 
@@ -171,6 +174,7 @@ public final class Gemma3Session {
     private let scores: UnsafeMutablePointer<Float>          // (chunkRows, capacity)
     private let cosT, sinT: UnsafeMutablePointer<Float>      // (chunkRows, headDim/2)
     private let invFreqFull, invFreqSliding: [Float]
+    private let actScratch: ActivationScratch                // quantized activations, (chunkRows, max width)
 
     init(model: Gemma3Model, capacity: Int, chunkRows: Int = 256) throws {
         let cfg = model.config
@@ -196,6 +200,7 @@ public final class Gemma3Session {
         gate = alloc(c * cfg.intermediateSize); up = alloc(c * cfg.intermediateSize)
         scores = alloc(c * capacity)
         cosT = alloc(c * cfg.headDim / 2); sinT = alloc(c * cfg.headDim / 2)
+        actScratch = ActivationScratch(rows: c, maxCols: max(cfg.hiddenSize, cfg.qDim, cfg.intermediateSize))
         invFreqFull = Gemma3Session.inverseFrequencies(cfg.ropeFull, headDim: cfg.headDim)
         invFreqSliding = Gemma3Session.inverseFrequencies(cfg.ropeSliding, headDim: cfg.headDim)
     }
@@ -306,10 +311,18 @@ public final class Gemma3Session {
     }
 
     private func computeLogits(_ h: UnsafePointer<Float>, rows: Int, into dst: UnsafeMutablePointer<Float>) {
-        let head = model.lmHead
-        Kernels.matmulNT(h, head.pointer, dst, m: rows, n: cfg.vocabSize, k: cfg.hiddenSize)
+        linear(model.lmHead, h, rows: rows, into: dst)
         if let cap = cfg.finalLogitSoftcapping {
             for i in 0..<(rows * cfg.vocabSize) { dst[i] = tanhf(dst[i] / cap) * cap }
+        }
+    }
+
+    /// y[rows, w.rows] = x[rows, w.cols] · wᵀ, for any weight type.
+    private func linear(_ w: WeightMatrix, _ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>) {
+        if let f = w.floats {
+            Kernels.matmulNT(x, f, y, m: m, n: w.rows, k: w.cols)
+        } else {
+            QuantLinear.apply(w, x, rows: m, into: y, scratch: actScratch)
         }
     }
 
@@ -324,9 +337,9 @@ public final class Gemma3Session {
 
         // --- attention ---
         w.inputNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(x, weight: $0.baseAddress!, out: xn, rows: t, n: d, eps: eps) }
-        Kernels.matmulNT(xn, w.qProj.pointer, q, m: t, n: qDim, k: d)
-        Kernels.matmulNT(xn, w.kProj.pointer, k, m: t, n: kvDim, k: d)
-        Kernels.matmulNT(xn, w.vProj.pointer, v, m: t, n: kvDim, k: d)
+        linear(w.qProj, xn, rows: t, into: q)
+        linear(w.kProj, xn, rows: t, into: k)
+        linear(w.vProj, xn, rows: t, into: v)
 
         // RoPE tables for these positions (f32: freqs = pos · inv_freq, then cos/sin).
         let invFreq = sliding ? invFreqSliding : invFreqFull
@@ -387,19 +400,19 @@ public final class Gemma3Session {
             Kernels.matmulNN(scores, vc + jStart * kvDim + g * hd, attn + h * hd, m: t, n: hd, k: s,
                              ldx: s, ldw: kvDim, ldy: qDim)
         }
-        Kernels.matmulNT(attn, w.oProj.pointer, o, m: t, n: d, k: qDim)
+        linear(w.oProj, attn, rows: t, into: o)
         w.postAttentionNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(o, weight: $0.baseAddress!, out: o, rows: t, n: d, eps: eps) }
         Kernels.add(x, o, t * d)
 
         // --- MLP ---
         w.preFeedforwardNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(x, weight: $0.baseAddress!, out: xn, rows: t, n: d, eps: eps) }
-        Kernels.matmulNT(xn, w.gateProj.pointer, gate, m: t, n: ff, k: d)
-        Kernels.matmulNT(xn, w.upProj.pointer, up, m: t, n: ff, k: d)
+        linear(w.gateProj, xn, rows: t, into: gate)
+        linear(w.upProj, xn, rows: t, into: up)
         switch cfg.activation {
         case .geluTanh: Kernels.geluTanhMul(gate, up, out: gate, n: t * ff)
         case .geluExact: Kernels.geluExactMul(gate, up, out: gate, n: t * ff)
         }
-        Kernels.matmulNT(gate, w.downProj.pointer, o, m: t, n: d, k: ff)
+        linear(w.downProj, gate, rows: t, into: o)
         w.postFeedforwardNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(o, weight: $0.baseAddress!, out: o, rows: t, n: d, eps: eps) }
         Kernels.add(x, o, t * d)
     }

@@ -45,3 +45,15 @@ public final class LanguageModel: @unchecked Sendable {
         return try model.makeSession(capacity: min(ids.count + max(extra, 0), ctx))
     }
 }
+
+/// Peak resident set size of this process so far, in bytes.
+public func peakRSSBytes() -> Int {
+    var usage = rusage()
+    #if canImport(Glibc)
+    getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
+    return Int(usage.ru_maxrss) * 1024  // kilobytes on Linux
+    #else
+    getrusage(RUSAGE_SELF, &usage)
+    return Int(usage.ru_maxrss)          // bytes on macOS
+    #endif
+}

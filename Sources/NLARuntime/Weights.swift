@@ -12,46 +12,62 @@
 import Foundation
 import Quant
 
-/// An f32 matrix [rows, cols] in row-major order: either a zero-copy view into an f32 tensor of the
-/// mapped checkpoint, or an owned widened copy of a bf16/f16 tensor.
-public final class FloatMatrix: @unchecked Sendable {
+/// A weight matrix [rows = out, cols = in], row-major, as the forward pass consumes it:
+/// - `.f32`: f32 values, either a zero-copy view into an f32 tensor of the mapped file or an owned copy
+///   widened once from bf16/f16 (the reference path);
+/// - `.q8_0` / `.q4_0`: the blocks, used in place from the mapped GGUF file.
+public final class WeightMatrix: @unchecked Sendable {
     public let rows: Int
     public let cols: Int
-    public let pointer: UnsafePointer<Float>
+    public let type: QuantType
+    /// The values, for `.f32`.
+    public let floats: UnsafePointer<Float>?
+    /// The blocks, for quantized types; `rowBytes` bytes per row.
+    public let blocks: UnsafeRawPointer?
+    public let rowBytes: Int
     private let owned: UnsafeMutablePointer<Float>?
     private let keepAlive: AnyObject?
 
-    public init(view: TensorView, rows: Int, cols: Int) {
+    init(entry: TensorEntry, rows: Int, cols: Int) {
+        let type = entry.type!
         self.rows = rows
         self.cols = cols
-        if view.dtype == .f32 && Int(bitPattern: view.data) % MemoryLayout<Float>.alignment == 0 {
-            pointer = view.data.assumingMemoryBound(to: Float.self)
+        if type.traits.isQuantized {
+            self.type = type
+            floats = nil
+            blocks = entry.data
+            rowBytes = entry.byteCount / rows
             owned = nil
-            keepAlive = view.file
+            keepAlive = entry.file
+        } else if type == .f32 && Int(bitPattern: entry.data) % MemoryLayout<Float>.alignment == 0 {
+            self.type = .f32
+            floats = entry.data.assumingMemoryBound(to: Float.self)
+            blocks = nil; rowBytes = cols * 4
+            owned = nil
+            keepAlive = entry.file
         } else {
+            self.type = .f32
             let p = UnsafeMutablePointer<Float>.allocate(capacity: rows * cols)
-            if view.dtype == .bf16 {
-                Kernels.bf16ToFloat(view.data.assumingMemoryBound(to: UInt16.self), p, count: rows * cols)
+            if type == .bf16 {
+                Kernels.bf16ToFloat(entry.data.assumingMemoryBound(to: UInt16.self), p, count: rows * cols)
             } else {
-                widenToFloat(view.dtype, view.data, p, count: rows * cols)
+                type.traits.dequantizeRow(entry.data, p, rows * cols)
             }
-            pointer = UnsafePointer(p)
+            floats = UnsafePointer(p)
+            blocks = nil; rowBytes = cols * 4
             owned = p
             keepAlive = nil
         }
     }
 
-    public init(copying values: [Float], rows: Int, cols: Int) {
-        precondition(values.count == rows * cols)
-        let p = UnsafeMutablePointer<Float>.allocate(capacity: rows * cols)
-        p.initialize(from: values, count: values.count)
-        self.rows = rows; self.cols = cols
-        pointer = UnsafePointer(p); owned = p; keepAlive = nil
-    }
-
     deinit { owned?.deallocate() }
 
-    public func row(_ r: Int) -> UnsafePointer<Float> { pointer + r * cols }
+    /// Decode row `r` to f32 (any type).
+    func decodeRow(_ r: Int, into dst: UnsafeMutablePointer<Float>) {
+        if let f = floats { dst.update(from: f + r * cols, count: cols) } else {
+            type.traits.dequantizeRow(blocks! + r * rowBytes, dst, cols)
+        }
+    }
 }
 
 import SIMDKernels
@@ -60,8 +76,8 @@ import SIMDKernels
 public typealias FloatVector = [Float]
 
 struct LayerWeights {
-    var qProj, kProj, vProj, oProj: FloatMatrix
-    var gateProj, upProj, downProj: FloatMatrix
+    var qProj, kProj, vProj, oProj: WeightMatrix
+    var gateProj, upProj, downProj: WeightMatrix
     /// Norm weights already in Gemma's (1 + w) form, computed in f32 as transformers does.
     var inputNorm, postAttentionNorm, preFeedforwardNorm, postFeedforwardNorm: FloatVector
     var qNorm, kNorm: FloatVector
@@ -69,36 +85,39 @@ struct LayerWeights {
 
 /// Resolves checkpoint tensor names for one of the accepted layouts.
 struct WeightNames {
-    let checkpoint: SafetensorsCheckpoint
+    let tensors: [String: TensorEntry]
+    /// The checkpoint directory or model file, for messages.
+    let source: String
     let prefix: String  // e.g. "model.", "language_model.model.", "model.language_model."
     var used: Set<String> = []
 
     static let knownPrefixes = ["model.", "language_model.model.", "model.language_model."]
     static let ignoredPrefixes = ["vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."]
 
-    init(checkpoint: SafetensorsCheckpoint) throws {
-        self.checkpoint = checkpoint
-        let names = checkpoint.tensors.keys
+    init(tensors: [String: TensorEntry], source: String) throws {
+        self.tensors = tensors
+        self.source = source
+        let names = tensors.keys
         guard let p = Self.knownPrefixes.sorted(by: { $0.count > $1.count }).first(where: { names.contains($0 + "embed_tokens.weight") }) else {
-            throw ModelError.weights(file: checkpoint.directory,
+            throw ModelError.weights(file: source,
                 reason: "no embedding tensor found (looked for \(Self.knownPrefixes.map { $0 + "embed_tokens.weight" }.joined(separator: ", ")))")
         }
         prefix = p
     }
 
-    mutating func tensor(_ name: String, shape: [Int]) throws -> TensorView {
+    mutating func tensor(_ name: String, shape: [Int]) throws -> TensorEntry {
         let full = prefix + name
-        guard let t = checkpoint.tensors[full] else {
-            throw ModelError.weights(file: checkpoint.directory, reason: "missing tensor '\(full)'")
+        guard let t = tensors[full] else {
+            throw ModelError.weights(file: source, reason: "missing tensor '\(full)'")
         }
         try check(t, shape: shape)
         used.insert(full)
         return t
     }
 
-    mutating func optional(_ fullNames: [String], shape: [Int]) throws -> TensorView? {
+    mutating func optional(_ fullNames: [String], shape: [Int]) throws -> TensorEntry? {
         for n in fullNames {
-            if let t = checkpoint.tensors[n] {
+            if let t = tensors[n] {
                 try check(t, shape: shape)
                 used.insert(n)
                 return t
@@ -107,23 +126,29 @@ struct WeightNames {
         return nil
     }
 
-    private func check(_ t: TensorView, shape: [Int]) throws {
+    private func check(_ t: TensorEntry, shape: [Int]) throws {
         guard t.shape == shape else {
             throw ModelError.weights(file: t.file.path, reason: "tensor '\(t.name)' has shape \(t.shape), config expects \(shape)")
         }
-        guard t.dtype.isFloat else {
-            throw ModelError.weights(file: t.file.path, reason: "tensor '\(t.name)' has dtype \(t.dtype.rawValue), expected F32, F16 or BF16")
+        guard let type = t.type else {
+            throw ModelError.weights(file: t.file.path, reason: "tensor '\(t.name)' has dtype \(t.typeName), expected F32, F16 or BF16 (or Q8_0/Q4_0 in GGUF)")
+        }
+        if type.traits.isQuantized && shape.count != 2 {
+            throw ModelError.weights(file: t.file.path, reason: "tensor '\(t.name)' is \(t.typeName) but only 2-D weights may be quantized")
         }
     }
 
     /// Tensors present in the checkpoint that no module consumed (vision tensors excluded).
     var unused: [String] {
-        checkpoint.tensors.keys.filter { n in
+        tensors.keys.filter { n in
             !used.contains(n) && !Self.ignoredPrefixes.contains(where: { n.hasPrefix($0) })
         }.sorted()
     }
 }
 
-func normPlusOne(_ t: TensorView) -> FloatVector {
-    t.toFloatArray().map { 1 + $0 }
+/// Gemma's norm weights in (1 + w) form, computed in f32 as transformers does.
+func normPlusOne(_ t: TensorEntry) -> FloatVector {
+    var v = [Float](repeating: 0, count: t.elementCount)
+    v.withUnsafeMutableBufferPointer { t.type!.traits.dequantizeRow(t.data, $0.baseAddress!, t.elementCount) }
+    return v.map { 1 + $0 }
 }

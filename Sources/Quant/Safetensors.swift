@@ -63,6 +63,16 @@ public final class MappedFile: @unchecked Sendable {
     deinit {
         if size > 0 { munmap(UnsafeMutableRawPointer(mutating: base), size) }
     }
+
+    /// Tell the kernel the pages of [p, p+count) are not needed now: they leave this process's resident
+    /// set (and are read again from the file if touched later). Used when streaming a large file once.
+    public func dropPages(_ p: UnsafeRawPointer, count: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: p) / page) * page
+        let end = Int(bitPattern: p) + count
+        guard end > start else { return }
+        madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, Int32(MADV_DONTNEED))
+    }
 }
 
 /// One tensor of a safetensors file: a typed view into the mapping (no copy).
@@ -226,7 +236,8 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
 
     /// Open the checkpoint in `directory`. With an index file, exactly the shards it names are opened
     /// and every tensor must live in the shard the index says.
-    public init(directory: String, fileNames: [String]? = nil) throws {
+    /// `excluding`: file names never treated as shards of the model (e.g. an NLA AR's value_head.safetensors).
+    public init(directory: String, fileNames: [String]? = nil, excluding: Set<String> = []) throws {
         self.directory = directory
         let fm = FileManager.default
         let indexPath = (directory as NSString).appendingPathComponent("model.safetensors.index.json")
@@ -250,7 +261,7 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
             shardNames = ["model.safetensors"]
         } else {
             let all = (try? fm.contentsOfDirectory(atPath: directory)) ?? []
-            shardNames = all.filter { $0.hasSuffix(".safetensors") }.sorted()
+            shardNames = all.filter { $0.hasSuffix(".safetensors") && !excluding.contains($0) }.sorted()
             if shardNames.isEmpty {
                 throw SafetensorsError.cannotOpen(file: directory, reason: "no model.safetensors, model.safetensors.index.json or *.safetensors file")
             }

@@ -31,9 +31,7 @@ struct Bench: ParsableCommand {
             let t2 = DispatchTime.now().uptimeNanoseconds
             let prefill = Double(promptTokens) / (Double(t1 - t0) / 1e9)
             let decode = decodeTokens == 0 ? 0 : Double(decodeTokens) / (Double(t2 - t1) / 1e9)
-            var usage = rusage()
-            getrusage(RUSAGE_SELF, &usage)
-            let rssMB = Double(usage.ru_maxrss) / 1024
+            let rssMB = Double(peakRSSBytes()) / 1e6
             if json {
                 try printJSON(["prompt_tokens": promptTokens, "decode_tokens": decodeTokens, "threads": options.threads,
                                "prefill_tok_s": prefill, "decode_tok_s": decode, "peak_rss_mb": rssMB])

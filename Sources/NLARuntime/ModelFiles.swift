@@ -1,0 +1,89 @@
+// The files a model consists of, from either source:
+// - a Hugging Face directory: config.json, model.safetensors (or shards), tokenizer.json,
+//   tokenizer_config.json, generation_config.json, optionally nla_meta.yaml and value_head.safetensors;
+// - one `.gguf` file written by `quantize`: the same files as metadata strings (keys below) and the
+//   tensors under their Hugging Face names.
+
+import Foundation
+import Quant
+
+/// GGUF metadata keys of the files `quantize` embeds.
+public enum GGUFKeys {
+    public static let architecture = "general.architecture"
+    public static let name = "general.name"
+    public static let fileType = "nla.quantize.type"
+    public static let policy = "nla.quantize.policy"
+    /// Prefix of embedded files: "nla.file." + file name, e.g. "nla.file.config.json".
+    public static let filePrefix = "nla.file."
+    public static let embeddedFiles = ["config.json", "generation_config.json", "tokenizer.json",
+                                       "tokenizer_config.json", "special_tokens_map.json", "nla_meta.yaml"]
+}
+
+public struct ModelFiles: @unchecked Sendable {
+    /// The directory or .gguf file.
+    public let path: String
+    public let isGGUF: Bool
+    public let configJSON: Data
+    /// How to name config.json in messages (a path, or "file.gguf[config.json]").
+    public let configName: String
+    public let tensors: [String: TensorEntry]
+    /// Other embedded files by name (tokenizer.json, …): present ones only.
+    public let files: [String: Data]
+    /// Keeps the mappings open.
+    private let owners: [AnyObject]
+
+    public func fileName(_ name: String) -> String {
+        isGGUF ? "\(path)[\(name)]" : (path as NSString).appendingPathComponent(name)
+    }
+
+    public static func open(_ path: String) throws -> ModelFiles {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw ModelError.input("\(path): no such model directory or .gguf file")
+        }
+        if isDir.boolValue { return try openDirectory(path) }
+        guard path.hasSuffix(".gguf") else {
+            throw ModelError.input("\(path): not a model directory or a .gguf file")
+        }
+        return try openGGUF(path)
+    }
+
+    static func openDirectory(_ dir: String) throws -> ModelFiles {
+        let configPath = (dir as NSString).appendingPathComponent("config.json")
+        guard let config = FileManager.default.contents(atPath: configPath) else {
+            throw ModelError.config(file: configPath, reason: "missing config.json (is \(dir) a model directory?)")
+        }
+        let ckpt = try SafetensorsCheckpoint(directory: dir, excluding: ["value_head.safetensors"])
+        var tensors = ckpt.tensors.mapValues(\.entry)
+        var owners: [AnyObject] = [ckpt]
+        let vhPath = (dir as NSString).appendingPathComponent("value_head.safetensors")
+        if FileManager.default.fileExists(atPath: vhPath) {
+            let vh = try SafetensorsFile(path: vhPath)
+            for (name, t) in vh.tensors { tensors["value_head." + name] = t.entry }
+            owners.append(vh)
+        }
+        var files: [String: Data] = [:]
+        for name in GGUFKeys.embeddedFiles where name != "config.json" {
+            if let d = FileManager.default.contents(atPath: (dir as NSString).appendingPathComponent(name)) { files[name] = d }
+        }
+        return ModelFiles(path: dir, isGGUF: false, configJSON: config, configName: configPath,
+                          tensors: tensors, files: files, owners: owners)
+    }
+
+    static func openGGUF(_ path: String) throws -> ModelFiles {
+        let g = try GGUFFile(path: path)
+        var files: [String: Data] = [:]
+        for name in GGUFKeys.embeddedFiles {
+            guard let v = g.metadata[GGUFKeys.filePrefix + name] else { continue }
+            guard let s = v.stringValue else {
+                throw ModelError.weights(file: path, reason: "metadata \(GGUFKeys.filePrefix + name) is not a string")
+            }
+            files[name] = Data(s.utf8)
+        }
+        guard let config = files.removeValue(forKey: "config.json") else {
+            throw ModelError.weights(file: path, reason: "no embedded config.json (metadata \(GGUFKeys.filePrefix)config.json); was it written by `quantize`?")
+        }
+        return ModelFiles(path: path, isGGUF: true, configJSON: config, configName: "\(path)[config.json]",
+                          tensors: g.tensors.mapValues(\.entry), files: files, owners: [g])
+    }
+}

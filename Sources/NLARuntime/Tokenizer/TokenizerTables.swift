@@ -1,0 +1,427 @@
+import Foundation
+
+/// Open-addressing hash table from byte strings (UTF-8 tokens) to Int32 ids.
+///
+/// Keys are compared byte for byte (never with `String ==`, which would treat canonically equivalent
+/// tokens as equal). All key bytes live in one pool, so the table also serves as id -> bytes storage.
+/// Each slot is 16 bytes and holds keys of up to 8 bytes inline (most tokens), so a lookup usually
+/// touches a single cache line; longer keys are checked against the pool after a 15-bit hash tag match.
+/// Bulk loading (`append` + `buildIndex`) and `getBatch` issue the random memory accesses of many
+/// independent keys together so their cache/TLB misses overlap, which is what makes loading a
+/// 262k-token vocabulary with 515k merges fast.
+struct TokByteTable: Sendable {
+    /// `word` = inline key bytes (len <= 8) or pool offset (len > 8); `meta` = occupied bit 31,
+    /// hash tag bits 16...30, key length bits 0...15 (0xFFFF = 65535 or more).
+    struct Slot: Sendable {
+        var word: UInt64
+        var value: Int32
+        var meta: UInt32
+    }
+
+    private(set) var pool: [UInt8] = []
+    private(set) var starts: [Int32] = []
+    private(set) var lengths: [Int32] = []
+    /// Entry values; -1 marks an entry overridden by a later duplicate key.
+    private(set) var values: [Int32] = []
+    private var slots: [Slot]
+    private var slotEntries: [Int32]
+    private var mask: Int
+    private var indexed = 0
+
+    init(expectedCount: Int = 16) {
+        var cap = 16
+        while cap < expectedCount * 2 { cap <<= 1 }
+        slots = [Slot](repeating: Slot(word: 0, value: 0, meta: 0), count: cap)
+        slotEntries = [Int32](repeating: -1, count: cap)
+        mask = cap - 1
+    }
+
+    /// Number of entries, including overridden duplicates (whose value is -1).
+    var count: Int { starts.count }
+
+    // MARK: hashing
+
+    @inline(__always) private static func mix(_ h: UInt64) -> UInt64 {
+        var x = h
+        x ^= x >> 32
+        x = x &* 0xD6E8_FEB8_6659_FD93
+        x ^= x >> 32
+        x = x &* 0xD6E8_FEB8_6659_FD93
+        x ^= x >> 32
+        return x
+    }
+
+    /// Hash of the concatenation `a + b`, computed 8 bytes at a time. Keys of up to 8 bytes hash their
+    /// packed word (`inlineWord`), so short lookups cost one mix.
+    @inline(__always) static func hash(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> UInt64 {
+        let n = a.count + b.count
+        if n <= 8 { return mix(inlineWord(a, b) ^ UInt64(n) &* 0x9E37_79B9_7F4A_7C15) }
+        var h = UInt64(n) &* 0x9E37_79B9_7F4A_7C15
+        var w: UInt64 = 0
+        var shift: UInt64 = 0
+        @inline(__always) func feed(_ x: UInt8) {
+            w |= UInt64(x) << shift
+            shift += 8
+            if shift == 64 {
+                h = mix(h ^ w) &+ 0x2545_F491_4F6C_DD1D
+                w = 0
+                shift = 0
+            }
+        }
+        for x in a { feed(x) }
+        for x in b { feed(x) }
+        if shift != 0 { h = mix(h ^ w) }
+        return h
+    }
+
+    @inline(__always) private static func meta(hash h: UInt64, length n: Int) -> UInt32 {
+        0x8000_0000 | UInt32(truncatingIfNeeded: (h >> 48) & 0x7FFF) << 16 | UInt32(min(n, 0xFFFF))
+    }
+
+    /// Up to 8 bytes packed little-endian (bytes of `b` follow those of `a`).
+    @inline(__always) private static func inlineWord(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> UInt64 {
+        var w: UInt64 = 0
+        var shift: UInt64 = 0
+        for x in a { w |= UInt64(x) << shift; shift += 8 }
+        for x in b { w |= UInt64(x) << shift; shift += 8 }
+        return w
+    }
+
+    @inline(__always) static var emptyBuffer: UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(start: nil, count: 0) }
+
+    // MARK: building
+
+    /// Adds an entry without indexing it; call `buildIndex()` before any lookup.
+    mutating func append(_ key: UnsafeBufferPointer<UInt8>, value: Int32) {
+        starts.append(Int32(pool.count))
+        lengths.append(Int32(key.count))
+        values.append(value)
+        pool.append(contentsOf: key)
+    }
+
+    mutating func reservePool(_ n: Int) { pool.reserveCapacity(n) }
+
+    /// Appends an entry whose key bytes `fill` appends to the pool; its value is set by `setLastValue`.
+    mutating func appendKey(_ fill: (inout [UInt8]) throws -> Void) rethrows {
+        let start = pool.count
+        try fill(&pool)
+        starts.append(Int32(start))
+        lengths.append(Int32(pool.count - start))
+        values.append(-1)
+    }
+
+    mutating func setLastValue(_ v: Int32) { values[values.count - 1] = v }
+
+
+    /// Indexes all appended entries; a key seen again overrides the earlier entry (last wins).
+    mutating func buildIndex() {
+        if indexed == starts.count { return }
+        if starts.count * 2 > slots.count {
+            var cap = slots.count
+            while cap < starts.count * 2 { cap <<= 1 }
+            slots = [Slot](repeating: Slot(word: 0, value: 0, meta: 0), count: cap)
+            slotEntries = [Int32](repeating: -1, count: cap)
+            mask = cap - 1
+            indexed = 0
+        }
+        let batch = 16
+        var hashes = [UInt64](repeating: 0, count: batch)
+        var firstMeta = [UInt32](repeating: 0, count: batch)
+        var written = [Int](repeating: -1, count: batch)
+        pool.withUnsafeBufferPointer { p in
+            var e0 = indexed
+            while e0 < starts.count {
+                let n = min(batch, starts.count - e0)
+                for k in 0..<n {
+                    let e = e0 + k
+                    hashes[k] = Self.hash(UnsafeBufferPointer(rebasing: p[Int(starts[e])..<Int(starts[e] + lengths[e])]), Self.emptyBuffer)
+                }
+                // Issue the batch's random reads together so the misses overlap.
+                for k in 0..<n { firstMeta[k] = slots[Int(truncatingIfNeeded: hashes[k]) & mask].meta }
+                var nWritten = 0
+                for k in 0..<n {
+                    let e = e0 + k
+                    let key = UnsafeBufferPointer(rebasing: p[Int(starts[e])..<Int(starts[e] + lengths[e])])
+                    let h = hashes[k]
+                    let m = Self.meta(hash: h, length: key.count)
+                    let inline = key.count <= 8
+                    let w = inline ? Self.inlineWord(key, Self.emptyBuffer) : UInt64(starts[e])
+                    var i = Int(truncatingIfNeeded: h) & mask
+                    // Fast path: the preloaded home slot was empty and nothing in this batch wrote there.
+                    if firstMeta[k] == 0 && !written[0..<nWritten].contains(i) {
+                        slots[i] = Slot(word: w, value: values[e], meta: m)
+                        slotEntries[i] = Int32(e)
+                        written[nWritten] = i; nWritten += 1
+                        continue
+                    }
+                    while true {
+                        let s = slots[i]
+                        if s.meta == 0 {
+                            slots[i] = Slot(word: w, value: values[e], meta: m)
+                            slotEntries[i] = Int32(e)
+                            written[nWritten] = i; nWritten += 1
+                            break
+                        }
+                        if s.meta == m {
+                            let old = Int(slotEntries[i])
+                            let same = inline ? s.word == w : (lengths[old] == lengths[e] && Self.equal(p, Int(starts[old]), key))
+                            if same {
+                                values[old] = -1
+                                slots[i] = Slot(word: w, value: values[e], meta: m)
+                                slotEntries[i] = Int32(e)
+                                break
+                            }
+                        }
+                        i = (i + 1) & mask
+                    }
+                }
+                e0 += n
+            }
+        }
+        indexed = starts.count
+    }
+
+    @inline(__always) private static func equal(_ p: UnsafeBufferPointer<UInt8>, _ s: Int, _ key: UnsafeBufferPointer<UInt8>) -> Bool {
+        var k = 0
+        while k < key.count {
+            if p[s + k] != key[k] { return false }
+            k += 1
+        }
+        return true
+    }
+
+    // MARK: lookup
+
+    /// First 8 bytes of `a + b` packed little-endian (caller ensures `a.count + b.count >= 8`).
+    @inline(__always) private static func prefixWord(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> UInt64 {
+        var w: UInt64 = 0
+        var k = 0
+        while k < 8 {
+            let x = k < a.count ? a[k] : b[k - a.count]
+            w |= UInt64(x) << UInt64(8 * k)
+            k += 1
+        }
+        return w
+    }
+
+    /// Probes for `a + b` starting from the already loaded home slot `first`. For keys longer than 8
+    /// bytes, `firstPrefix` may carry the first 8 pool bytes of `first`'s key, loaded beforehand.
+    @inline(__always) private func probe(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>, hash h: UInt64,
+                                         first: Slot, firstPrefix: UInt64? = nil) -> Int32? {
+        let n = a.count + b.count
+        let m = Self.meta(hash: h, length: n)
+        var i = Int(truncatingIfNeeded: h) & mask
+        var s = first
+        if n <= 8 {
+            let w = Self.inlineWord(a, b)
+            while true {
+                if s.meta == m && s.word == w { return s.value }
+                if s.meta == 0 { return nil }
+                i = (i + 1) & mask
+                s = slots[i]
+            }
+        }
+        let keyPrefix = Self.prefixWord(a, b)
+        var known = firstPrefix
+        return pool.withUnsafeBufferPointer { p -> Int32? in
+            while true {
+                if s.meta == m && (n < 0xFFFF || Int(lengths[Int(slotEntries[i])]) == n) {
+                    let st = Int(s.word)
+                    let prefix = known ?? UnsafeRawPointer(p.baseAddress! + st).loadUnaligned(as: UInt64.self)
+                    if prefix == keyPrefix {
+                        var same = true
+                        var k = 8
+                        while k < n {
+                            let x = k < a.count ? a[k] : b[k - a.count]
+                            if p[st + k] != x { same = false; break }
+                            k += 1
+                        }
+                        if same { return s.value }
+                    }
+                }
+                if s.meta == 0 { return nil }
+                known = nil
+                i = (i + 1) & mask
+                s = slots[i]
+            }
+        }
+    }
+
+    /// Looks up the concatenation `a + b` without building it.
+    @inline(__always) func get(concat a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Int32? {
+        let h = Self.hash(a, b)
+        return probe(a, b, hash: h, first: slots[Int(truncatingIfNeeded: h) & mask])
+    }
+
+    func get(_ key: UnsafeBufferPointer<UInt8>) -> Int32? { get(concat: key, Self.emptyBuffer) }
+
+    func get(_ key: [UInt8]) -> Int32? { key.withUnsafeBufferPointer { get($0) } }
+
+    func get(_ key: ArraySlice<UInt8>) -> Int32? { key.withUnsafeBufferPointer { get($0) } }
+
+    /// Looks up `count` keys (`key(q)` returns the two halves of key q) and writes ids, or -1, to `out`.
+    /// The home slots of 16 keys are loaded together so their cache misses overlap; large batches are
+    /// split over two threads.
+    func getBatch(count: Int, into out: UnsafeMutableBufferPointer<Int32>,
+                  key: (Int) -> (UnsafeBufferPointer<UInt8>, UnsafeBufferPointer<UInt8>)) {
+        if count < 1 << 15 {
+            getBatch(range: 0..<count, into: out, key: key)
+            return
+        }
+        let half = count / 2
+        TokParallel.both({ getBatch(range: 0..<half, into: out, key: key) },
+                         { getBatch(range: half..<count, into: out, key: key) })
+    }
+
+    private func getBatch(range: Range<Int>, into out: UnsafeMutableBufferPointer<Int32>,
+                          key: (Int) -> (UnsafeBufferPointer<UInt8>, UnsafeBufferPointer<UInt8>)) {
+        let batch = 16
+        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: batch) { hashes in
+            withUnsafeTemporaryAllocation(of: Slot.self, capacity: batch) { first in
+              withUnsafeTemporaryAllocation(of: UInt64.self, capacity: batch) { prefixes in
+                var q0 = range.lowerBound
+                while q0 < range.upperBound {
+                    let n = min(batch, range.upperBound - q0)
+                    for k in 0..<n {
+                        let (a, b) = key(q0 + k)
+                        hashes[k] = Self.hash(a, b)
+                    }
+                    for k in 0..<n { first[k] = slots[Int(truncatingIfNeeded: hashes[k]) & mask] }
+                    // For long keys whose home slot looks like a hit, load the pool bytes up front too.
+                    pool.withUnsafeBufferPointer { p in
+                        for k in 0..<n {
+                            let (a, b) = key(q0 + k)
+                            let len = a.count + b.count
+                            if len > 8 && first[k].meta == Self.meta(hash: hashes[k], length: len) {
+                                prefixes[k] = UnsafeRawPointer(p.baseAddress! + Int(first[k].word)).loadUnaligned(as: UInt64.self)
+                            }
+                        }
+                    }
+                    for k in 0..<n {
+                        let (a, b) = key(q0 + k)
+                        let long = a.count + b.count > 8 && first[k].meta == Self.meta(hash: hashes[k], length: a.count + b.count)
+                        out[q0 + k] = probe(a, b, hash: hashes[k], first: first[k], firstPrefix: long ? prefixes[k] : nil) ?? -1
+                    }
+                    q0 += n
+                }
+              }
+            }
+        }
+    }
+
+    /// The key bytes of entry `e`.
+    func key(entry e: Int) -> ArraySlice<UInt8> {
+        let s = Int(starts[e])
+        return pool[s..<(s + Int(lengths[e]))]
+    }
+}
+
+/// Open-addressing map from a packed token pair (left id << 32 | right id) to (rank << 32 | merged id):
+/// the BPE merge table. Keys and values are interleaved so a lookup is a multiply, a shift and usually a
+/// single cache line.
+struct TokPairTable: Sendable {
+    private var cells: [SIMD2<UInt64>]  // (key, value)
+    private var shift: UInt64
+    private var mask: Int
+    private(set) var count = 0
+    private static let empty = UInt64.max
+
+    init(expectedCount: Int) {
+        var cap = 16
+        var bits: UInt64 = 4
+        while cap < expectedCount * 2 { cap <<= 1; bits += 1 }
+        cells = [SIMD2<UInt64>](repeating: SIMD2(Self.empty, 0), count: cap)
+        shift = 64 - bits
+        mask = cap - 1
+    }
+
+    @inline(__always) static func pack(_ a: Int32, _ b: Int32) -> UInt64 {
+        UInt64(UInt32(bitPattern: a)) << 32 | UInt64(UInt32(bitPattern: b))
+    }
+
+    @inline(__always) private func slot(_ key: UInt64) -> Int {
+        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> shift)
+    }
+
+    /// Inserts or replaces (a pair listed twice keeps its last rank, as in tokenizers' HashMap collect).
+    mutating func set(_ key: UInt64, rank: UInt32, newId: Int32) {
+        if (count + 1) * 2 > cells.count { grow() }
+        let v = UInt64(rank) << 32 | UInt64(UInt32(bitPattern: newId))
+        var i = slot(key)
+        while true {
+            let k = cells[i].x
+            if k == Self.empty { cells[i] = SIMD2(key, v); count += 1; return }
+            if k == key { cells[i].y = v; return }
+            i = (i + 1) & mask
+        }
+    }
+
+    /// Inserts many pairs (in order, so later duplicates win), overlapping the cache misses of 16 keys.
+    mutating func setBatch(keys: [UInt64], values: [UInt64], count total: Int) {
+        while (count + total) * 2 > cells.count { grow() }
+        let batch = 16
+        var firstKey = [UInt64](repeating: 0, count: batch)
+        var written = [Int](repeating: -1, count: batch)
+        var q0 = 0
+        while q0 < total {
+            let n = min(batch, total - q0)
+            for k in 0..<n { firstKey[k] = cells[slot(keys[q0 + k])].x }
+            var nWritten = 0
+            for k in 0..<n {
+                let key = keys[q0 + k]
+                var i = slot(key)
+                if firstKey[k] == Self.empty && !written[0..<nWritten].contains(i) {
+                    cells[i] = SIMD2(key, values[q0 + k])
+                    count += 1
+                    written[nWritten] = i
+                    nWritten += 1
+                    continue
+                }
+                while true {
+                    let c = cells[i].x
+                    if c == Self.empty {
+                        cells[i] = SIMD2(key, values[q0 + k])
+                        count += 1
+                        written[nWritten] = i
+                        nWritten += 1
+                        break
+                    }
+                    if c == key { cells[i].y = values[q0 + k]; break }
+                    i = (i + 1) & mask
+                }
+            }
+            q0 += n
+        }
+    }
+
+    @inline(__always) static func value(rank: UInt32, newId: Int32) -> UInt64 {
+        UInt64(rank) << 32 | UInt64(UInt32(bitPattern: newId))
+    }
+
+    private mutating func grow() {
+        let old = cells
+        cells = [SIMD2<UInt64>](repeating: SIMD2(Self.empty, 0), count: old.count * 2)
+        shift -= 1
+        mask = cells.count - 1
+        count = 0
+        for c in old where c.x != Self.empty {
+            var j = slot(c.x)
+            while cells[j].x != Self.empty { j = (j + 1) & mask }
+            cells[j] = c
+            count += 1
+        }
+    }
+
+    /// (rank, merged id) for the pair, if it is a merge.
+    @inline(__always) func get(_ key: UInt64) -> (rank: UInt32, newId: Int32)? {
+        var i = slot(key)
+        while true {
+            let c = cells[i]
+            if c.x == key {
+                return (UInt32(truncatingIfNeeded: c.y >> 32), Int32(bitPattern: UInt32(truncatingIfNeeded: c.y)))
+            }
+            if c.x == Self.empty { return nil }
+            i = (i + 1) & mask
+        }
+    }
+}

@@ -1,0 +1,142 @@
+// Quantized kernels, public entry points: Q8_0 activation quantization, row dequantization, and the
+// Q8_0 / Q4_0 weight matmuls (decode M = 1 and prefill M > 1). Each call runs the tier chosen by
+// `Kernels.dispatch` unless a `tier:` is passed explicitly (tests, benchmarks). No model knowledge:
+// a weight matrix is just raw ggml blocks, [n rows (out), k cols (in)], each row k/32 blocks.
+//
+// Numerical contracts (tested in Tests/SIMDKernelsTests):
+// - quantizeRows: bytes identical on every tier (round half away from zero, f16 scale by RNE — the
+//   same bytes as ggml's quantize_row_q8_0_ref and Quant's reference quantizer).
+// - matmulQ8 (integer path): every tier, C instruction-set path and thread count returns bit-identical
+//   floats: y = fold over blocks b of acc = acc + Float(isum_b)·(Float(d_w)·Float(d_x)) with exact
+//   int32 block sums (see CKernels/include/quant_kernels.h).
+// - matmulF32 (f32-activation path): dequantized weights are exact; only the summation order differs
+//   between tiers: |Δ| ≤ K·2⁻²⁴·Σ|x·w| worst case (the tests enforce 2⁻¹⁷·Σ|x·w|).
+// - Against the f32 product with the *original* (unquantized) weights, the error is the weight
+//   quantization error (plus, on the integer path, the activation quantization error); see the
+//   per-type bounds in QuantKernelTests.
+
+import CKernels
+
+/// Weight block formats the kernels read (raw values are ggml type ids).
+public enum QuantWeightType: Int32, Sendable, CaseIterable, CustomStringConvertible {
+    case q4_0 = 2
+    case q8_0 = 8
+
+    /// Values per block.
+    public static let blockSize = 32
+    /// Bytes per block (34 for Q8_0, 18 for Q4_0).
+    public var blockBytes: Int { self == .q8_0 ? 34 : 18 }
+    /// Bytes of one row of `cols` values (cols % 32 == 0).
+    public func rowBytes(cols: Int) -> Int { cols / Self.blockSize * blockBytes }
+    public var description: String { self == .q8_0 ? "q8_0" : "q4_0" }
+}
+
+/// Entry points of the quantized kernels.
+public enum QuantKernels {
+    /// Shortcut over `Kernels.dispatch`: reading gives the matmul tier; setting puts every kernel
+    /// family on that tier (element-wise `.c` → `.simd`), keeping the activation mode.
+    public static var tier: KernelTier {
+        get { Kernels.dispatch.matmul }
+        set { Kernels.dispatch = .all(newValue, activation: Kernels.dispatch.activation) }
+    }
+
+    /// Bytes of the Q8_0 activation buffer for `rows` rows of `cols` values (the `scratch` of `matmul`).
+    public static func activationBytes(rows: Int, cols: Int) -> Int { rows * (cols / 32) * 34 }
+
+    /// Quantize `rows` f32 rows (cols % 32 == 0, row stride ldx, default cols) to contiguous Q8_0 rows
+    /// in `out` (`activationBytes(rows:cols:)` bytes). Bytes identical on every tier; input must be finite.
+    public static func quantizeRows(_ x: UnsafePointer<Float>, rows: Int, cols: Int, ldx: Int? = nil,
+                                    out: UnsafeMutableRawPointer, tier: KernelTier? = nil, threads: Int = 0) {
+        precondition(cols % 32 == 0, "quantizeRows: cols \(cols) is not a multiple of 32")
+        let ld = ldx ?? cols
+        switch tier ?? Kernels.dispatch.quantize {
+        case .scalar: ScalarKernels.quantizeRowsQ8_0(x, ldx: ld, rows: rows, k: cols, out: out)
+        case .simd: VectorKernels.quantizeRowsQ8_0(x, ldx: ld, rows: rows, k: cols, out: out)
+        case .c: ck_quantize_rows_q8_0(x, Int64(ld), out, Int64(rows), Int64(cols), Int32(threads))
+        }
+    }
+
+    /// Dequantize one row of `count` values (count % 32 == 0), e.g. an embedding row. Exact on every tier.
+    public static func dequantizeRow(_ type: QuantWeightType, _ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>,
+                                     count: Int, tier: KernelTier? = nil) {
+        precondition(count % 32 == 0, "dequantizeRow: count \(count) is not a multiple of 32")
+        switch tier ?? Kernels.dispatch.quantize {
+        case .scalar: ScalarKernels.dequantizeRow(type, src, dst, count: count)
+        case .simd: VectorKernels.dequantizeRow(type, src, dst, count: count)
+        case .c: ck_dequantize_row(type.rawValue, src, dst, Int64(count))
+        }
+    }
+
+    /// Exact int32 block dot products of one weight row and one Q8_0 activation row (`blocks` blocks).
+    /// For tests of the integer core; `isa` picks the C path (nil = selected).
+    public static func blockDots(_ type: QuantWeightType, weights: UnsafeRawPointer, activations: UnsafeRawPointer,
+                                 out: UnsafeMutablePointer<Int32>, blocks: Int, tier: KernelTier, isa: CKernelISA? = nil) {
+        switch tier {
+        case .scalar: ScalarKernels.blockDots(type, weights: weights, activations: activations, out: out, blocks: blocks)
+        case .simd: VectorKernels.blockDots(type, weights: weights, activations: activations, out: out, blocks: blocks)
+        case .c: ck_block_dots(type.rawValue, weights, activations, out, Int64(blocks), isa?.rawValue ?? -1)
+        }
+    }
+
+    /// Integer path: Y[m,n] (row stride ldy, default n) = Xq[m,k] · W[n,k]ᵀ, with Xq the Q8_0 rows made
+    /// by `quantizeRows`. Bit-identical on every tier / C path / thread count (contract above).
+    /// `threads` (C tier): 0 = `Kernels.threads`; the split is over n only.
+    public static func matmulQ8(_ type: QuantWeightType, weights: UnsafeRawPointer, activations xq: UnsafeRawPointer,
+                                y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, ldy: Int? = nil,
+                                tier: KernelTier? = nil, isa: CKernelISA? = nil, threads: Int = 0) {
+        precondition(k % 32 == 0, "matmulQ8: k \(k) is not a multiple of 32")
+        let ld = ldy ?? n
+        switch tier ?? Kernels.dispatch.matmul {
+        case .scalar: ScalarKernels.matmulQ8(type, weights: weights, activations: xq, y: y, ldy: ld, m: m, n: n, k: k)
+        case .simd: VectorKernels.matmulQ8(type, weights: weights, activations: xq, y: y, ldy: ld, m: m, n: n, k: k)
+        case .c:
+            ck_matmul_q8act(type.rawValue, weights, xq, y, Int64(ld), Int64(m), Int64(n), Int64(k),
+                            isa?.rawValue ?? -1, Int32(threads))
+        }
+    }
+
+    /// f32-activation path: Y[m,n] = X[m,k] (row stride ldx) · dequant(W)[n,k]ᵀ, weights dequantized
+    /// exactly on the fly, f32 accumulation (order differs per tier; contract above).
+    public static func matmulF32(_ type: QuantWeightType, weights: UnsafeRawPointer, x: UnsafePointer<Float>,
+                                 y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, ldx: Int? = nil, ldy: Int? = nil,
+                                 tier: KernelTier? = nil, isa: CKernelISA? = nil, threads: Int = 0) {
+        precondition(k % 32 == 0, "matmulF32: k \(k) is not a multiple of 32")
+        let lx = ldx ?? k, ly = ldy ?? n
+        switch tier ?? Kernels.dispatch.matmul {
+        case .scalar: ScalarKernels.matmulF32(type, weights: weights, x: x, ldx: lx, y: y, ldy: ly, m: m, n: n, k: k)
+        case .simd: VectorKernels.matmulF32(type, weights: weights, x: x, ldx: lx, y: y, ldy: ly, m: m, n: n, k: k)
+        case .c:
+            ck_matmul_f32act(type.rawValue, weights, x, Int64(lx), y, Int64(ly), Int64(m), Int64(n), Int64(k),
+                             isa?.rawValue ?? -1, Int32(threads))
+        }
+    }
+
+    /// f32-activation path for prefill, C tier only: dequantize panels of `panelFloats / k` weight rows
+    /// into `panel` (caller-owned, at least k floats) and multiply each with OpenBLAS sgemm (OpenBLAS's
+    /// threads, `Kernels.setThreads`). Same contract as `matmulF32` (f32, OpenBLAS's summation order).
+    /// Close to sgemm speed for large m; for m = 1 use `matmulF32` or the integer path.
+    public static func matmulF32Panels(_ type: QuantWeightType, weights: UnsafeRawPointer, x: UnsafePointer<Float>,
+                                       y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, ldx: Int? = nil, ldy: Int? = nil,
+                                       panel: UnsafeMutablePointer<Float>, panelFloats: Int, threads: Int = 0) {
+        precondition(k % 32 == 0 && panelFloats >= k, "matmulF32Panels: k \(k) not a multiple of 32 or panel < k floats")
+        ck_matmul_f32act_blas(type.rawValue, weights, x, Int64(ldx ?? k), y, Int64(ldy ?? n), Int64(m), Int64(n), Int64(k),
+                              panel, Int64(panelFloats), Int32(threads))
+    }
+
+    /// The model-facing call: Y[m,n] = X[m,k] · W[n,k]ᵀ for quantized W, in the activation mode of the
+    /// dispatch table (or `activation`). With `.q8_0`, X is first quantized into `scratch`
+    /// (`activationBytes(rows: m, cols: k)` bytes, caller-owned); with `.f32`, `scratch` is unused.
+    /// Callers that reuse one input for several projections (q/k/v, gate/up) can instead call
+    /// `quantizeRows` once and `matmulQ8` per weight.
+    public static func matmul(_ type: QuantWeightType, weights: UnsafeRawPointer, x: UnsafePointer<Float>,
+                              y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, scratch: UnsafeMutableRawPointer,
+                              activation: ActivationMode? = nil, tier: KernelTier? = nil) {
+        switch activation ?? Kernels.dispatch.activation {
+        case .q8_0:
+            quantizeRows(x, rows: m, cols: k, out: scratch)
+            matmulQ8(type, weights: weights, activations: scratch, y: y, m: m, n: n, k: k, tier: tier)
+        case .f32:
+            matmulF32(type, weights: weights, x: x, y: y, m: m, n: n, k: k, tier: tier)
+        }
+    }
+}
