@@ -171,9 +171,9 @@ public enum Converter {
             for r in 0..<(r1 - r0) {
                 type.traits.quantizeRowReference(tmp + r * width, dstBase + (r0 + r) * dstRowBytes, width)
             }
+            e.file.dropPages(e.data + r0 * srcRowBytes, count: (r1 - r0) * srcRowBytes)
         }
         if let err = failure.error { throw err }
-        e.file.dropPages(e.data, count: e.byteCount)
     }
 }
 
