@@ -13,18 +13,15 @@ public struct GenerationConfig: Sendable {
         self.eosTokenIds = eosTokenIds; self.bosTokenId = bosTokenId; self.padTokenId = padTokenId
     }
 
-    /// Load `generation_config.json` from `directory`; when it is absent, the model config's eos ids.
-    public static func load(directory: String, fallback: Gemma3Config) throws -> GenerationConfig {
-        let path = (directory as NSString).appendingPathComponent("generation_config.json")
-        guard let data = FileManager.default.contents(atPath: path) else {
-            return GenerationConfig(eosTokenIds: fallback.eosTokenIds, bosTokenId: fallback.bosTokenId, padTokenId: fallback.padTokenId)
-        }
+    /// Decode `generation_config.json` contents; fields it lacks come from the model config.
+    public static func decode(_ data: Data, file: String, fallback: Gemma3Config) throws -> GenerationConfig {
         guard let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw ModelError.config(file: path, reason: "malformed JSON")
+            throw ModelError.config(file: file, reason: "malformed JSON")
         }
-        let f = JSONFields(obj, file: path, path: "")
+        let f = JSONFields(obj, file: file, path: "")
         let eos = try f.intArray("eos_token_id") ?? fallback.eosTokenIds
-        return GenerationConfig(eosTokenIds: eos, bosTokenId: try f.int("bos_token_id"), padTokenId: try f.int("pad_token_id"))
+        return GenerationConfig(eosTokenIds: eos, bosTokenId: try f.int("bos_token_id") ?? fallback.bosTokenId,
+                                padTokenId: try f.int("pad_token_id") ?? fallback.padTokenId)
     }
 }
 

@@ -10,19 +10,18 @@ public final class LanguageModel: @unchecked Sendable {
 
     public var config: Gemma3Config { model.config }
 
-    /// Open a Hugging Face style model directory.
+    /// Open a Hugging Face model directory or a `.gguf` file written by `quantize`.
     public init(directory: String, blocks: Int? = nil) throws {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDir) else {
-            throw ModelError.input("\(directory): no such model directory")
-        }
-        guard isDir.boolValue else {
-            throw ModelError.input("\(directory): not a model directory (expected config.json, model.safetensors, tokenizer.json)")
-        }
         self.directory = directory
-        model = try Gemma3Model(directory: directory, blocks: blocks)
-        tokenizer = try Tokenizer(directory: URL(fileURLWithPath: directory))
-        generation = try GenerationConfig.load(directory: directory, fallback: model.config)
+        let files = try ModelFiles.open(directory)
+        model = try Gemma3Model(files: files, blocks: blocks)
+        tokenizer = try Tokenizer(files: files)
+        if let g = files.files["generation_config.json"] {
+            generation = try GenerationConfig.decode(g, file: files.fileName("generation_config.json"), fallback: model.config)
+        } else {
+            generation = GenerationConfig(eosTokenIds: model.config.eosTokenIds, bosTokenId: model.config.bosTokenId,
+                                          padTokenId: model.config.padTokenId)
+        }
     }
 
     /// Prompt ids: the chat template (one user message, generation prompt) or plain text.
@@ -56,4 +55,24 @@ public func peakRSSBytes() -> Int {
     getrusage(RUSAGE_SELF, &usage)
     return Int(usage.ru_maxrss)          // bytes on macOS
     #endif
+}
+
+extension Tokenizer {
+    /// The tokenizer of a model directory or GGUF file.
+    public convenience init(files: ModelFiles) throws {
+        guard let json = files.files["tokenizer.json"] else {
+            throw ModelError.input("\(files.fileName("tokenizer.json")): missing (the model needs a tokenizer.json)")
+        }
+        func source(_ name: String) -> TokenizerSourceFile? {
+            files.files[name].map { TokenizerSourceFile(data: $0, name: files.fileName(name)) }
+        }
+        try self.init(tokenizerJSON: TokenizerSourceFile(data: json, name: files.fileName("tokenizer.json")),
+                      tokenizerConfig: source("tokenizer_config.json"), chatTemplateJinja: source("chat_template.jinja"),
+                      specialTokensMap: source("special_tokens_map.json"))
+    }
+
+    /// The tokenizer of a model directory or GGUF file at `path`, without loading the weights' config.
+    public convenience init(modelPath path: String) throws {
+        try self.init(files: try ModelFiles.open(path, tensors: false))
+    }
 }

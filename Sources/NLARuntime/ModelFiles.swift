@@ -16,7 +16,7 @@ public enum GGUFKeys {
     /// Prefix of embedded files: "nla.file." + file name, e.g. "nla.file.config.json".
     public static let filePrefix = "nla.file."
     public static let embeddedFiles = ["config.json", "generation_config.json", "tokenizer.json",
-                                       "tokenizer_config.json", "special_tokens_map.json", "nla_meta.yaml"]
+                                       "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "nla_meta.yaml"]
 }
 
 public struct ModelFiles: @unchecked Sendable {
@@ -36,20 +36,29 @@ public struct ModelFiles: @unchecked Sendable {
         isGGUF ? "\(path)[\(name)]" : (path as NSString).appendingPathComponent(name)
     }
 
-    public static func open(_ path: String) throws -> ModelFiles {
+    /// - Parameter tensors: false to read only the small files (e.g. for the tokenizer alone).
+    public static func open(_ path: String, tensors: Bool = true) throws -> ModelFiles {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw ModelError.input("\(path): no such model directory or .gguf file")
         }
-        if isDir.boolValue { return try openDirectory(path) }
+        if isDir.boolValue { return try openDirectory(path, tensors: tensors) }
         guard path.hasSuffix(".gguf") else {
             throw ModelError.input("\(path): not a model directory or a .gguf file")
         }
         return try openGGUF(path)
     }
 
-    static func openDirectory(_ dir: String) throws -> ModelFiles {
+    static func openDirectory(_ dir: String, tensors wantTensors: Bool = true) throws -> ModelFiles {
         let configPath = (dir as NSString).appendingPathComponent("config.json")
+        var files: [String: Data] = [:]
+        for name in GGUFKeys.embeddedFiles where name != "config.json" {
+            if let d = FileManager.default.contents(atPath: (dir as NSString).appendingPathComponent(name)) { files[name] = d }
+        }
+        if !wantTensors {
+            return ModelFiles(path: dir, isGGUF: false, configJSON: FileManager.default.contents(atPath: configPath) ?? Data(),
+                              configName: configPath, tensors: [:], files: files, owners: [])
+        }
         guard let config = FileManager.default.contents(atPath: configPath) else {
             throw ModelError.config(file: configPath, reason: "missing config.json (is \(dir) a model directory?)")
         }
@@ -61,10 +70,6 @@ public struct ModelFiles: @unchecked Sendable {
             let vh = try SafetensorsFile(path: vhPath)
             for (name, t) in vh.tensors { tensors["value_head." + name] = t.entry }
             owners.append(vh)
-        }
-        var files: [String: Data] = [:]
-        for name in GGUFKeys.embeddedFiles where name != "config.json" {
-            if let d = FileManager.default.contents(atPath: (dir as NSString).appendingPathComponent(name)) { files[name] = d }
         }
         return ModelFiles(path: dir, isGGUF: false, configJSON: config, configName: configPath,
                           tensors: tensors, files: files, owners: owners)

@@ -10,15 +10,20 @@ final class ActivationScratch {
     let rows: Int
     let maxCols: Int
     let bytes: UnsafeMutableRawPointer
+    /// Dequantized weight panel for the f32-activation prefill path.
+    let panel: UnsafeMutablePointer<Float>
+    let panelFloats: Int
 
     init(rows: Int, maxCols: Int) {
         self.rows = rows
         self.maxCols = maxCols
         let n = QuantKernels.activationBytes(rows: rows, cols: (maxCols + 31) / 32 * 32)
         bytes = UnsafeMutableRawPointer.allocate(byteCount: max(n, 64), alignment: 64)
+        panelFloats = 256 * maxCols
+        panel = UnsafeMutablePointer<Float>.allocate(capacity: panelFloats)
     }
 
-    deinit { bytes.deallocate() }
+    deinit { bytes.deallocate(); panel.deallocate() }
 }
 
 enum QuantLinear {
@@ -26,6 +31,18 @@ enum QuantLinear {
                       scratch: ActivationScratch) {
         precondition(m <= scratch.rows && w.cols <= scratch.maxCols, "activation scratch too small")
         let type = QuantWeightType(rawValue: Int32(w.type.rawValue))!
-        QuantKernels.matmul(type, weights: w.blocks!, x: x, y: y, m: m, n: w.rows, k: w.cols, scratch: scratch.bytes)
+        // NLA_KERNELS act=… overrides. Otherwise decode-sized calls (m < 16) use f32 activations, which
+        // measured faster than the integer path at m = 1 on both types (README, "Speed"), and prefill uses
+        // the type table's activation partner (Q8_0 → f32 for fidelity, Q4_0 → Q8_0 for speed).
+        let partner: ActivationMode = w.type.traits.activationType == .f32 ? .f32 : .q8_0
+        let mode = Kernels.dispatch.activation ?? (m < 16 ? .f32 : partner)
+        if mode == .f32 && m >= 16 && Kernels.dispatch.matmul == .c {
+            // Prefill: dequantize panels of W and run sgemm (much faster than the per-row f32 kernel).
+            QuantKernels.matmulF32Panels(type, weights: w.blocks!, x: x, y: y, m: m, n: w.rows, k: w.cols,
+                                         panel: scratch.panel, panelFloats: scratch.panelFloats)
+        } else {
+            QuantKernels.matmul(type, weights: w.blocks!, x: x, y: y, m: m, n: w.rows, k: w.cols,
+                                scratch: scratch.bytes, activation: mode)
+        }
     }
 }

@@ -70,7 +70,10 @@ public struct QuantTraits: Sendable {
                     dequantizeRow: dequantizeRowQ4_0, quantizeRowReference: quantizeRowQ4_0Reference, activationType: .q8_0),
         QuantTraits(type: .q8_0, name: "Q8_0", blockSize: BlockQ8_0.count, bytesPerBlock: MemoryLayout<BlockQ8_0>.size,
                     isQuantized: true, alignment: MemoryLayout<BlockQ8_0>.alignment,
-                    dequantizeRow: dequantizeRowQ8_0, quantizeRowReference: quantizeRowQ8_0Reference, activationType: .q8_0),
+                    // F32, not ggml's Q8_0: on Gemma 3 270M, f32 activations cut the KL divergence to f32
+                    // from 0.0028 to 0.0007 and greedy agreement from 3/5 to 4/5, and decode is faster
+                    // (README, "Quantization quality"). Q4_0 keeps Q8_0: its weight error dominates.
+                    dequantizeRow: dequantizeRowQ8_0, quantizeRowReference: quantizeRowQ8_0Reference, activationType: .f32),
         QuantTraits(type: .bf16, name: "BF16", blockSize: 1, bytesPerBlock: 2, isQuantized: false, alignment: 1,
                     dequantizeRow: dequantizeRowBF16, quantizeRowReference: quantizeRowBF16, activationType: .f32),
     ]

@@ -6,7 +6,7 @@
 // tier falls back to the next lower one (element-wise `.c` runs `.simd`). Model code never names a
 // tier: it calls `Kernels.*` / `QuantKernels.*` and this table decides.
 //
-// Defaults: matmuls `.c`, everything else `.simd`, quantized matmuls with Q8_0 activations.
+// Defaults: matmuls `.c`, everything else `.simd`, quantized matmuls with the weight type's activation partner.
 // Override for tests and benchmarks with `Kernels.dispatch = ...`, `QuantKernels.tier = .scalar`, or
 // the environment variable NLA_KERNELS (read once, at first use), e.g.
 //     NLA_KERNELS=scalar                          every family on the scalar tier
@@ -40,22 +40,23 @@ public struct KernelDispatch: Sendable, Equatable, CustomStringConvertible {
     public var quantize: KernelTier
     /// dot, rmsNorm, add, scale, softmax, GELU, RoPE (`.c` runs `.simd`).
     public var elementwise: KernelTier
-    /// Activation format of quantized-weight matmuls (`QuantKernels.matmul`).
-    public var activation: ActivationMode
+    /// Activation format of quantized-weight matmuls (`QuantKernels.matmul`); nil = the weight type's
+    /// own partner (the model passes it from the Quant type table: Q8_0 weights → f32, Q4_0 → Q8_0).
+    public var activation: ActivationMode?
 
     public init(matmul: KernelTier = .c, quantize: KernelTier = .simd, elementwise: KernelTier = .simd,
-                activation: ActivationMode = .q8_0) {
+                activation: ActivationMode? = nil) {
         self.matmul = matmul
         self.quantize = quantize
         self.elementwise = elementwise
         self.activation = activation
     }
 
-    /// The defaults: matmuls in C, the rest in Swift SIMD, Q8_0 activations.
+    /// The defaults: matmuls in C, the rest in Swift SIMD, activations per weight type.
     public static let standard = KernelDispatch()
 
     /// Every family on `tier` (element-wise `.c` → `.simd`).
-    public static func all(_ tier: KernelTier, activation: ActivationMode = .q8_0) -> KernelDispatch {
+    public static func all(_ tier: KernelTier, activation: ActivationMode? = nil) -> KernelDispatch {
         KernelDispatch(matmul: tier, quantize: tier, elementwise: tier == .c ? .simd : tier, activation: activation)
     }
 
@@ -96,7 +97,7 @@ public struct KernelDispatch: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
-        "matmul=\(matmul),quantize=\(quantize),elementwise=\(elementwise),act=\(activation)"
+        "matmul=\(matmul),quantize=\(quantize),elementwise=\(elementwise),act=\(activation.map(\.rawValue) ?? "auto")"
     }
 }
 

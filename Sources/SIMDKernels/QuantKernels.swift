@@ -131,7 +131,7 @@ public enum QuantKernels {
     public static func matmul(_ type: QuantWeightType, weights: UnsafeRawPointer, x: UnsafePointer<Float>,
                               y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, scratch: UnsafeMutableRawPointer,
                               activation: ActivationMode? = nil, tier: KernelTier? = nil) {
-        switch activation ?? Kernels.dispatch.activation {
+        switch activation ?? Kernels.dispatch.activation ?? .q8_0 {
         case .q8_0:
             quantizeRows(x, rows: m, cols: k, out: scratch)
             matmulQ8(type, weights: weights, activations: scratch, y: y, m: m, n: n, k: k, tier: tier)

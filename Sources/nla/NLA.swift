@@ -11,7 +11,7 @@ struct NLA: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nla",
         abstract: "Gemma 3 and Natural Language Autoencoders on the CPU.",
-        subcommands: [Tokenize.self, Generate.self, Chat.self, Hidden.self, Bench.self])
+        subcommands: [Tokenize.self, Generate.self, Chat.self, Hidden.self, Kld.self, Bench.self])
 }
 
 /// The default model: the Gemma 3 270M test checkpoint that `make test-model` builds.
@@ -65,7 +65,7 @@ func parseIds(_ s: String) throws -> [Int] {
 }
 
 func printJSON(_ object: Any) throws {
-    let data = try JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes])
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes, .sortedKeys])
     FileHandle.standardOutput.write(data)
     FileHandle.standardOutput.write(Data("\n".utf8))
 }

@@ -15,7 +15,7 @@ struct Tokenize: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             try options.validateThreads()
-            let tokenizer = try Tokenizer(directory: URL(fileURLWithPath: options.model))
+            let tokenizer = try Tokenizer(modelPath: options.model)
             if let jsonl {
                 guard let data = FileManager.default.contents(atPath: jsonl), let content = String(data: data, encoding: .utf8) else {
                     throw ModelError.input("\(jsonl): cannot read file")

@@ -20,9 +20,14 @@ func installSignalCleanup(_ path: String) {
         if let p = temporaryPathForSignal { unlink(p) }
         _exit(128 + sig)
     }
-    signal(SIGINT, handler)
-    signal(SIGTERM, handler)
-    signal(SIGHUP, handler)
+    var set = sigset_t()
+    sigemptyset(&set)
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        signal(sig, handler)
+        sigaddset(&set, sig)
+    }
+    // A parent may have started us with these signals blocked; they must reach the handler.
+    pthread_sigmask(SIG_UNBLOCK, &set, nil)
 }
 
 func stderrWrite(_ s: String) { FileHandle.standardError.write(Data(s.utf8)) }

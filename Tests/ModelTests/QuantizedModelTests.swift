@@ -106,9 +106,10 @@ enum QuantizedTestModels {
         if type == .q8_0 { #expect(identical >= 4, "Q8_0 greedy agreement \(identical)/5") }
     }
 
-    /// Bounds set from measurement (README: "Quantization quality"), with headroom for kernel changes:
-    /// they catch a broken quantized path (KLD jumps by orders of magnitude), not small drifts.
-    @Test(arguments: [(QuantType.q8_0, 0.02, 0.93, 0.999), (.q4_0, 0.6, 0.6, 0.97)])
+    /// Bounds set from measurement (README: "Quantization quality"; measured on kld.txt, 320 positions:
+    /// Q8_0 mean KLD 0.0007, top-1 0.984, hidden cos 0.99986; Q4_0 0.347, 0.675, 0.925), with headroom
+    /// for kernel changes: they catch a broken quantized path, not small drifts.
+    @Test(arguments: [(QuantType.q8_0, 0.005, 0.95, 0.9995), (.q4_0, 0.5, 0.6, 0.9)])
     func divergenceFromF32OnTheKLDText(type: QuantType, maxMeanKLD: Double, minTop1: Double, minHiddenCos: Double) throws {
         let ref = try TestModel.load()
         let q = try LanguageModel(directory: try QuantizedTestModels.path(type))

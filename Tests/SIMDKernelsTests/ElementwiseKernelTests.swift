@@ -247,7 +247,7 @@ struct DispatchTests {
         #expect(d == KernelDispatch(matmul: .simd, quantize: .simd, elementwise: .scalar, activation: .f32))
         #expect(KernelDispatch.parse("matmul=gpu") == nil)
         #expect(KernelDispatch.parse("fast") == nil)
-        #expect(KernelDispatch.standard == KernelDispatch(matmul: .c, quantize: .simd, elementwise: .simd, activation: .q8_0))
+        #expect(KernelDispatch.standard == KernelDispatch(matmul: .c, quantize: .simd, elementwise: .simd, activation: nil))
     }
 
     @Test("C instruction-set paths: generic always available, selection clamps to available")

@@ -1,5 +1,12 @@
 import Foundation
 
+/// The contents of one tokenizer file and the name errors use for it (a path, or "model.gguf[tokenizer.json]").
+public struct TokenizerSourceFile: Sendable {
+    public var data: Data
+    public var name: String
+    public init(data: Data, name: String) { self.data = data; self.name = name }
+}
+
 /// A Hugging Face `tokenizer.json` tokenizer (BPE model) with the Gemma 3 chat template.
 ///
 /// Encoding follows huggingface/tokenizers: added tokens (special or not) are found in the raw input
@@ -36,10 +43,33 @@ public final class Tokenizer: Sendable {
     /// Loads a tokenizer.json file and an optional tokenizer_config.json (for `bos_token` and
     /// `chat_template`; a `chat_template.jinja` next to it is used when the config has no template, and
     /// `special_tokens_map.json` when it has no `bos_token`).
-    public init(tokenizerJSON: URL, tokenizerConfig: URL?) throws {
-        let file = tokenizerJSON.path
+    public convenience init(tokenizerJSON: URL, tokenizerConfig: URL?) throws {
         let data = try TokJSONReader.readFile(tokenizerJSON)
-        let parsed = try TokJSONReader.parseTokenizerFile(data, file: file)
+        var config: TokenizerSourceFile?
+        var jinja: TokenizerSourceFile?
+        var map: TokenizerSourceFile?
+        if let configURL = tokenizerConfig {
+            config = TokenizerSourceFile(data: try TokJSONReader.readFile(configURL), name: configURL.path)
+            let dir = configURL.deletingLastPathComponent()
+            let jinjaURL = dir.appendingPathComponent("chat_template.jinja")
+            if FileManager.default.fileExists(atPath: jinjaURL.path) {
+                jinja = TokenizerSourceFile(data: try TokJSONReader.readFile(jinjaURL), name: jinjaURL.path)
+            }
+            let mapURL = dir.appendingPathComponent("special_tokens_map.json")
+            if FileManager.default.fileExists(atPath: mapURL.path) {
+                map = TokenizerSourceFile(data: try TokJSONReader.readFile(mapURL), name: mapURL.path)
+            }
+        }
+        try self.init(tokenizerJSON: TokenizerSourceFile(data: data, name: tokenizerJSON.path),
+                      tokenizerConfig: config, chatTemplateJinja: jinja, specialTokensMap: map)
+    }
+
+    /// Builds a tokenizer from file contents already in memory (e.g. embedded in a GGUF file); `name`
+    /// of each file is what error messages call it.
+    public init(tokenizerJSON json: TokenizerSourceFile, tokenizerConfig: TokenizerSourceFile?,
+                chatTemplateJinja: TokenizerSourceFile? = nil, specialTokensMap: TokenizerSourceFile? = nil) throws {
+        let file = json.name
+        let parsed = try TokJSONReader.parseTokenizerFile(json.data, file: file)
         let root = TokJSONNode(file: file, path: "", value: .object(parsed.root))
 
         let modelNode = try root.require("model")
@@ -56,10 +86,9 @@ public final class Tokenizer: Sendable {
         // tokenizer_config.json
         var bos: String?
         var template: String?
-        var templateFile = tokenizerConfig?.path ?? file
-        if let configURL = tokenizerConfig {
-            let cfgData = try TokJSONReader.readFile(configURL)
-            let cfg = TokJSONNode(file: configURL.path, path: "", value: try TokJSONReader.parse(cfgData, file: configURL.path))
+        var templateFile = tokenizerConfig?.name ?? file
+        if let cfgFile = tokenizerConfig {
+            let cfg = TokJSONNode(file: cfgFile.name, path: "", value: try TokJSONReader.parse(cfgFile.data, file: cfgFile.name))
             _ = try cfg.asObject()
             if let b = cfg.optional("bos_token") {
                 if case .string(let s) = b.value { bos = s } else { bos = try b.require("content").asString() }
@@ -74,18 +103,12 @@ public final class Tokenizer: Sendable {
                     }
                 }
             }
-            let dir = configURL.deletingLastPathComponent()
-            if template == nil {
-                let jinja = dir.appendingPathComponent("chat_template.jinja")
-                if FileManager.default.fileExists(atPath: jinja.path) {
-                    template = String(decoding: try TokJSONReader.readFile(jinja), as: UTF8.self)
-                    templateFile = jinja.path
-                }
+            if template == nil, let jinja = chatTemplateJinja {
+                template = String(decoding: jinja.data, as: UTF8.self)
+                templateFile = jinja.name
             }
-            let mapURL = dir.appendingPathComponent("special_tokens_map.json")
-            if bos == nil, FileManager.default.fileExists(atPath: mapURL.path) {
-                let map = TokJSONNode(file: mapURL.path, path: "",
-                                      value: try TokJSONReader.parse(TokJSONReader.readFile(mapURL), file: mapURL.path))
+            if bos == nil, let mapFile = specialTokensMap {
+                let map = TokJSONNode(file: mapFile.name, path: "", value: try TokJSONReader.parse(mapFile.data, file: mapFile.name))
                 if let b = map.optional("bos_token") {
                     if case .string(let s) = b.value { bos = s } else { bos = try b.require("content").asString() }
                 }
