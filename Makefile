@@ -7,7 +7,7 @@ MODEL ?= $(NLA_CACHE)/models/gemma-3-270m
 NLA := .build/$(CONFIG)/nla
 DEMO_QUESTION ?= Why is the sky blue? Answer in two sentences.
 
-.PHONY: build test test-model demo bench clean
+.PHONY: build test test-model demo-models demo bench clean
 
 build:
 	$(SWIFT) build -c $(CONFIG)
@@ -15,6 +15,10 @@ build:
 ## The real Gemma 3 270M test checkpoint at ~/.cache/nla/models/gemma-3-270m (idempotent, verified).
 test-model:
 	NLA_CACHE=$(NLA_CACHE) scripts/make-test-model
+
+## The demo NLA pair (untrained, built from the test model) at ~/.cache/nla/models/nla-demo/{av,ar}.
+demo-models: test-model
+	NLA_CACHE=$(NLA_CACHE) scripts/make-demo-models
 
 ## Everything CI runs: the test model, then every test target (unit, synthetic, real-model goldens).
 test: test-model

@@ -15,6 +15,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         .target(
@@ -33,7 +34,7 @@ let package = Package(
         ),
         .target(
             name: "NLARuntime",
-            dependencies: ["Quant", "SIMDKernels"],
+            dependencies: ["Quant", "SIMDKernels", .product(name: "Yams", package: "Yams")],
             path: "Sources/NLARuntime"
         ),
         .executableTarget(

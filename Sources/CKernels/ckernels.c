@@ -20,6 +20,10 @@ int ck_get_threads(void) { return g_threads > 0 ? g_threads : omp_get_max_thread
 
 void ck_sgemm_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                  float *C, int ldc, float beta) {
+    if (M == 1) {  // one row (decode): gemv streams B once; OpenBLAS's gemm does not special-case it
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, B, ldb, A, 1, beta, C, 1);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
 }
 

@@ -175,6 +175,8 @@ public final class Gemma3Session {
     private let cosT, sinT: UnsafeMutablePointer<Float>      // (chunkRows, headDim/2)
     private let invFreqFull, invFreqSliding: [Float]
     private let actScratch: ActivationScratch                // quantized activations, (chunkRows, max width)
+    private let tokenRow: UnsafeMutablePointer<Float>         // (hiddenSize): decode-step embedding
+    private let logitsRow: UnsafeMutablePointer<Float>        // (vocab): decode-step logits
 
     init(model: Gemma3Model, capacity: Int, chunkRows: Int = 256) throws {
         let cfg = model.config
@@ -201,6 +203,8 @@ public final class Gemma3Session {
         scores = alloc(c * capacity)
         cosT = alloc(c * cfg.headDim / 2); sinT = alloc(c * cfg.headDim / 2)
         actScratch = ActivationScratch(rows: c, maxCols: max(cfg.hiddenSize, cfg.qDim, cfg.intermediateSize))
+        tokenRow = alloc(cfg.hiddenSize)
+        logitsRow = alloc(model.loadedBlocks == cfg.numHiddenLayers ? cfg.vocabSize : 1)
         invFreqFull = Gemma3Session.inverseFrequencies(cfg.ropeFull, headDim: cfg.headDim)
         invFreqSliding = Gemma3Session.inverseFrequencies(cfg.ropeSliding, headDim: cfg.headDim)
     }
@@ -208,7 +212,7 @@ public final class Gemma3Session {
     deinit {
         for p in kCache { p.deallocate() }
         for p in vCache { p.deallocate() }
-        for p in [x, xn, q, k, v, attn, o, gate, up, scores, cosT, sinT] { p.deallocate() }
+        for p in [x, xn, q, k, v, attn, o, gate, up, scores, cosT, sinT, tokenRow, logitsRow] { p.deallocate() }
     }
 
     /// inv_freq[i] = 1 / (θ ^ (2i / headDim)) / factor, in f32 as transformers computes it
@@ -273,11 +277,37 @@ public final class Gemma3Session {
         cachedDepth = min(cachedDepth, nBlocks)
         let full = nBlocks == cfg.numHiddenLayers && model.finalNorm != nil
         let wantLogits = full ? logits : .none
-        let d = cfg.hiddenSize, vocab = cfg.vocabSize
         var out: [Float] = []
-        if wantLogits == .all { out = [Float](repeating: 0, count: rows * vocab) }
-        if wantLogits == .last { out = [Float](repeating: 0, count: vocab) }
+        if wantLogits == .all { out = [Float](repeating: 0, count: rows * cfg.vocabSize) }
+        if wantLogits == .last { out = [Float](repeating: 0, count: cfg.vocabSize) }
+        out.withUnsafeMutableBufferPointer { lo in
+            run(embeddings, rows: rows, blocks: nBlocks, logits: wantLogits, into: lo.baseAddress, observer: observer)
+        }
+        return out
+    }
 
+    /// One decode step for token `id`: no allocation. Returns the logits [vocab], valid until the next call.
+    public func decodeStep(_ id: Int) throws -> UnsafeBufferPointer<Float> {
+        guard position + 1 <= capacity else {
+            throw ModelError.input("\(position + 1) tokens exceed the context of \(capacity) positions")
+        }
+        guard model.loadedBlocks == cfg.numHiddenLayers, model.finalNorm != nil else {
+            throw ModelError.input("decoding needs all \(cfg.numHiddenLayers) blocks loaded")
+        }
+        guard position == 0 || cachedDepth >= cfg.numHiddenLayers else {
+            throw ModelError.input("cannot decode after a truncated run filled the cache; reset the session first")
+        }
+        try model.embedRow(id, into: tokenRow)
+        run(tokenRow, rows: 1, blocks: cfg.numHiddenLayers, logits: .last, into: logitsRow, observer: nil)
+        return UnsafeBufferPointer(start: logitsRow, count: cfg.vocabSize)
+    }
+
+    /// The forward pass proper (inputs already validated). Logits go to `lo` ([vocab] for .last,
+    /// [rows, vocab] for .all).
+    private func run(_ embeddings: UnsafePointer<Float>, rows: Int, blocks nBlocks: Int, logits wantLogits: LogitsMode,
+                     into lo: UnsafeMutablePointer<Float>?,
+                     observer: ((HiddenPoint, Int, UnsafeBufferPointer<Float>) -> Void)?) {
+        let d = cfg.hiddenSize, vocab = cfg.vocabSize
         var done = 0
         while done < rows {
             let t = min(chunkRows, rows - done)
@@ -287,27 +317,20 @@ public final class Gemma3Session {
                 block(l, rows: t, start: position)
                 observer?(.block(l), done, UnsafeBufferPointer(start: x, count: t * d))
             }
-            if full, let fn = model.finalNorm {
+            if nBlocks == cfg.numHiddenLayers, let fn = model.finalNorm {
                 fn.withUnsafeBufferPointer { w in
                     Kernels.rmsNormRows(x, weight: w.baseAddress!, out: x, rows: t, n: d, eps: cfg.rmsNormEps)
                 }
                 observer?(.finalNorm, done, UnsafeBufferPointer(start: x, count: t * d))
                 switch wantLogits {
-                case .all:
-                    out.withUnsafeMutableBufferPointer { lo in
-                        computeLogits(x, rows: t, into: lo.baseAddress! + done * vocab)
-                    }
-                case .last where done + t == rows:
-                    out.withUnsafeMutableBufferPointer { lo in
-                        computeLogits(x + (t - 1) * d, rows: 1, into: lo.baseAddress!)
-                    }
+                case .all: computeLogits(x, rows: t, into: lo! + done * vocab)
+                case .last where done + t == rows: computeLogits(x + (t - 1) * d, rows: 1, into: lo!)
                 default: break
                 }
             }
             position += t
             done += t
         }
-        return out
     }
 
     private func computeLogits(_ h: UnsafePointer<Float>, rows: Int, into dst: UnsafeMutablePointer<Float>) {

@@ -71,13 +71,22 @@ public struct Sampler {
 
     /// Index of the largest value (the first one on ties, like torch.argmax).
     public static func argmax(_ logits: [Float]) -> Int {
+        logits.withUnsafeBufferPointer { argmax($0) }
+    }
+
+    public static func argmax(_ logits: UnsafeBufferPointer<Float>) -> Int {
         var best = 0
         var bv = -Float.infinity
-        for (i, v) in logits.enumerated() where v > bv { bv = v; best = i }
+        for i in 0..<logits.count where logits[i] > bv { bv = logits[i]; best = i }
         return best
     }
 
     public mutating func sample(_ logits: [Float]) -> Int {
+        logits.withUnsafeBufferPointer { sample($0) }
+    }
+
+    /// Greedy (temperature 0) allocates nothing; sampling builds a sorted candidate list.
+    public mutating func sample(_ logits: UnsafeBufferPointer<Float>) -> Int {
         if options.temperature == 0 { return Sampler.argmax(logits) }
         // Candidates sorted by logit, descending; top-k cut first.
         var idx = Array(logits.indices)
@@ -146,17 +155,19 @@ extension Gemma3Session {
         guard position + promptIds.count <= capacity else {
             throw ModelError.input("prompt of \(promptIds.count) tokens exceeds the context of \(capacity) positions")
         }
+        if options.maxNewTokens == 0 { return GenerationResult(promptIds: promptIds, ids: [], stoppedOnEOS: false) }
         var sampler = Sampler(options: options)
-        var logits = try forward(ids: promptIds, logits: .last)
+        let promptLogits = try forward(ids: promptIds, logits: .last)
+        var next = sampler.sample(promptLogits)
         var out: [Int] = []
+        out.reserveCapacity(options.maxNewTokens)
         var stopped = false
-        while out.count < options.maxNewTokens {
-            let next = sampler.sample(logits)
+        while true {
             out.append(next)
             onToken?(next)
             if stopIds.contains(next) { stopped = true; break }
-            if out.count == options.maxNewTokens || position >= capacity { break }
-            logits = try forward(ids: [next], logits: .last)
+            if out.count >= options.maxNewTokens || position >= capacity { break }
+            next = sampler.sample(try decodeStep(next))
         }
         return GenerationResult(promptIds: promptIds, ids: out, stoppedOnEOS: stopped)
     }
