@@ -5,9 +5,10 @@ CONFIG ?= release
 NLA_CACHE ?= $(HOME)/.cache/nla
 MODEL ?= $(NLA_CACHE)/models/gemma-3-270m
 NLA := .build/$(CONFIG)/nla
-DEMO_QUESTION ?= Why is the sky blue? Answer in two sentences.
+DEMO_QUESTION ?= What is the capital of France?
+DEMO := $(NLA_CACHE)/models/nla-demo
 
-.PHONY: build test test-model demo-models demo bench clean
+.PHONY: build test test-model demo-models demo chat bench clean
 
 build:
 	$(SWIFT) build -c $(CONFIG)
@@ -24,8 +25,17 @@ demo-models: test-model
 test: test-model
 	NLA_TEST_MODEL=$(MODEL) $(SWIFT) test -c $(CONFIG)
 
-## The main job on the embedded default model: for now, chat with the Gemma 3 270M.
-demo: test-model build
+## The main job on the embedded default: the 270M answers DEMO_QUESTION, and every token of the
+## conversation is explained by the demo AV and scored by the demo AR (both quantized to q8_0).
+## The demo pair is UNTRAINED: its explanations are not meaningful, the pipeline is.
+demo: demo-models build
+	@test -f $(DEMO)/av-q8_0.gguf || .build/$(CONFIG)/quantize $(DEMO)/av $(DEMO)/av-q8_0.gguf --type q8_0
+	@test -f $(DEMO)/ar-q8_0.gguf || .build/$(CONFIG)/quantize $(DEMO)/ar $(DEMO)/ar-q8_0.gguf --type q8_0
+	$(NLA) explain --target $(MODEL) --av $(DEMO)/av-q8_0.gguf --ar $(DEMO)/ar-q8_0.gguf --chat \
+	  --max-reply-tokens 12 --max-new-tokens 40 "$(DEMO_QUESTION)"
+
+## Chat with the Gemma 3 270M.
+chat: test-model build
 	$(NLA) chat --model $(MODEL) --max-new-tokens 96 "$(DEMO_QUESTION)"
 
 bench: test-model build

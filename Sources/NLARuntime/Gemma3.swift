@@ -97,7 +97,15 @@ public final class Gemma3Model: @unchecked Sendable {
                 kNorm: try norm("self_attn.k_norm.weight", hd)))
         }
         self.layers = layers
-        if n == cfg.numHiddenLayers {
+        let isAR = files.tensors["value_head.weight"] != nil
+        if n == cfg.numHiddenLayers && isAR {
+            // NLA AR: blocks 0…K, no final norm applied (the released ARs do not even store one), no lm_head.
+            finalNorm = nil
+            lmHeadView = nil
+            _ = try names.optional([names.prefix + "norm.weight"], shape: [d])
+            _ = try names.optional(Gemma3Model.lmHeadNames, shape: [cfg.vocabSize, d])
+            names.used.insert("value_head.weight")
+        } else if n == cfg.numHiddenLayers {
             finalNorm = normPlusOne(try names.tensor("norm.weight", shape: [d]))
             lmHeadView = try names.optional(Gemma3Model.lmHeadNames, shape: [cfg.vocabSize, d])
             if lmHeadView == nil && !cfg.tieWordEmbeddings {

@@ -7,6 +7,8 @@ public final class LanguageModel: @unchecked Sendable {
     public let model: Gemma3Model
     public let tokenizer: Tokenizer
     public let generation: GenerationConfig
+    /// The opened files (config, tokenizer and sidecar contents; the mapped tensors).
+    public let files: ModelFiles
 
     public var config: Gemma3Config { model.config }
 
@@ -14,6 +16,7 @@ public final class LanguageModel: @unchecked Sendable {
     public init(directory: String, blocks: Int? = nil) throws {
         self.directory = directory
         let files = try ModelFiles.open(directory)
+        self.files = files
         model = try Gemma3Model(files: files, blocks: blocks)
         tokenizer = try Tokenizer(files: files)
         if let g = files.files["generation_config.json"] {

@@ -1,0 +1,182 @@
+// `nla fidelity`: the quality check of the mission. Does a quantized AR reconstruct what the
+// full-precision AR reconstructs? Optionally, does the quantized AV → AR round trip keep its score?
+
+import ArgumentParser
+import Foundation
+import NLARuntime
+import Quant
+
+extension NLASidecar {
+    /// The sidecar of a model directory or GGUF file, without loading its weights.
+    static func forModel(_ path: String) throws -> NLASidecar {
+        let files = try ModelFiles.open(path, tensors: false)
+        guard let y = files.files["nla_meta.yaml"] else {
+            throw ModelError.input("\(files.fileName("nla_meta.yaml")): missing (not an NLA model?)")
+        }
+        return try NLASidecar.decode(yaml: String(decoding: y, as: UTF8.self), file: files.fileName("nla_meta.yaml"))
+    }
+}
+
+/// The block type of a quantized model file (from `quantize`'s metadata), e.g. "Q8_0".
+func quantTypeName(_ path: String) -> String {
+    if path.hasSuffix(".gguf"), let g = try? GGUFFile(path: path), let t = g.metadata[GGUFKeys.fileType]?.stringValue { return t }
+    return "F32"
+}
+
+struct FidelityPair {
+    var explanation: String
+    var gold: [Float]
+}
+
+func readPairs(_ path: String) throws -> [FidelityPair] {
+    guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+        throw ModelError.input("\(path): cannot read file")
+    }
+    var pairs: [FidelityPair] = []
+    for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        let l = line.trimmingCharacters(in: .whitespaces)
+        if l.isEmpty { continue }
+        guard let obj = (try? JSONSerialization.jsonObject(with: Data(l.utf8))) as? [String: Any] else {
+            throw ModelError.input("\(path):\(n + 1): not a JSON object")
+        }
+        guard let e = obj["explanation"] as? String else { throw ModelError.input("\(path):\(n + 1): missing string 'explanation'") }
+        guard let arr = obj["activation_vector"] as? [Any] else { throw ModelError.input("\(path):\(n + 1): missing array 'activation_vector'") }
+        let v = try arr.map { x -> Float in
+            guard let num = x as? NSNumber else { throw ModelError.input("\(path):\(n + 1): activation_vector holds a non-number") }
+            return num.floatValue
+        }
+        pairs.append(FidelityPair(explanation: e, gold: v))
+    }
+    guard !pairs.isEmpty else { throw ModelError.input("\(path): no pairs") }
+    return pairs
+}
+
+struct Fidelity: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check that quantized NLA models keep the reconstruction fidelity of the full-precision AR (exit 1 on fail).")
+
+    @Option(help: "Full-precision AR (HF directory).") var ar: String
+    @Option(name: .customLong("ar-quant"), help: "A quantized AR (.gguf); repeat for several.") var arQuant: [String] = []
+    @Option(help: "JSONL of {\"explanation\":..., \"activation_vector\":[...]}.") var pairs: String?
+    @Option(help: "Target model, to make pairs on the fly with --av and --prompt.") var target: String?
+    @Option(help: "Full-precision AV (for on-the-fly pairs and round trips).") var av: String?
+    @Option(name: .customLong("av-quant"), help: "Quantized AV: also report round-trip fidelity (vector → AV → AR).") var avQuant: String?
+    @Option(help: "Prompt for on-the-fly pairs (chat template).") var prompt: String?
+    @Option(name: .customLong("max-pairs"), help: "On-the-fly: at most this many positions (from position 4).") var maxPairs: Int = 8
+    @Option(name: .customLong("max-new-tokens"), help: "Explanation length cap for the AV.") var maxNewTokens: Int = 200
+    @Option(name: .customLong("min-cos-q8"), help: "Pass threshold for Q8_0: mean cos(quant, full) >= this.") var minCosQ8: Double = 0.999
+    @Option(name: .customLong("min-cos-q4"), help: "Pass threshold for Q4_0.") var minCosQ4: Double = 0.99
+    @Option(name: .customLong("fve-baseline"), help: "Predict-the-mean baseline B.") var fveBaselineFlag: Double?
+    @Flag(help: "Print one JSON object.") var json = false
+    @OptionGroup var threads: ThreadsOption
+
+    func threshold(_ type: String) -> Double {
+        type.uppercased() == "Q4_0" ? minCosQ4 : minCosQ8
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            try threads.apply()
+            guard !arQuant.isEmpty else { throw ModelError.input("give at least one --ar-quant file") }
+            let sampling = SamplingOptions(maxNewTokens: maxNewTokens)
+            var data: [FidelityPair]
+            if let pairs {
+                data = try readPairs(pairs)
+            } else {
+                guard let target, let av, let prompt else {
+                    throw ModelError.input("give --pairs FILE, or --target, --av and --prompt to make pairs on the fly")
+                }
+                let sc = try NLASidecar.forModel(av)
+                guard let k = sc.extractionLayer else { throw ModelError.input("\(sc.file): no extraction layer") }
+                let cap = try ActivationCapture.capture(target: try LanguageModel(directory: target), layer: k, prompt: prompt,
+                                                        chat: true, reply: nil, maxReplyTokens: 0)
+                let verbalizer = try ActivationVerbalizer(path: av)
+                data = []
+                for p in 4..<cap.vectors.count where data.count < maxPairs {
+                    let r = try verbalizer.verbalize(cap.vectors[p], options: sampling)
+                    data.append(FidelityPair(explanation: r.explanation ?? r.text, gold: cap.vectors[p]))
+                }
+                guard !data.isEmpty else { throw ModelError.input("the prompt has no positions >= 4 to explain") }
+            }
+
+            // Full-precision reconstructions, then each quantized AR in turn (one model loaded at a time).
+            let full = try ActivationReconstructor(path: ar)
+            let d = full.sidecar.dModel
+            for (i, p) in data.enumerated() where p.gold.count != d {
+                throw ModelError.input("pair \(i): activation_vector has \(p.gold.count) values, the AR expects \(d)")
+            }
+            let baseline = fveBaseline(fveBaselineFlag, dModel: d, layer: full.sidecar.extractionLayer)
+            let fullPreds = try data.map { try full.reconstruct($0.explanation) }
+            let fullScores = try zip(fullPreds, data).map { try full.score(prediction: $0, gold: $1.gold, fveBaseline: baseline) }
+
+            var results: [[String: Any]] = []
+            var lines: [String] = []
+            var allPass = true
+            for q in arQuant {
+                let type = quantTypeName(q)
+                let quant = try ActivationReconstructor(path: q)
+                let preds = try data.map { try quant.reconstruct($0.explanation) }
+                let cosQF = zip(preds, fullPreds).map { cosine($0, $1) }
+                let scores = try zip(preds, data).map { try quant.score(prediction: $0, gold: $1.gold, fveBaseline: baseline) }
+                let meanCos = mean(cosQF)
+                let pass = meanCos >= threshold(type)
+                allPass = allPass && pass
+                var r: [String: Any] = [
+                    "file": q, "type": type, "pairs": data.count,
+                    "cos_quant_full": ["mean": meanCos, "median": median(cosQF), "min": cosQF.min()!],
+                    "mse_nrm": ["full": mean(fullScores.map(\.mseNrm)), "quant": mean(scores.map(\.mseNrm)),
+                                "diff": mean(scores.map(\.mseNrm)) - mean(fullScores.map(\.mseNrm))],
+                    "cos_gold": ["full": mean(fullScores.map(\.cos)), "quant": mean(scores.map(\.cos))],
+                    "threshold": threshold(type), "pass": pass]
+                if baseline != nil {
+                    let ff = mean(fullScores.compactMap(\.fveNrm)), fq = mean(scores.compactMap(\.fveNrm))
+                    r["fve_nrm"] = ["full": ff, "quant": fq, "diff": fq - ff]
+                }
+                results.append(r)
+                lines.append(String(format: "%@  %@  cos(q,f) mean %.6f median %.6f min %.6f | mse_nrm full %.4f quant %.4f (Δ %+.4f) | %@ (mean cos >= %g)",
+                                    type, (q as NSString).lastPathComponent, meanCos, median(cosQF), cosQF.min()!,
+                                    mean(fullScores.map(\.mseNrm)), mean(scores.map(\.mseNrm)),
+                                    mean(scores.map(\.mseNrm)) - mean(fullScores.map(\.mseNrm)), pass ? "PASS" : "FAIL", threshold(type)))
+            }
+
+            var roundTrip: [String: Any]? = nil
+            if let avQuant {
+                guard let av else { throw ModelError.input("--av-quant needs --av (the full-precision AV)") }
+                let quantAR = arQuant[0]
+                func trip(_ avPath: String, _ arPath: String) throws -> (explanations: [String], scores: [NLAScore]) {
+                    let verbalizer = try ActivationVerbalizer(path: avPath)
+                    let ex = try data.map { p -> String in
+                        let r = try verbalizer.verbalize(p.gold, options: sampling)
+                        return r.explanation ?? r.text
+                    }
+                    let rec = try ActivationReconstructor(path: arPath)
+                    let sc = try zip(ex, data).map { try rec.score(prediction: try rec.reconstruct($0), gold: $1.gold, fveBaseline: baseline) }
+                    return (ex, sc)
+                }
+                let f = try trip(av, ar)
+                let q = try trip(avQuant, quantAR)
+                let same = zip(f.explanations, q.explanations).filter { $0 == $1 }.count
+                var rt: [String: Any] = ["av_quant": avQuant, "ar_quant": quantAR, "identical_explanations": same,
+                                         "pairs": data.count,
+                                         "mse_nrm": ["full": mean(f.scores.map(\.mseNrm)), "quant": mean(q.scores.map(\.mseNrm))],
+                                         "cos_gold": ["full": mean(f.scores.map(\.cos)), "quant": mean(q.scores.map(\.cos))]]
+                if baseline != nil {
+                    rt["fve_nrm"] = ["full": mean(f.scores.compactMap(\.fveNrm)), "quant": mean(q.scores.compactMap(\.fveNrm))]
+                }
+                roundTrip = rt
+                lines.append(String(format: "round trip (vector → AV → AR): mse_nrm full %.4f quant %.4f; cos full %.4f quant %.4f; identical greedy explanations %d/%d",
+                                    mean(f.scores.map(\.mseNrm)), mean(q.scores.map(\.mseNrm)), mean(f.scores.map(\.cos)),
+                                    mean(q.scores.map(\.cos)), same, data.count))
+            }
+
+            if json {
+                var obj: [String: Any] = ["pairs": data.count, "ar": ar, "results": results, "pass": allPass]
+                obj["round_trip"] = roundTrip ?? NSNull()
+                try printJSON(obj)
+            } else {
+                writeStdout("fidelity over \(data.count) pairs (full-precision AR: \(ar))\n" + lines.joined(separator: "\n") + "\n")
+            }
+            if !allPass { throw ExitCode(1) }
+        }
+    }
+}
