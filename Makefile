@@ -21,8 +21,8 @@ test-model:
 demo-models: test-model
 	NLA_CACHE=$(NLA_CACHE) scripts/make-demo-models
 
-## Everything CI runs: the test model, then every test target (unit, synthetic, real-model goldens).
-test: test-model
+## Everything CI runs: the test model and demo pair, then every test target (unit, synthetic, real-model goldens).
+test: test-model demo-models
 	NLA_TEST_MODEL=$(MODEL) $(SWIFT) test -c $(CONFIG)
 
 ## The main job on the embedded default: the 270M answers DEMO_QUESTION, and every token of the
