@@ -116,27 +116,35 @@ struct Fidelity: ParsableCommand {
                 let type = quantTypeName(q)
                 let quant = try ActivationReconstructor(path: q)
                 let preds = try data.map { try quant.reconstruct($0.explanation) }
-                let cosQF = zip(preds, fullPreds).map { cosine($0, $1) }
-                let scores = try zip(preds, data).map { try quant.score(prediction: $0, gold: $1.gold, fveBaseline: baseline) }
+                // A broken file can predict zero or non-finite vectors: they count as cos 0 and fail the check.
+                let usable = preds.map { p in p.allSatisfy(\.isFinite) && p.contains { $0 != 0 } }
+                let degenerate = usable.filter { !$0 }.count
+                let cosQF = zip(preds, fullPreds).enumerated().map { i, pf in usable[i] ? cosine(pf.0, pf.1) : 0 }
+                let scores = try zip(preds, data).enumerated().compactMap { i, pd in
+                    usable[i] ? try quant.score(prediction: pd.0, gold: pd.1.gold, fveBaseline: baseline) : nil
+                }
                 let meanCos = mean(cosQF)
-                let pass = meanCos >= threshold(type)
+                let pass = degenerate == 0 && meanCos >= threshold(type)
                 allPass = allPass && pass
+                func jsonMean(_ xs: [Double]) -> Any { xs.isEmpty ? NSNull() : mean(xs) }
+                let fullMse = mean(fullScores.map(\.mseNrm))
                 var r: [String: Any] = [
-                    "file": q, "type": type, "pairs": data.count,
+                    "file": q, "type": type, "pairs": data.count, "degenerate_predictions": degenerate,
                     "cos_quant_full": ["mean": meanCos, "median": median(cosQF), "min": cosQF.min()!],
-                    "mse_nrm": ["full": mean(fullScores.map(\.mseNrm)), "quant": mean(scores.map(\.mseNrm)),
-                                "diff": mean(scores.map(\.mseNrm)) - mean(fullScores.map(\.mseNrm))],
-                    "cos_gold": ["full": mean(fullScores.map(\.cos)), "quant": mean(scores.map(\.cos))],
+                    "mse_nrm": ["full": fullMse, "quant": jsonMean(scores.map(\.mseNrm)),
+                                "diff": scores.isEmpty ? NSNull() : mean(scores.map(\.mseNrm)) - fullMse],
+                    "cos_gold": ["full": mean(fullScores.map(\.cos)), "quant": jsonMean(scores.map(\.cos))],
                     "threshold": threshold(type), "pass": pass]
                 if baseline != nil {
-                    let ff = mean(fullScores.compactMap(\.fveNrm)), fq = mean(scores.compactMap(\.fveNrm))
-                    r["fve_nrm"] = ["full": ff, "quant": fq, "diff": fq - ff]
+                    let ff = mean(fullScores.compactMap(\.fveNrm)), fq = scores.compactMap(\.fveNrm)
+                    r["fve_nrm"] = ["full": ff, "quant": jsonMean(fq), "diff": fq.isEmpty ? NSNull() : mean(fq) - ff]
                 }
                 results.append(r)
-                lines.append(String(format: "%@  %@  cos(q,f) mean %.6f median %.6f min %.6f | mse_nrm full %.4f quant %.4f (Δ %+.4f) | %@ (mean cos >= %g)",
+                let qMse = scores.isEmpty ? Double.nan : mean(scores.map(\.mseNrm))
+                lines.append(String(format: "%@  %@  cos(q,f) mean %.6f median %.6f min %.6f | mse_nrm full %.4f quant %.4f (Δ %+.4f) | %@ (mean cos >= %g)%@",
                                     type, (q as NSString).lastPathComponent, meanCos, median(cosQF), cosQF.min()!,
-                                    mean(fullScores.map(\.mseNrm)), mean(scores.map(\.mseNrm)),
-                                    mean(scores.map(\.mseNrm)) - mean(fullScores.map(\.mseNrm)), pass ? "PASS" : "FAIL", threshold(type)))
+                                    fullMse, qMse, qMse - fullMse, pass ? "PASS" : "FAIL", threshold(type),
+                                    degenerate > 0 ? " (\(degenerate) zero/NaN predictions)" : ""))
             }
 
             var roundTrip: [String: Any]? = nil
@@ -150,7 +158,11 @@ struct Fidelity: ParsableCommand {
                         return r.explanation ?? r.text
                     }
                     let rec = try ActivationReconstructor(path: arPath)
-                    let sc = try zip(ex, data).map { try rec.score(prediction: try rec.reconstruct($0), gold: $1.gold, fveBaseline: baseline) }
+                    let sc = try zip(ex, data).compactMap { e, p -> NLAScore? in
+                        let pred = try rec.reconstruct(e)
+                        guard pred.allSatisfy(\.isFinite), pred.contains(where: { $0 != 0 }) else { return nil }
+                        return try rec.score(prediction: pred, gold: p.gold, fveBaseline: baseline)
+                    }
                     return (ex, sc)
                 }
                 let f = try trip(av, ar)
