@@ -106,6 +106,7 @@ struct Explain: ParsableCommand {
     @Option(help: "AV sampling temperature (0 = greedy).") var temperature: Float = 0
     @Option(help: "Seed for sampling.") var seed: UInt64 = 0
     @Option(name: .customLong("fve-baseline"), help: "Predict-the-mean baseline B for fve_nrm = 1 − mse_nrm / B.") var fveBaselineFlag: Double?
+    @Option(name: .customLong("av-prompt"), help: "Custom AV user prompt containing <INJECT> (default: the sidecar's template).") var avPrompt: String?
     @Flag(help: "Print one JSON object.") var json = false
     @OptionGroup var threads: ThreadsOption
     @Argument(help: "The user prompt (- reads standard input).") var prompt: String
@@ -132,7 +133,7 @@ struct Explain: ParsableCommand {
             let picked = try parsePositions(positions, count: captured.ids.count)
             var verbal: [Int: Verbalization] = [:]
             do {
-                let verbalizer = try ActivationVerbalizer(path: av)
+                let verbalizer = try ActivationVerbalizer(path: av, promptTemplate: avPrompt)
                 let bar = ProgressLine(label: "explain", total: picked.count)
                 for (i, p) in picked.enumerated() {
                     verbal[p] = try verbalizer.verbalize(captured.vectors[p], options: sampling)
@@ -211,6 +212,7 @@ struct Verbalize: ParsableCommand {
     @Option(name: .customLong("max-new-tokens")) var maxNewTokens: Int = 200
     @Option(help: "Sampling temperature (0 = greedy).") var temperature: Float = 0
     @Option(help: "Seed for sampling.") var seed: UInt64 = 0
+    @Option(name: .customLong("av-prompt"), help: "Custom AV user prompt containing <INJECT> (default: the sidecar's template).") var avPrompt: String?
     @Flag(help: "Print one JSON array.") var json = false
     @OptionGroup var threads: ThreadsOption
 
@@ -220,7 +222,7 @@ struct Verbalize: ParsableCommand {
             let sampling = SamplingOptions(temperature: temperature, seed: seed, maxNewTokens: maxNewTokens)
             try sampling.validate()
             let vs = try VectorFile.read(path: vectors, key: key)
-            let verbalizer = try ActivationVerbalizer(path: av)
+            let verbalizer = try ActivationVerbalizer(path: av, promptTemplate: avPrompt)
             for (i, v) in vs.enumerated() {
                 do { try verbalizer.validate(v) } catch { throw ModelError.input("\(vectors): vector \(i): \(error)") }
             }

@@ -295,3 +295,25 @@ struct FidelityResult {
                       mse["full"]!, mse["quant"]!, mse["quant"]! - mse["full"]!, cos["full"]!, cos["quant"]!, same, secs))
     }
 }
+
+@Suite struct CustomAVPromptTests {
+    /// Spec §6.1: a custom prompt with <INJECT> works when `<concept><INJECT></concept>` stays tight, and is
+    /// refused (naming the drift) when the neighbors change.
+    @Test func customPromptIsValidatedLikeTheCanonicalOne() throws {
+        try FidelityDemo.require()
+        let dir = CLI.tempDir()
+        let vectors = dir + "/v.jsonl"
+        let v = (0..<640).map { i in String(Double((i * 37) % 101) - 50.0) }.joined(separator: ",")
+        try "{\"activation_vector\":[\(v)]}\n".write(toFile: vectors, atomically: true, encoding: .utf8)
+        let ok = try CLI.run(["verbalize", "--av", FidelityDemo.av, "--vectors", vectors, "--max-new-tokens", "4", "--json",
+                              "--av-prompt", "Explain this vector: <concept><INJECT></concept>"])
+        #expect(ok.status == 0, "\(ok.stderr)")
+        let arr = try JSONSerialization.jsonObject(with: Data(ok.stdout.utf8)) as? [[String: Any]]
+        #expect((arr?.first?["ids"] as? [Int])?.count == 4)
+        let bad = try CLI.run(["verbalize", "--av", FidelityDemo.av, "--vectors", vectors, "--max-new-tokens", "4",
+                               "--av-prompt", "Explain this vector: <INJECT> here"])
+        expectCleanFailure(bad, mentions: ["custom AV prompt", "drifted"])
+        let none = try CLI.run(["verbalize", "--av", FidelityDemo.av, "--vectors", vectors, "--av-prompt", "no marker"])
+        expectCleanFailure(none, mentions: ["<INJECT>"])
+    }
+}

@@ -66,11 +66,12 @@ public final class ActivationVerbalizer: Sendable {
         stopIds = stops
     }
 
-    /// An AV model directory or `.gguf`; the sidecar is read from the model's files.
-    public convenience init(path: String) throws {
+    /// An AV model directory or `.gguf`; the sidecar is read from the model's files. `promptTemplate`:
+    /// a custom user prompt containing `<INJECT>` (spec §6.1), validated like the canonical one.
+    public convenience init(path: String, promptTemplate: String? = nil) throws {
         let sidecar = try NLASidecar.load(files: try ModelFiles.open(path, tensors: false))
         guard sidecar.role == .av else { throw NLAError.wrongRole(file: sidecar.file, expected: "AV", found: sidecar.role.rawValue) }
-        try self.init(model: try LanguageModel(directory: path), sidecar: sidecar)
+        try self.init(model: try LanguageModel(directory: path), sidecar: sidecar, promptTemplate: promptTemplate)
     }
 
     public var dModel: Int { model.config.hiddenSize }
