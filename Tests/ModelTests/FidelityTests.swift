@@ -317,3 +317,21 @@ struct FidelityResult {
         expectCleanFailure(none, mentions: ["<INJECT>"])
     }
 }
+
+@Suite struct FidelityOnTheFlyTests {
+    /// Pairs made on the fly: capture from the target at the AV's layer, explain with the AV, then check.
+    @Test func pairsFromTargetAndAV() throws {
+        let q8 = try FidelityDemo.arQ8.get()
+        let r = try CLI.run(["fidelity", "--ar", FidelityDemo.ar, "--ar-quant", q8, "--target", TestModel.directory,
+                             "--av", FidelityDemo.av, "--prompt", "Name a color.", "--max-pairs", "2",
+                             "--max-new-tokens", "16", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        #expect(obj?["pairs"] as? Int == 2)
+        #expect(obj?["pass"] as? Bool == true)
+        let res = (obj?["results"] as? [[String: Any]])?.first
+        #expect(((res?["cos_quant_full"] as? [String: Any])?["mean"] as? Double ?? 0) >= 0.999)
+        // Without pairs and without the on-the-fly inputs the command refuses with one line.
+        expectCleanFailure(try CLI.run(["fidelity", "--ar", FidelityDemo.ar, "--ar-quant", q8]), mentions: ["--pairs"])
+    }
+}
