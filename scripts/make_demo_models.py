@@ -54,6 +54,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from nla_build_common import VerifyError, safetensors_header, sha256_file
+
 BUILDER_VERSION = "1"
 STAMP = ".nla-verified"
 REPO = Path(__file__).resolve().parent.parent
@@ -72,19 +74,6 @@ def log(*a):
     print("[make-demo-models]", *a, file=sys.stderr, flush=True)
 
 
-class VerifyError(Exception):
-    pass
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(1 << 22)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------- safetensors
@@ -112,18 +101,6 @@ def read_header(path):
         raise VerifyError(f"{path}: {size - 8 - n - pos} bytes after the last tensor (or missing)")
     return n, meta, entries
 
-
-def safetensors_header(entries, metadata):
-    """entries: [(name, dtype, shape, nbytes)] in data order. Same layout as the safetensors library and
-    make_test_model.py: compact JSON, __metadata__ first, padded with spaces to a multiple of 8."""
-    header = {"__metadata__": metadata}
-    off = 0
-    for name, dtype, shape, nbytes in entries:
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + nbytes]}
-        off += nbytes
-    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    raw += b" " * ((8 - len(raw) % 8) % 8)
-    return len(raw).to_bytes(8, "little") + raw
 
 
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I8": 1, "U8": 1, "I16": 2, "I32": 4, "I64": 8, "BOOL": 1}

