@@ -9,11 +9,7 @@ import Quant
 extension NLASidecar {
     /// The sidecar of a model directory or GGUF file, without loading its weights.
     static func forModel(_ path: String) throws -> NLASidecar {
-        let files = try ModelFiles.open(path, tensors: false)
-        guard let y = files.files["nla_meta.yaml"] else {
-            throw ModelError.input("\(files.fileName("nla_meta.yaml")): missing (not an NLA model?)")
-        }
-        return try NLASidecar.decode(yaml: String(decoding: y, as: UTF8.self), file: files.fileName("nla_meta.yaml"))
+        try NLASidecar.load(files: try ModelFiles.open(path, tensors: false))
     }
 }
 

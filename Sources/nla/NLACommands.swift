@@ -255,7 +255,7 @@ struct Reconstruct: ParsableCommand {
             let text = try readText(explanation)
             let r = try ActivationReconstructor(path: ar)
             let v = try r.reconstruct(text)
-            let norm = Double(v.reduce(0) { $0 + $1 * $1 }).squareRoot()
+            let norm = NLAVectorMath.norm(v)
             if let out {
                 guard out.hasSuffix(".safetensors") else { throw ModelError.input("--out must name a .safetensors file") }
                 var w = SafetensorsWriter()

@@ -38,7 +38,7 @@ public final class ActivationReconstructor: Sendable {
         self.model = model
         self.sidecar = sidecar
         self.layers = k + 1
-        valueHead = try ValueHead(files: try ModelFiles.open(model.directory), d: cfg.hiddenSize)
+        valueHead = try ValueHead(files: model.files, d: cfg.hiddenSize)
         // Prompt checks on a sample explanation (NI NLACritic, CFG verify_critic_suffix).
         let ids = try NLAPrompt.arPromptIds(explanation: Self.sampleExplanation, sidecar: sidecar, tokenizer: model.tokenizer)
         try NLAPrompt.validateBOS(ids, bos: model.tokenizer.bosTokenId ?? cfg.bosTokenId, label: sidecar.file, anywhere: false)
