@@ -17,7 +17,9 @@ final class ActivationScratch {
     init(rows: Int, maxCols: Int) {
         self.rows = rows
         self.maxCols = maxCols
-        let n = QuantKernels.activationBytes(rows: rows, cols: (maxCols + 31) / 32 * 32)
+        let cols = (maxCols + 31) / 32 * 32
+        let n = max(QuantKernels.activationBytes(rows: rows, cols: cols),
+                    rows * GemvActivation.q16.rowBytes(cols: cols))
         bytes = UnsafeMutableRawPointer.allocate(byteCount: max(n, 64), alignment: 64)
         panelFloats = 256 * maxCols
         panel = UnsafeMutablePointer<Float>.allocate(capacity: panelFloats)
@@ -27,6 +29,9 @@ final class ActivationScratch {
 }
 
 enum QuantLinear {
+    /// Calls with fewer rows than this (decode, small batches) take the gemv kernels.
+    static let gemvMaxRows = 16
+
     static func apply(_ w: WeightMatrix, _ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>,
                       scratch: ActivationScratch) {
         precondition(m <= scratch.rows && w.cols <= scratch.maxCols, "activation scratch too small")
@@ -35,7 +40,18 @@ enum QuantLinear {
         // measured faster than the integer path at m = 1 on both types (README, "Speed"), and prefill uses
         // the type table's activation partner (Q8_0 → f32 for fidelity, Q4_0 → Q8_0 for speed).
         let partner: ActivationMode = w.type.traits.activationType == .f32 ? .f32 : .q8_0
-        let mode = Kernels.dispatch.activation ?? (m < 16 ? .f32 : partner)
+        if let p = w.packed, Kernels.dispatch.activation == nil && Kernels.dispatch.matmul == .c {
+            // AVX-512 VNNI: packed 16-row tiles, integer activations of the type's partner, every m.
+            p.matmul(x: x, y: y, m: m, scratch: scratch.bytes)
+            return
+        }
+        if Kernels.dispatch.activation == nil && m < gemvMaxRows && Kernels.dispatch.matmul == .c {
+            // Decode: integer gemv with the type's decode partner (Q8_0 → int16, Q4_0 → int8 activations).
+            QuantKernels.gemv(type, act: .partner(of: type), weights: w.blocks!, x: x, y: y, m: m, n: w.rows, k: w.cols,
+                              scratch: scratch.bytes)
+            return
+        }
+        let mode = Kernels.dispatch.activation ?? (m < gemvMaxRows ? .f32 : partner)
         if mode == .f32 && m >= 16 && Kernels.dispatch.matmul == .c {
             // Prefill: dequantize panels of W and run sgemm (much faster than the per-row f32 kernel).
             QuantKernels.matmulF32Panels(type, weights: w.blocks!, x: x, y: y, m: m, n: w.rows, k: w.cols,

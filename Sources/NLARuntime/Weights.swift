@@ -11,6 +11,7 @@
 
 import Foundation
 import Quant
+import SIMDKernels
 
 /// A weight matrix [rows = out, cols = in], row-major, as the forward pass consumes it:
 /// - `.f32`: f32 values, either a zero-copy view into an f32 tensor of the mapped file or an owned copy
@@ -25,6 +26,9 @@ public final class WeightMatrix: @unchecked Sendable {
     /// The blocks, for quantized types; `rowBytes` bytes per row.
     public let blocks: UnsafeRawPointer?
     public let rowBytes: Int
+    /// The blocks re-laid in 16-row tiles for the AVX-512 VNNI kernels (nil on other CPUs, for other
+    /// types or shapes). When present the kernels read only this copy.
+    public let packed: PackedWeights?
     private let owned: UnsafeMutablePointer<Float>?
     private let keepAlive: AnyObject?
 
@@ -39,10 +43,20 @@ public final class WeightMatrix: @unchecked Sendable {
             rowBytes = entry.byteCount / rows
             owned = nil
             keepAlive = entry.file
+            if let qt = QuantWeightType(rawValue: Int32(type.rawValue)),
+               let p = PackedWeights(qt, blocks: entry.data, rows: rows, cols: cols) {
+                packed = p
+                // The mapped blocks are not read again: give their pages back (they fault in again
+                // from the file if a slow path ever reads them).
+                releasePages(entry.data, byteCount: entry.byteCount)
+            } else {
+                packed = nil
+            }
         } else if type == .f32 && Int(bitPattern: entry.data) % MemoryLayout<Float>.alignment == 0 {
             self.type = .f32
             floats = entry.data.assumingMemoryBound(to: Float.self)
             blocks = nil; rowBytes = cols * 4
+            packed = nil
             owned = nil
             keepAlive = entry.file
         } else {
@@ -55,6 +69,7 @@ public final class WeightMatrix: @unchecked Sendable {
             }
             floats = UnsafePointer(p)
             blocks = nil; rowBytes = cols * 4
+            packed = nil
             owned = p
             keepAlive = nil
         }
@@ -64,13 +79,22 @@ public final class WeightMatrix: @unchecked Sendable {
 
     /// Decode row `r` to f32 (any type).
     func decodeRow(_ r: Int, into dst: UnsafeMutablePointer<Float>) {
-        if let f = floats { dst.update(from: f + r * cols, count: cols) } else {
+        if let f = floats { dst.update(from: f + r * cols, count: cols) } else if let p = packed {
+            p.dequantizeRow(r, into: dst)
+        } else {
             type.traits.dequantizeRow(blocks! + r * rowBytes, dst, cols)
         }
     }
 }
 
-import SIMDKernels
+/// Drop the resident pages of a read-only file mapping inside [p, p + byteCount) (whole pages only).
+func releasePages(_ p: UnsafeRawPointer, byteCount: Int) {
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let start = (Int(bitPattern: p) + page - 1) / page * page
+    let end = (Int(bitPattern: p) + byteCount) / page * page
+    guard end > start, let base = UnsafeMutableRawPointer(bitPattern: start) else { return }
+    _ = madvise(base, end - start, Int32(MADV_DONTNEED))
+}
 
 /// A 1-D weight vector kept as f32 values.
 public typealias FloatVector = [Float]

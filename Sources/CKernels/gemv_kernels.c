@@ -1,0 +1,396 @@
+// Decode-sized quantized matmuls: contracts in include/gemv_kernels.h. No model knowledge, no allocation.
+//
+// Structure: ck_gemv splits the N weight rows into one contiguous range per thread (a single OpenMP
+// region per call) and runs a per-ISA range function on it. The range functions take tiles of NR = 4
+// weight rows × up to MR = 4 activation rows: each weight block is expanded once and used for every
+// activation row, and each activation block is loaded once for four weight rows. The vector code
+// lives in functions with `target` attributes called from the region (clang does not carry those
+// attributes into outlined OpenMP regions).
+
+#include "gemv_kernels.h"
+#include "quant_kernels.h"
+#include "ckernels.h"
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#define GV_X86 1
+#include <immintrin.h>
+#else
+#define GV_X86 0
+#endif
+
+#define QK 32
+#define NR 4
+#define MR 4
+
+static inline int64_t pad64(int64_t n) { return (n + 63) & ~(int64_t)63; }
+static inline uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+static inline int64_t quant_bytes(int act) { return act == CK_ACT_Q16 ? 2 : act == CK_ACT_Q8 ? 1 : 0; }
+
+size_t ck_gemv_act_row_bytes(int act, int64_t k) {
+    int64_t qb = quant_bytes(act);
+    if (qb == 0 || k <= 0 || k % QK) return 0;
+    int64_t nb = k / QK;
+    return (size_t)(pad64(nb * 4) * 2 + pad64(k * qb));
+}
+
+// Views into one activation row.
+typedef struct {
+    const float *d;
+    const int32_t *s;
+    const void *q;
+} act_row;
+
+static inline act_row row_view(int act, const uint8_t *base, int64_t k) {
+    int64_t nb = k / QK;
+    act_row r;
+    r.d = (const float *)base;
+    r.s = (const int32_t *)(base + pad64(nb * 4));
+    r.q = base + 2 * pad64(nb * 4);
+    (void)act;
+    return r;
+}
+
+void ck_gemv_quantize(int act, const float *x, int64_t ldx, void *out, int64_t rows, int64_t k) {
+    const int64_t qb = quant_bytes(act), rb = (int64_t)ck_gemv_act_row_bytes(act, k), nb = k / QK;
+    if (rb == 0) return;
+    const float qmax = act == CK_ACT_Q16 ? 32767.0f : 127.0f;
+    for (int64_t r = 0; r < rows; r++) {
+        uint8_t *base = (uint8_t *)out + r * rb;
+        float *d = (float *)base;
+        int32_t *s = (int32_t *)(base + pad64(nb * 4));
+        void *q = base + 2 * pad64(nb * 4);
+        const float *xr = x + r * ldx;
+        for (int64_t b = 0; b < nb; b++) {
+            const float *xb = xr + b * QK;
+            float amax = 0.0f;
+            int finite = 1;
+            for (int j = 0; j < QK; j++) {
+                float a = fabsf(xb[j]);
+                if (!(a <= 3.4028235e38f)) finite = 0;  // NaN or inf
+                amax = a > amax ? a : amax;
+            }
+            int32_t sum = 0;
+            if (!finite) {
+                d[b] = NAN;
+                memset((uint8_t *)q + b * QK * qb, 0, (size_t)(QK * qb));
+            } else {
+                float db = amax / qmax;
+                float id = db != 0.0f ? 1.0f / db : 0.0f;
+                d[b] = db;
+                for (int j = 0; j < QK; j++) {
+                    float v = roundf(xb[j] * id);
+                    v = v > qmax ? qmax : (v < -qmax ? -qmax : v);
+                    int32_t iv = (int32_t)v;
+                    sum += iv;
+                    if (qb == 2) ((int16_t *)q)[b * QK + j] = (int16_t)iv;
+                    else ((int8_t *)q)[b * QK + j] = (int8_t)iv;
+                }
+            }
+            s[b] = sum;
+        }
+        (void)qb;
+    }
+}
+
+// MARK: - Portable path
+
+static void range_generic(int wtype, int act, const uint8_t *w, const uint8_t *xa, int64_t xrb, float *y, int64_t ldy,
+                          int64_t M, int64_t n0, int64_t n1, int64_t k) {
+    const int64_t nb = k / QK, wbs = (int64_t)ck_block_bytes(wtype), wrow = nb * wbs;
+    for (int64_t m = 0; m < M; m++) {
+        act_row xr = row_view(act, xa + m * xrb, k);
+        for (int64_t n = n0; n < n1; n++) {
+            const uint8_t *wn = w + n * wrow;
+            float acc = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *wb = wn + b * wbs;
+                int32_t isum = 0;
+                if (wtype == CK_WTYPE_Q8_0) {
+                    const int8_t *wq = (const int8_t *)(wb + 2);
+                    if (act == CK_ACT_Q16) {
+                        const int16_t *xq = (const int16_t *)xr.q + b * QK;
+                        for (int j = 0; j < QK; j++) isum += (int32_t)wq[j] * xq[j];
+                    } else {
+                        const int8_t *xq = (const int8_t *)xr.q + b * QK;
+                        for (int j = 0; j < QK; j++) isum += (int32_t)wq[j] * xq[j];
+                    }
+                } else {  // Q4_0 with Q8
+                    const uint8_t *qs = wb + 2;
+                    const int8_t *xq = (const int8_t *)xr.q + b * QK;
+                    for (int j = 0; j < 16; j++) isum += (int32_t)(qs[j] & 15) * xq[j] + (int32_t)(qs[j] >> 4) * xq[j + 16];
+                    isum -= 8 * xr.s[b];
+                }
+                acc += (float)isum * (ck_f16_to_f32(ld16(wb)) * xr.d[b]);
+            }
+            y[m * ldy + n] = acc;
+        }
+    }
+}
+
+#if GV_X86
+#define T_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define T_512 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq,avx512vnni")))
+#define INL static inline __attribute__((always_inline))
+
+INL T_AVX2 float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// Four f16 block scales (one per weight row of the tile) as f32.
+INL T_AVX2 __m128 scales4(const uint8_t *const wr[NR], int64_t off) {
+    __m128i h = _mm_setr_epi16((short)ld16(wr[0] + off), (short)ld16(wr[1] + off), (short)ld16(wr[2] + off),
+                               (short)ld16(wr[3] + off), 0, 0, 0, 0);
+    return _mm_cvtph_ps(h);
+}
+
+// Q4_0 block → 32 unsigned nibbles in value order (low nibbles = values 0..15, high = 16..31).
+INL T_AVX2 __m256i nibbles(const uint8_t *qs) {
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    __m128i m = _mm_set1_epi8(15);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
+}
+
+// --- AVX-512: Q8_0 × Q16 (vpmaddwd on 32 int16 pairs per block) ---
+INL T_512 void tile_q8q16_512_body(const uint8_t *const wr[NR], const act_row *xr, int mr, int64_t nb, float out[NR][MR]) {
+    __m512 acc[NR][MR];
+    for (int i = 0; i < NR; i++)
+        for (int r = 0; r < MR; r++) acc[i][r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t wo = b * 34;
+        __m512i x[MR];
+        float dx[MR];
+        for (int r = 0; r < mr; r++) {
+            x[r] = _mm512_loadu_si512((const void *)((const int16_t *)xr[r].q + b * QK));
+            dx[r] = xr[r].d[b];
+        }
+        __m128 dw = scales4(wr, wo);
+        float dws[4];
+        _mm_storeu_ps(dws, dw);
+        for (int i = 0; i < NR; i++) {
+            __m512i wv = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(wr[i] + wo + 2)));
+            for (int r = 0; r < mr; r++) {
+                __m512i p = _mm512_madd_epi16(wv, x[r]);
+                acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(dws[i] * dx[r]), acc[i][r]);
+            }
+        }
+    }
+    for (int i = 0; i < NR; i++)
+        for (int r = 0; r < mr; r++) out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
+}
+
+// --- AVX-512 VNNI: Q8_0 × Q8 (two blocks per 512-bit vpdpbusd: x + 128 unsigned × w signed) ---
+// Σ (x+128)·w = Σ x·w + 128·Σ w, so the accumulator starts at −128·Σw computed with vpdpbusd too.
+INL T_512 void tile_q8q8_512_body(const uint8_t *const wr[NR], const act_row *xr, int mr, int64_t nb, float out[NR][MR]) {
+    __m256 acc[NR][MR];
+    for (int i = 0; i < NR; i++)
+        for (int r = 0; r < MR; r++) acc[i][r] = _mm256_setzero_ps();
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t wo = b * 34;
+        __m256i x[MR];
+        float dx[MR];
+        for (int r = 0; r < mr; r++) {
+            x[r] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)((const int8_t *)xr[r].q + b * QK)), flip);
+            dx[r] = xr[r].d[b];
+        }
+        float dws[4];
+        _mm_storeu_ps(dws, scales4(wr, wo));
+        for (int i = 0; i < NR; i++) {
+            __m256i wv = _mm256_loadu_si256((const __m256i *)(wr[i] + wo + 2));
+            __m256i corr = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), flip, wv));
+            for (int r = 0; r < mr; r++) {
+                __m256i p = _mm256_dpbusd_epi32(corr, x[r], wv);
+                acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dws[i] * dx[r]), acc[i][r]);
+            }
+        }
+    }
+    for (int i = 0; i < NR; i++)
+        for (int r = 0; r < mr; r++) out[i][r] = hsum256(acc[i][r]);
+}
+
+// --- AVX-512 VNNI: Q4_0 × Q8 (unsigned nibbles × signed x; the −8 offset through Σx per block) ---
+// Each of the 8 lanes starts at −Σx, so the lanes sum to Σ n·x − 8·Σx = Σ (n − 8)·x.
+INL T_512 void tile_q4q8_512_body(const uint8_t *const wr[NR], const act_row *xr, int mr, int64_t nb, float out[NR][MR]) {
+    __m256 acc[NR][MR];
+    for (int i = 0; i < NR; i++)
+        for (int r = 0; r < MR; r++) acc[i][r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t wo = b * 18;
+        __m256i x[MR], c[MR];
+        float dx[MR];
+        for (int r = 0; r < mr; r++) {
+            x[r] = _mm256_loadu_si256((const __m256i *)((const int8_t *)xr[r].q + b * QK));
+            c[r] = _mm256_set1_epi32(-xr[r].s[b]);
+            dx[r] = xr[r].d[b];
+        }
+        float dws[4];
+        _mm_storeu_ps(dws, scales4(wr, wo));
+        for (int i = 0; i < NR; i++) {
+            __m256i wv = nibbles(wr[i] + wo + 2);
+            for (int r = 0; r < mr; r++) {
+                __m256i p = _mm256_dpbusd_epi32(c[r], wv, x[r]);
+                acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dws[i] * dx[r]), acc[i][r]);
+            }
+        }
+    }
+    for (int i = 0; i < NR; i++)
+        for (int r = 0; r < mr; r++) out[i][r] = hsum256(acc[i][r]);
+}
+
+// --- AVX2: Q8_0 × Q16 (two vpmaddwd per block) ---
+INL T_AVX2 void tile_q8q16_avx2_body(const uint8_t *const wr[NR], const act_row *xr, int mr, int64_t nb, float out[NR][MR]) {
+    __m256 acc[NR][MR];
+    for (int i = 0; i < NR; i++)
+        for (int r = 0; r < MR; r++) acc[i][r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t wo = b * 34;
+        float dws[4];
+        _mm_storeu_ps(dws, scales4(wr, wo));
+        for (int i = 0; i < NR; i++) {
+            const uint8_t *wq = wr[i] + wo + 2;
+            __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)wq));
+            __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wq + 16)));
+            for (int r = 0; r < mr; r++) {
+                const int16_t *xq = (const int16_t *)xr[r].q + b * QK;
+                __m256i p = _mm256_add_epi32(_mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)xq)),
+                                             _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(xq + 16))));
+                acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dws[i] * xr[r].d[b]), acc[i][r]);
+            }
+        }
+    }
+    for (int i = 0; i < NR; i++)
+        for (int r = 0; r < mr; r++) out[i][r] = hsum256(acc[i][r]);
+}
+
+// --- AVX2: Q8_0 × Q8 and Q4_0 × Q8 (vpmaddubsw: |w| unsigned × sign-adjusted x, or nibbles × x) ---
+INL T_AVX2 void tile_x8_avx2(int wtype, const uint8_t *const wr[NR], const act_row *xr, int mr, int64_t nb,
+                                float out[NR][MR]) {
+    __m256 acc[NR][MR];
+    for (int i = 0; i < NR; i++)
+        for (int r = 0; r < MR; r++) acc[i][r] = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int64_t wbs = wtype == CK_WTYPE_Q8_0 ? 34 : 18;
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t wo = b * wbs;
+        __m256i x[MR];
+        for (int r = 0; r < mr; r++) x[r] = _mm256_loadu_si256((const __m256i *)((const int8_t *)xr[r].q + b * QK));
+        float dws[4];
+        _mm_storeu_ps(dws, scales4(wr, wo));
+        for (int i = 0; i < NR; i++) {
+            if (wtype == CK_WTYPE_Q8_0) {
+                __m256i wv = _mm256_loadu_si256((const __m256i *)(wr[i] + wo + 2));
+                __m256i wa = _mm256_abs_epi8(wv);
+                for (int r = 0; r < mr; r++) {
+                    __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(x[r], wv)), ones);
+                    acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dws[i] * xr[r].d[b]), acc[i][r]);
+                }
+            } else {
+                __m256i wv = nibbles(wr[i] + wo + 2);
+                for (int r = 0; r < mr; r++) {
+                    __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, x[r]), ones);
+                    p = _mm256_add_epi32(p, _mm256_set1_epi32(-xr[r].s[b]));
+                    acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dws[i] * xr[r].d[b]), acc[i][r]);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < NR; i++)
+        for (int r = 0; r < mr; r++) out[i][r] = hsum256(acc[i][r]);
+}
+
+typedef void (*tile_fn)(const uint8_t *const wr[NR], const act_row *xr, int mr, int64_t nb, float out[NR][MR]);
+
+// One out-of-line function per kernel that dispatches on the activation-row count, so each body is
+// inlined with a constant row count and its accumulators stay in registers.
+#define SPECIALIZE(NAME, TARGET, CALL)                                                                  \
+    static TARGET void NAME(const uint8_t *const wr[NR], const act_row *xr, int mr, int64_t nb, float out[NR][MR]) { \
+        switch (mr) {                                                                                   \
+        case 1: CALL(wr, xr, 1, nb, out); break;                                                        \
+        case 2: CALL(wr, xr, 2, nb, out); break;                                                        \
+        case 3: CALL(wr, xr, 3, nb, out); break;                                                        \
+        default: CALL(wr, xr, 4, nb, out); break;                                                       \
+        }                                                                                               \
+    }
+#define Q8X8_AVX2(wr, xr, mr, nb, out) tile_x8_avx2(CK_WTYPE_Q8_0, wr, xr, mr, nb, out)
+#define Q4X8_AVX2(wr, xr, mr, nb, out) tile_x8_avx2(CK_WTYPE_Q4_0, wr, xr, mr, nb, out)
+SPECIALIZE(tile_q8q16_512, T_512, tile_q8q16_512_body)
+SPECIALIZE(tile_q8q8_512, T_512, tile_q8q8_512_body)
+SPECIALIZE(tile_q4q8_512, T_512, tile_q4q8_512_body)
+SPECIALIZE(tile_q8q16_avx2, T_AVX2, tile_q8q16_avx2_body)
+SPECIALIZE(tile_q8q8_avx2, T_AVX2, Q8X8_AVX2)
+SPECIALIZE(tile_q4q8_avx2, T_AVX2, Q4X8_AVX2)
+
+// Rows [n0, n1) of the output for all M activation rows, in NR × MR tiles (ragged edges reuse the last
+// valid row pointer and drop its results).
+static void range_tiles(tile_fn fn, int wtype, int act, const uint8_t *w, const uint8_t *xa, int64_t xrb, float *y,
+                        int64_t ldy, int64_t M, int64_t n0, int64_t n1, int64_t k) {
+    const int64_t nb = k / QK, wrow = nb * (int64_t)ck_block_bytes(wtype);
+    for (int64_t m0 = 0; m0 < M; m0 += MR) {
+        const int mr = (int)(M - m0 < MR ? M - m0 : MR);
+        act_row xr[MR];
+        for (int r = 0; r < MR; r++) xr[r] = row_view(act, xa + (m0 + (r < mr ? r : 0)) * xrb, k);
+        for (int64_t n = n0; n < n1; n += NR) {
+            const int nr = (int)(n1 - n < NR ? n1 - n : NR);
+            const uint8_t *wr[NR];
+            for (int i = 0; i < NR; i++) wr[i] = w + (n + (i < nr ? i : nr - 1)) * wrow;
+            float out[NR][MR];
+            fn(wr, xr, mr, nb, out);
+            for (int i = 0; i < nr; i++)
+                for (int r = 0; r < mr; r++) y[(m0 + r) * ldy + n + i] = out[i][r];
+        }
+    }
+}
+#endif  // GV_X86
+
+static int pair_supported(int wtype, int act) {
+    return (wtype == CK_WTYPE_Q8_0 && (act == CK_ACT_Q16 || act == CK_ACT_Q8)) || (wtype == CK_WTYPE_Q4_0 && act == CK_ACT_Q8);
+}
+
+int ck_gemv(int wtype, int act, const void *w, const void *xa, float *y, int64_t ldy,
+            int64_t M, int64_t N, int64_t K, int isa, int nthreads) {
+    if (!pair_supported(wtype, act) || K <= 0 || K % QK) return -1;
+    if (M <= 0 || N <= 0) return 0;
+    if (isa == CK_ISA_AUTO) isa = ck_quant_isa_selected();
+    else if (!ck_quant_isa_available(isa)) isa = ck_quant_isa_selected() < isa ? ck_quant_isa_selected() : CK_ISA_GENERIC;
+    int nt = nthreads > 0 ? nthreads : ck_get_threads();
+    if (nt < 1) nt = 1;
+    // Small products are not worth waking the other threads for.
+    if (N * K < (int64_t)1 << 16) nt = 1;
+    const uint8_t *wp = (const uint8_t *)w, *xp = (const uint8_t *)xa;
+    const int64_t xrb = (int64_t)ck_gemv_act_row_bytes(act, K);
+#if GV_X86
+    tile_fn fn = 0;
+    if (isa == CK_ISA_AVX512VNNI)
+        fn = wtype == CK_WTYPE_Q4_0 ? tile_q4q8_512 : act == CK_ACT_Q16 ? tile_q8q16_512 : tile_q8q8_512;
+    else if (isa == CK_ISA_AVX2)
+        fn = wtype == CK_WTYPE_Q4_0 ? tile_q4q8_avx2 : act == CK_ACT_Q16 ? tile_q8q16_avx2 : tile_q8q8_avx2;
+#endif
+    // One contiguous, NR-aligned slice of the weight rows per thread.
+    const int64_t groups = (N + NR - 1) / NR;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int t = 0, T = 1;
+#ifdef _OPENMP
+        extern int omp_get_thread_num(void);
+        extern int omp_get_num_threads(void);
+        t = omp_get_thread_num();
+        T = omp_get_num_threads();
+#endif
+        int64_t g0 = groups * t / T, g1 = groups * (t + 1) / T;
+        int64_t n0 = g0 * NR, n1 = g1 * NR < N ? g1 * NR : N;
+        if (n0 < n1) {
+#if GV_X86
+            if (fn) range_tiles(fn, wtype, act, wp, xp, xrb, y, ldy, M, n0, n1, K);
+            else
+#endif
+                range_generic(wtype, act, wp, xp, xrb, y, ldy, M, n0, n1, K);
+        }
+    }
+    return 0;
+}

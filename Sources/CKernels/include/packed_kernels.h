@@ -1,0 +1,55 @@
+// Row-interleaved ("packed") quantized weights and their matmul, for CPUs with AVX-512 VNNI.
+//
+// A ggml Q8_0 / Q4_0 matrix keeps each row's blocks together, so a dot product ends every 32 values
+// in a per-row horizontal sum and a per-row scalar scale. Packing interleaves 16 rows: for each
+// 32-value block column the 16 rows' f16 scales are stored together, then their quants in groups of 4
+// values × 16 rows (64 bytes), so one 512-bit integer dot product (vpdpbusd / vpdpwssd) with 4
+// activation values broadcast advances 16 rows at once and the block's 16 scales apply as one vector.
+// Packing is a load-time copy (ck_pack); the file keeps ggml's layout.
+//
+// Packed layout, tile t = rows [16t, 16t + 16), block b (nb = K/32 blocks per row), tiles of
+// `ck_packed_block_bytes(wtype)` bytes at offset (t·nb + b)·that:
+//   bytes [0, 32)  : f16 d of rows 16t+0 … 16t+15
+//   Q8_0 (544 B)   : then for g = 0..7, row i: int8 q[4g .. 4g+3] at 32 + 64g + 4i
+//   Q4_0 (288 B)   : then for h = 0..3, row i: the Q4_0 bytes qs[4h .. 4h+3] at 32 + 64h + 4i
+//                    (low nibbles = values 4h…4h+3, high nibbles = values 16+4h…16+4h+3)
+// N must be a multiple of 16 (every Gemma 3 projection is); ck_pack refuses other shapes.
+//
+// Activations: Q8_0 weights pair with CK_ACT_Q16 rows, Q4_0 weights with CK_ACT_Q8 rows, made by
+// ck_gemv_quantize (gemv_kernels.h). Result and accuracy contract: as ck_gemv (exact int32 block dots,
+// both scales applied in f32; summation order of this path). Threads split the row tiles; the thread
+// count never changes the result.
+#ifndef CK_PACKED_KERNELS_H
+#define CK_PACKED_KERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// 1 if packed kernels run on this CPU (x86-64 AVX-512 F/BW/VL + VNNI) and are not disabled by the
+/// environment (NLA_PACK=0), else 0.
+int ck_packed_available(void);
+
+/// Bytes of one 16-row × 32-column packed tile of type wtype (544 for Q8_0, 288 for Q4_0, 0 otherwise).
+size_t ck_packed_block_bytes(int wtype);
+
+/// Pack an [N, K] ggml matrix `src` of type wtype into `dst` (N/16 · K/32 · ck_packed_block_bytes
+/// bytes, 64-byte aligned). Threaded. Returns 0, or -1 (nothing written) for an unsupported type,
+/// N % 16 != 0 or K % 32 != 0.
+int ck_pack(int wtype, const void *src, void *dst, int64_t N, int64_t K, int nthreads);
+
+/// Dequantize row r (K values) of a packed matrix (exact).
+void ck_packed_dequantize_row(int wtype, const void *packed, int64_t r, int64_t K, float *y);
+
+/// Y[M,N] (row stride ldy) = Xa[M,K] · W[N,K]^T, W packed by ck_pack, Xa rows from ck_gemv_quantize
+/// with the type's partner format (Q8_0 → CK_ACT_Q16, Q4_0 → CK_ACT_Q8). Any M (decode and prefill).
+/// Returns 0, or -1 for an unsupported (wtype, act) pair or when packed kernels are unavailable.
+int ck_packed_matmul(int wtype, int act, const void *w, const void *xa, float *y, int64_t ldy,
+                     int64_t M, int64_t N, int64_t K, int nthreads);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,91 @@
+// Decode-sized quantized matmuls (C tier only; contracts in CKernels/include/gemv_kernels.h): the
+// activation rows are quantized once per call to the integer format paired with the weight type
+// (Q8_0 weights → int16 activations, as accurate as f32 for the model; Q4_0 → int8, as ggml does),
+// then every weight row is streamed once with integer block dot products.
+
+import CKernels
+
+/// Integer activation formats of the decode kernels.
+public enum GemvActivation: Int32, Sendable, CaseIterable, CustomStringConvertible {
+    /// int8 per 32 values with an f32 scale and the block sum.
+    case q8 = 1
+    /// int16 per 32 values with an f32 scale.
+    case q16 = 2
+
+    /// The default partner of a weight type: int16 for Q8_0 (keeps f32-level accuracy), int8 for Q4_0.
+    public static func partner(of type: QuantWeightType) -> GemvActivation { type == .q8_0 ? .q16 : .q8 }
+
+    /// Bytes of one quantized row of `cols` values (cols % 32 == 0); rows are 64-byte multiples.
+    public func rowBytes(cols: Int) -> Int { Int(ck_gemv_act_row_bytes(rawValue, Int64(cols))) }
+    public var description: String { self == .q8 ? "q8" : "q16" }
+}
+
+extension QuantKernels {
+    /// Y[m,n] (row stride ldy) = X[m,k] · W[n,k]ᵀ with the activation rows quantized to `act` in
+    /// `scratch` (at least m · act.rowBytes(cols: k) bytes, 64-byte aligned). Meant for m < 16.
+    /// f32 accumulation in an order that depends on the instruction-set path; thread count never
+    /// changes the result. `isa` nil = the selected path; `threads` 0 = `Kernels.threads`.
+    public static func gemv(_ type: QuantWeightType, act: GemvActivation, weights: UnsafeRawPointer,
+                            x: UnsafePointer<Float>, ldx: Int? = nil, y: UnsafeMutablePointer<Float>, ldy: Int? = nil,
+                            m: Int, n: Int, k: Int, scratch: UnsafeMutableRawPointer,
+                            isa: CKernelISA? = nil, threads: Int = 0) {
+        precondition(k > 0 && k % 32 == 0, "gemv: k \(k) is not a positive multiple of 32")
+        precondition(m >= 0 && n >= 0, "gemv: negative shape m \(m) n \(n)")
+        precondition(Int(bitPattern: scratch) % 64 == 0, "gemv: scratch is not 64-byte aligned")
+        ck_gemv_quantize(act.rawValue, x, Int64(ldx ?? k), scratch, Int64(m), Int64(k))
+        let rc = ck_gemv(type.rawValue, act.rawValue, weights, scratch, y, Int64(ldy ?? n), Int64(m), Int64(n), Int64(k),
+                         isa?.rawValue ?? -1, Int32(threads))
+        precondition(rc == 0, "gemv: unsupported pair \(type) × \(act)")
+    }
+}
+
+/// Row-interleaved ("packed") weights for AVX-512 VNNI CPUs (contracts in
+/// CKernels/include/packed_kernels.h): a load-time copy of a Q8_0 / Q4_0 matrix whose 16-row tiles
+/// let one integer dot-product instruction advance 16 rows. Owns its memory.
+public final class PackedWeights: @unchecked Sendable {
+    public let type: QuantWeightType
+    public let rows: Int
+    public let cols: Int
+    public let bytes: UnsafeMutableRawPointer
+    public let byteCount: Int
+
+    /// Packed kernels run on this CPU (and NLA_PACK=0 does not turn them off).
+    public static var isAvailable: Bool { ck_packed_available() != 0 }
+
+    /// Pack `rows` × `cols` ggml blocks, or nil when this CPU has no packed kernels or the shape does
+    /// not tile (rows % 16, cols % 32).
+    public init?(_ type: QuantWeightType, blocks: UnsafeRawPointer, rows: Int, cols: Int, threads: Int = 0) {
+        guard Self.isAvailable, rows > 0, cols > 0, rows % 16 == 0, cols % 32 == 0 else { return nil }
+        let n = rows / 16 * (cols / 32) * Int(ck_packed_block_bytes(type.rawValue))
+        bytes = UnsafeMutableRawPointer.allocate(byteCount: n, alignment: 64)
+        guard ck_pack(type.rawValue, blocks, bytes, Int64(rows), Int64(cols), Int32(threads)) == 0 else {
+            bytes.deallocate()
+            return nil
+        }
+        self.type = type
+        self.rows = rows
+        self.cols = cols
+        byteCount = n
+    }
+
+    deinit { bytes.deallocate() }
+
+    /// Row `r` as f32 (exact).
+    public func dequantizeRow(_ r: Int, into dst: UnsafeMutablePointer<Float>) {
+        precondition(r >= 0 && r < rows, "PackedWeights: row \(r) out of 0..<\(rows)")
+        ck_packed_dequantize_row(type.rawValue, bytes, Int64(r), Int64(cols), dst)
+    }
+
+    /// Y[m, rows] (row stride ldy) = X[m, cols] · Wᵀ, activations quantized into `scratch` (at least
+    /// m · GemvActivation.partner(of: type).rowBytes(cols:) bytes, 64-byte aligned). Any m.
+    public func matmul(x: UnsafePointer<Float>, ldx: Int? = nil, y: UnsafeMutablePointer<Float>, ldy: Int? = nil, m: Int,
+                       scratch: UnsafeMutableRawPointer, threads: Int = 0) {
+        precondition(m >= 0, "PackedWeights.matmul: negative row count \(m)")
+        precondition(Int(bitPattern: scratch) % 64 == 0, "PackedWeights.matmul: scratch is not 64-byte aligned")
+        let act = GemvActivation.partner(of: type)
+        ck_gemv_quantize(act.rawValue, x, Int64(ldx ?? cols), scratch, Int64(m), Int64(cols))
+        let rc = ck_packed_matmul(type.rawValue, act.rawValue, bytes, scratch, y, Int64(ldy ?? rows), Int64(m), Int64(rows),
+                                  Int64(cols), Int32(threads))
+        precondition(rc == 0, "PackedWeights.matmul: packed kernels unavailable")
+    }
+}

@@ -1,0 +1,167 @@
+// Decode (gemv) and packed kernels: every instruction-set path this CPU runs, 1 and 2 threads, against
+// a float64 reference built from the very same quantized weights and quantized activation rows (so
+// only the f32 summation order may differ), plus the activation quantizer's own error bound against
+// the unquantized f32 product.
+
+import CKernels
+import Foundation
+import Testing
+import SIMDKernels
+
+/// The quantized activation rows as (scales, quants) read back from the buffer layout of gemv_kernels.h.
+private func decodeActivations(_ buf: [UInt8], act: GemvActivation, rows: Int, k: Int) -> [[Double]] {
+    let nb = k / 32, rb = act.rowBytes(cols: k)
+    let pad = (nb * 4 + 63) / 64 * 64
+    return (0..<rows).map { r in
+        buf.withUnsafeBytes { raw in
+            let base = raw.baseAddress! + r * rb
+            return (0..<k).map { j in
+                let d = Double(base.loadUnaligned(fromByteOffset: (j / 32) * 4, as: Float.self))
+                let q = act == .q16 ? Double(base.loadUnaligned(fromByteOffset: 2 * pad + 2 * j, as: Int16.self))
+                                    : Double(base.loadUnaligned(fromByteOffset: 2 * pad + j, as: Int8.self))
+                return d * q
+            }
+        }
+    }
+}
+
+private func dequantized(_ type: QuantWeightType, _ w: [UInt8], rows: Int, k: Int) -> [Float] {
+    var out = [Float](repeating: 0, count: rows * k)
+    w.withUnsafeBytes { wp in
+        out.withUnsafeMutableBufferPointer { op in
+            for r in 0..<rows {
+                QuantKernels.dequantizeRow(type, wp.baseAddress! + r * type.rowBytes(cols: k), op.baseAddress! + r * k,
+                                           count: k, tier: .scalar)
+            }
+        }
+    }
+    return out
+}
+
+/// Reference y and the bound Σ|x·w| per output (float64, from the dequantized operands).
+private func reference(_ xq: [[Double]], _ wf: [Float], m: Int, n: Int, k: Int) -> (y: [Double], mag: [Double]) {
+    var y = [Double](repeating: 0, count: m * n), mag = y
+    for i in 0..<m {
+        for j in 0..<n {
+            var s = 0.0, a = 0.0
+            for c in 0..<k { let p = xq[i][c] * Double(wf[j * k + c]); s += p; a += abs(p) }
+            y[i * n + j] = s; mag[i * n + j] = a
+        }
+    }
+    return (y, mag)
+}
+
+private let gemvShapes: [(m: Int, n: Int, blocks: Int)] = [(1, 16, 1), (1, 48, 33), (3, 32, 31), (5, 64, 20), (4, 16, 168), (17, 32, 7), (1, 37, 5)]
+
+@Suite("Decode and packed quantized kernels")
+struct GemvKernelTests {
+    @Test("gemv: every path within f32 summation error of the float64 product of its quantized operands",
+          arguments: [QuantWeightType.q8_0, .q4_0])
+    func gemvMatchesReference(type: QuantWeightType) throws {
+        for (si, s) in gemvShapes.enumerated() {
+            let k = s.blocks * 32
+            let w = randomRawBlocks(type, blocks: s.n * s.blocks, seed: UInt64(11 + si))
+            let x = activationRows(s.m, k, seed: UInt64(97 + si))
+            let wf = dequantized(type, w, rows: s.n, k: k)
+            for act in GemvActivation.allCases where !(type == .q4_0 && act == .q16) {
+                let scratch = UnsafeMutableRawPointer.allocate(byteCount: s.m * act.rowBytes(cols: k), alignment: 64)
+                defer { scratch.deallocate() }
+                var ref: (y: [Double], mag: [Double])? = nil
+                for isa in CKernelISA.available {
+                    for threads in [1, 2] {
+                        var y = [Float](repeating: .nan, count: s.m * s.n)
+                        w.withUnsafeBytes { wp in
+                            x.withUnsafeBufferPointer { xp in
+                                y.withUnsafeMutableBufferPointer { yp in
+                                    QuantKernels.gemv(type, act: act, weights: wp.baseAddress!, x: xp.baseAddress!, y: yp.baseAddress!,
+                                                      m: s.m, n: s.n, k: k, scratch: scratch, isa: isa, threads: threads)
+                                }
+                            }
+                        }
+                        if ref == nil {
+                            let bytes = [UInt8](UnsafeRawBufferPointer(start: scratch, count: s.m * act.rowBytes(cols: k)))
+                            ref = reference(decodeActivations(bytes, act: act, rows: s.m, k: k), wf, m: s.m, n: s.n, k: k)
+                        }
+                        for i in 0..<(s.m * s.n) {
+                            let err = abs(Double(y[i]) - ref!.y[i])
+                            #expect(err <= Double(s.blocks + 2) * 0x1p-23 * ref!.mag[i] + 1e-30,
+                                    "\(type)×\(act) \(isa) t=\(threads) shape \(s) out \(i): \(y[i]) vs \(ref!.y[i])")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("activation quantizer: within half a step (amax / (2·qmax)) of the input; NaN propagates")
+    func activationQuantizationError() {
+        let k = 96
+        var x = activationRows(2, k, seed: 5)
+        for act in GemvActivation.allCases {
+            var buf = [UInt8](repeating: 0, count: 2 * act.rowBytes(cols: k))
+            buf.withUnsafeMutableBytes { b in x.withUnsafeBufferPointer { ck_gemv_quantize(act.rawValue, $0.baseAddress!, Int64(k), b.baseAddress!, 2, Int64(k)) } }
+            let xq = decodeActivations(buf, act: act, rows: 2, k: k)
+            for r in 0..<2 {
+                for b in 0..<(k / 32) {
+                    let amax = (0..<32).map { abs(Double(x[r * k + b * 32 + $0])) }.max()!
+                    for j in 0..<32 {
+                        let err = abs(xq[r][b * 32 + j] - Double(x[r * k + b * 32 + j]))
+                        #expect(err <= amax / (2 * (act == .q16 ? 32767 : 127)) * 1.0001, "\(act) r\(r) b\(b) j\(j)")
+                    }
+                }
+            }
+        }
+        x[40] = .nan
+        let w = randomRawBlocks(.q8_0, blocks: 16 * 3, seed: 3)
+        var y = [Float](repeating: 0, count: 32)
+        let scratch = UnsafeMutableRawPointer.allocate(byteCount: 2 * GemvActivation.q16.rowBytes(cols: k), alignment: 64)
+        defer { scratch.deallocate() }
+        w.withUnsafeBytes { wp in x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
+            QuantKernels.gemv(.q8_0, act: .q16, weights: wp.baseAddress!, x: xp.baseAddress!, y: yp.baseAddress!,
+                              m: 2, n: 16, k: k, scratch: scratch)
+        } } }
+        #expect(y[0..<16].allSatisfy { $0.isNaN }, "row with a NaN gives NaN outputs")
+        #expect(y[16..<32].allSatisfy { $0.isFinite }, "the other row is unaffected")
+    }
+
+    @Test("packed: same bytes back per row, and the matmul within f32 summation error of the reference",
+          arguments: [QuantWeightType.q8_0, .q4_0])
+    func packedMatchesReference(type: QuantWeightType) throws {
+        guard PackedWeights.isAvailable else {
+            print("[packed] skipped: this CPU has no AVX-512 VNNI (or NLA_PACK=0)")
+            return
+        }
+        #expect(PackedWeights(type, blocks: [UInt8](repeating: 0, count: 34 * 15), rows: 15, cols: 32) == nil, "rows % 16 refused")
+        for (si, s) in [(1, 16, 1), (1, 48, 33), (3, 32, 31), (5, 64, 20), (4, 16, 168), (70, 32, 7), (17, 48, 3)].enumerated() {
+            let (m, n, blocks) = s
+            let k = blocks * 32
+            let w = randomRawBlocks(type, blocks: n * blocks, seed: UInt64(31 + si))
+            let x = activationRows(m, k, seed: UInt64(7 + si))
+            let wf = dequantized(type, w, rows: n, k: k)
+            let packed = try #require(w.withUnsafeBytes { PackedWeights(type, blocks: $0.baseAddress!, rows: n, cols: k) })
+            var row = [Float](repeating: 0, count: k)
+            for r in [0, n / 2, n - 1] {
+                row.withUnsafeMutableBufferPointer { packed.dequantizeRow(r, into: $0.baseAddress!) }
+                #expect(row == Array(wf[(r * k)..<(r * k + k)]), "row \(r) decodes exactly")
+            }
+            let act = GemvActivation.partner(of: type)
+            let scratch = UnsafeMutableRawPointer.allocate(byteCount: m * act.rowBytes(cols: k), alignment: 64)
+            defer { scratch.deallocate() }
+            var ys: [[Float]] = []
+            for threads in [1, 2] {
+                var y = [Float](repeating: .nan, count: m * n)
+                x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
+                    packed.matmul(x: xp.baseAddress!, y: yp.baseAddress!, m: m, scratch: scratch, threads: threads)
+                } }
+                ys.append(y)
+            }
+            #expect(firstMismatch(ys[0], ys[1]) == nil, "thread count changes nothing")
+            let bytes = [UInt8](UnsafeRawBufferPointer(start: scratch, count: m * act.rowBytes(cols: k)))
+            let ref = reference(decodeActivations(bytes, act: act, rows: m, k: k), wf, m: m, n: n, k: k)
+            for i in 0..<(m * n) {
+                let err = abs(Double(ys[0][i]) - ref.y[i])
+                #expect(err <= Double(blocks + 2) * 0x1p-23 * ref.mag[i] + 1e-30, "\(type) shape \(s) out \(i): \(ys[0][i]) vs \(ref.y[i])")
+            }
+        }
+    }
+}
