@@ -29,9 +29,9 @@
 //   weight keeps a floor). Every quantizer is deterministic.
 //   - symmetric grids (Q4_0 −8…7, Q6_K sub-blocks −32…31, IQ4_NL's table): the extreme element is mapped to
 //     a range of candidate grid positions on either end of the grid; for each candidate scale the quants are the
-//     nearest grid points and the scale is then refitted by weighted least squares, s = Σwxq / Σwq², twice; the
-//     candidate with the smallest weighted error wins.
-//   - Q4_K sub-blocks (asymmetric, value = s·q − m): candidate ranges [min, max] scaled by 15 ± δ, quants by
+//     nearest grid points and the scale is then refitted by weighted least squares, s = Σwxq / Σwq², the quants
+//     re-assigned with the f16-rounded scale; the candidate with the smallest weighted error wins (Q4_0 ±0.6 grid steps, Q6_K ±0.6, IQ4_NL ±7 table units).
+//   - Q4_K sub-blocks (asymmetric, value = s·q − m): candidate ranges [min, max] scaled by 15 ± 0.9, quants by
 //     rounding, then a weighted least-squares fit of (s, m) (m ≥ 0); the sub-block scales and mins are then
 //     quantized to 6 bits against the super-block's d and dmin, with a ±1 search per sub-block on the stored
 //     integers, judged by the same weighted error.
@@ -121,7 +121,7 @@ private func searchSymmetric(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float
     func evaluate(_ s0: Float) {
         guard s0.isFinite, s0 != 0 else { return }
         var s = s0
-        for _ in 0..<2 {
+        for _ in 0..<1 {
             let inv = 1 / s
             var sxq: Float = 0, sqq: Float = 0
             for j in 0..<n {
@@ -177,7 +177,7 @@ func quantizeRowQ4_0Importance(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawP
         let xb = x + 32 * b, yb = y + 18 * b
         w.withUnsafeMutableBufferPointer { blockWeights(xb, imp.map { $0 + 32 * b }, 32, $0.baseAddress!) }
         let s = w.withUnsafeBufferPointer { wp in
-            q.withUnsafeMutableBufferPointer { searchSymmetric(xb, wp.baseAddress!, 32, grid: gridQ4_0, steps: 8, q: $0.baseAddress!, roundScale: viaF16) }
+            q.withUnsafeMutableBufferPointer { searchSymmetric(xb, wp.baseAddress!, 32, grid: gridQ4_0, steps: 6, q: $0.baseAddress!, roundScale: viaF16) }
         }
         storeF16(yb, 0, s)
         // Level index k ↔ nibble k (level k − 8).
@@ -195,7 +195,7 @@ func quantizeRowIQ4_NL(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, 
         let xb = x + 32 * b, yb = y + KQ.iq4nlBytes * b
         w.withUnsafeMutableBufferPointer { blockWeights(xb, imp.map { $0 + 32 * b }, 32, $0.baseAddress!) }
         let s = w.withUnsafeBufferPointer { wp in
-            q.withUnsafeMutableBufferPointer { searchSymmetric(xb, wp.baseAddress!, 32, grid: gridIQ4, steps: 10, stepSize: 1, q: $0.baseAddress!, roundScale: viaF16) }
+            q.withUnsafeMutableBufferPointer { searchSymmetric(xb, wp.baseAddress!, 32, grid: gridIQ4, steps: 7, stepSize: 1, q: $0.baseAddress!, roundScale: viaF16) }
         }
         storeF16(yb, 0, s)
         for j in 0..<16 { yb.storeBytes(of: q[j] | (q[j + 16] << 4), toByteOffset: 2 + j, as: UInt8.self) }
@@ -354,8 +354,8 @@ func quantizeRowQ4_K(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ 
                     for i in 0..<32 { lo = Swift.min(lo, xb[i]); hi = Swift.max(hi, xb[i]) }
                     if hi <= lo { subS[j] = 0; subM[j] = -lo; continue }
                     var bestErr = Float.infinity, bs: Float = 0, bm: Float = -lo
-                    for t in -10...10 {
-                        let iscale = (15 + Float(t) * 0.1) / (hi - lo)
+                    for t in -6...6 {
+                        let iscale = (15 + Float(t) * 0.15) / (hi - lo)
                         for i in 0..<32 {
                             let v = ((xb[i] - lo) * iscale).rounded()
                             tqp[i] = UInt8(Swift.max(0, Swift.min(15, v)))

@@ -39,9 +39,11 @@ struct ImatrixCommand: ParsableCommand {
                 var ids = lm.tokenizer.encode(p)
                 if ids.count > maxTokens { ids = Array(ids[0..<maxTokens]) }
                 try collector.observe(ids: ids)
-                FileHandle.standardError.write(Data("\rimatrix: \(i + 1)/\(paragraphs.count) sequences, \(collector.tokens) tokens".utf8))
+                if isatty(2) != 0 {
+                    FileHandle.standardError.write(Data("\rimatrix: \(i + 1)/\(paragraphs.count) sequences, \(collector.tokens) tokens".utf8))
+                }
             }
-            FileHandle.standardError.write(Data("\n".utf8))
+            if isatty(2) != 0 { FileHandle.standardError.write(Data("\n".utf8)) }
             try collector.write(to: out, textSHA256: sha256Hex(data))
             FileHandle.standardError.write(Data(String(format: "wrote %@: %d linear layers, %d tokens in %d sequences (%.1f s)\n",
                                                        out, collector.means.count, collector.tokens, collector.sequences,
