@@ -28,7 +28,7 @@ let package = Package(
         .target(name: "Quant", path: "Sources/Quant"),
         .target(
             name: "SIMDKernels",
-            dependencies: ["CKernels"],
+            dependencies: ["CKernels", "Quant"],
             path: "Sources/SIMDKernels",
             swiftSettings: [.unsafeFlags(["-Ounchecked"])]
         ),
@@ -48,7 +48,7 @@ let package = Package(
             path: "Sources/quantize"
         ),
         .testTarget(name: "QuantTests", dependencies: ["Quant"], path: "Tests/QuantTests"),
-        .testTarget(name: "SIMDKernelsTests", dependencies: ["SIMDKernels", "CKernels"], path: "Tests/SIMDKernelsTests"),
+        .testTarget(name: "SIMDKernelsTests", dependencies: ["SIMDKernels", "CKernels", "Quant"], path: "Tests/SIMDKernelsTests"),
         .testTarget(
             name: "NLARuntimeTests",
             dependencies: ["NLARuntime", "Quant", "SIMDKernels"],

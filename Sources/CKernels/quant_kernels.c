@@ -31,7 +31,11 @@
 #define Q4_BYTES 18
 
 size_t ck_block_bytes(int wtype) {
-    return wtype == CK_WTYPE_Q8_0 ? Q8_BYTES : wtype == CK_WTYPE_Q4_0 ? Q4_BYTES : 0;
+    switch (wtype) {  // the 32-value integer block types of this file; every other id is rejected
+    case CK_WTYPE_Q8_0: return Q8_BYTES;
+    case CK_WTYPE_Q4_0: return Q4_BYTES;
+    default: return 0;
+    }
 }
 
 static inline int resolve_threads(int nthreads) {
@@ -175,7 +179,8 @@ void ck_quantize_rows_q8_0(const float *x, int64_t ldx, void *y, int64_t rows, i
     for (int64_t r = 0; r < rows; r++) quantize_row_q8_0(x + r * ldx, (uint8_t *)y + r * rowBytes, k);
 }
 
-void ck_dequantize_row(int wtype, const void *xv, float *y, int64_t k) {
+int ck_dequantize_row(int wtype, const void *xv, float *y, int64_t k) {
+    if (ck_block_bytes(wtype) == 0) return CK_EBADTYPE;
     const uint8_t *x = (const uint8_t *)xv;
     for (int64_t b = 0; b < k / QK; b++) {
         float *yb = y + b * QK;
@@ -183,7 +188,7 @@ void ck_dequantize_row(int wtype, const void *xv, float *y, int64_t k) {
             const uint8_t *p = x + b * Q8_BYTES;
             float d = ck_f16_to_f32(load_u16(p));
             for (int j = 0; j < QK; j++) yb[j] = (float)(int8_t)p[2 + j] * d;
-        } else {
+        } else {  // CK_WTYPE_Q4_0 (checked above)
             const uint8_t *p = x + b * Q4_BYTES;
             float d = ck_f16_to_f32(load_u16(p));
             for (int j = 0; j < 16; j++) {
@@ -192,6 +197,7 @@ void ck_dequantize_row(int wtype, const void *xv, float *y, int64_t k) {
             }
         }
     }
+    return 0;
 }
 
 // MARK: - Generic path
@@ -470,18 +476,19 @@ static T_AVX2 void f32act_col_avx2(int wtype, const uint8_t *w, const float *x, 
 
 // MARK: - Public entry points
 
-void ck_block_dots(int wtype, const void *w, const void *xq, int32_t *out, int64_t nb, int isa) {
+int ck_block_dots(int wtype, const void *w, const void *xq, int32_t *out, int64_t nb, int isa) {
     const uint8_t *wp = (const uint8_t *)w, *xp = (const uint8_t *)xq;
     size_t wbs = ck_block_bytes(wtype);
-    if (wbs == 0) return;
+    if (wbs == 0) return CK_EBADTYPE;
     switch (resolve_isa(isa)) {
 #if CK_X86
-    case CK_ISA_AVX512VNNI: block_dots_vnni(wtype, wp, xp, out, nb); return;
-    case CK_ISA_AVX2: block_dots_avx2(wtype, wp, xp, out, nb); return;
+    case CK_ISA_AVX512VNNI: block_dots_vnni(wtype, wp, xp, out, nb); return 0;
+    case CK_ISA_AVX2: block_dots_avx2(wtype, wp, xp, out, nb); return 0;
 #endif
     default:
         for (int64_t b = 0; b < nb; b++) out[b] = idot_generic(wtype, wp + b * wbs, xp + b * Q8_BYTES);
     }
+    return 0;
 }
 
 // Generic OpenMP driver: rows in chunks of 64 (the active slice of Xq stays in L2), 8-column tiles
@@ -497,24 +504,27 @@ static void run_q8_ranges(ck_q8_range_fn fn, int wtype, const uint8_t *w, const 
     }
 }
 
-void ck_matmul_q8act(int wtype, const void *w, const void *xq, float *y, int64_t ldy,
+int ck_matmul_q8act(int wtype, const void *w, const void *xq, float *y, int64_t ldy,
                      int64_t M, int64_t N, int64_t K, int isa, int nthreads) {
-    if (ck_block_bytes(wtype) == 0 || M <= 0 || N <= 0) return;
+    if (ck_block_bytes(wtype) == 0) return CK_EBADTYPE;
+    if (M <= 0 || N <= 0) return 0;
     int nt = resolve_threads(nthreads);
     const uint8_t *wp = (const uint8_t *)w, *xp = (const uint8_t *)xq;
     int64_t nb = K / QK;
     switch (resolve_isa(isa)) {
 #if CK_X86
-    case CK_ISA_AVX512VNNI: run_q8_ranges(q8act_range_vnni, wtype, wp, xp, y, ldy, M, N, nb, nt); return;
-    case CK_ISA_AVX2: run_q8_ranges(q8act_range_avx2, wtype, wp, xp, y, ldy, M, N, nb, nt); return;
+    case CK_ISA_AVX512VNNI: run_q8_ranges(q8act_range_vnni, wtype, wp, xp, y, ldy, M, N, nb, nt); return 0;
+    case CK_ISA_AVX2: run_q8_ranges(q8act_range_avx2, wtype, wp, xp, y, ldy, M, N, nb, nt); return 0;
 #endif
     default: matmul_q8act_generic(wtype, wp, xp, y, ldy, M, N, nb, nt);
     }
+    return 0;
 }
 
-void ck_matmul_f32act(int wtype, const void *w, const float *x, int64_t ldx, float *y, int64_t ldy,
+int ck_matmul_f32act(int wtype, const void *w, const float *x, int64_t ldx, float *y, int64_t ldy,
                       int64_t M, int64_t N, int64_t K, int isa, int nthreads) {
-    if (ck_block_bytes(wtype) == 0 || M <= 0 || N <= 0) return;
+    if (ck_block_bytes(wtype) == 0) return CK_EBADTYPE;
+    if (M <= 0 || N <= 0) return 0;
     int nt = resolve_threads(nthreads);
     const uint8_t *wp = (const uint8_t *)w;
     int64_t nb = K / QK;
@@ -529,20 +539,22 @@ void ck_matmul_f32act(int wtype, const void *w, const float *x, int64_t ldx, flo
 #pragma omp for schedule(static) nowait
             for (int64_t n = 0; n < N; n++) f32act_col_avx2(wtype, wp, x, ldx, y, ldy, nb, n, m0, m1);
         }
-        return;
+        return 0;
     }
 #endif
     default: matmul_f32act_generic(wtype, wp, x, ldx, y, ldy, M, N, nb, nt);
     }
+    return 0;
 }
 
-void ck_matmul_f32act_blas(int wtype, const void *w, const float *x, int64_t ldx, float *y, int64_t ldy,
+int ck_matmul_f32act_blas(int wtype, const void *w, const float *x, int64_t ldx, float *y, int64_t ldy,
                            int64_t M, int64_t N, int64_t K, float *scratch, int64_t scratchFloats, int nthreads) {
     size_t wbs = ck_block_bytes(wtype);
-    if (wbs == 0 || M <= 0 || N <= 0 || K <= 0) return;
+    if (wbs == 0) return CK_EBADTYPE;
+    if (M <= 0 || N <= 0 || K <= 0) return 0;
     int nt = resolve_threads(nthreads);
     int64_t panel = scratchFloats / K;
-    if (panel < 1) return;
+    if (panel < 1) return CK_EBADSHAPE;
     if (panel > N) panel = N;
     const uint8_t *wp = (const uint8_t *)w;
     const int64_t wrow = (K / QK) * (int64_t)wbs;
@@ -552,4 +564,5 @@ void ck_matmul_f32act_blas(int wtype, const void *w, const float *x, int64_t ldx
         for (int64_t i = 0; i < pn; i++) ck_dequantize_row(wtype, wp + (n0 + i) * wrow, scratch + i * K, K);
         ck_sgemm_nt((int)M, (int)pn, (int)K, x, (int)ldx, scratch, (int)K, y + n0, (int)ldy, 0.0f);
     }
+    return 0;
 }

@@ -12,33 +12,105 @@
 //   - the embedding / tied output projection (`embed_tokens`, `lm_head`) is Q8_0 whenever the target is
 //     a block type: with 4-bit blocks it is the most sensitive matrix (it forms every logit), see the
 //     README's measurements; with --type bf16 / f32 it takes that type;
-//   - every other 2-D weight takes the requested type.
-//   A width that is not a multiple of the block size is an error naming the tensor.
+//   - every other 2-D weight takes the requested type, except:
+//     - a row width that is not a multiple of the type's block size falls back to a type of the same budget
+//       with a smaller block: Q4_K → IQ4_NL (32-value blocks, 4.5 bits/weight), Q6_K → Q8_0 (the 270M's
+//       640-wide rows are 2.5 super-blocks); for the 32-value types such a width is an error naming the tensor;
+//     - the `q4_k_m` mix (llama.cpp's Q4_K_M rule, measured on the permuted 270M in the README): Q4_K, with
+//       Q6_K for attn_v and ffn_down in the layers of `moreBits` (the first and last eighth of the blocks and
+//       every third in between), each with the fallback above.
+//   Quantizers: the importance-weighted search of the type table (`quantizeRowImportance`, weights = the
+//   imatrix column of the tensor when `--imatrix` is given, else the default weighting) unless
+//   `referenceQuantizers` is set; Q8_0 and the float types always use the reference.
 
 import Foundation
 import Quant
 import SIMDKernels
 
 public struct QuantizePolicy: Sendable {
+    /// Per-tensor mixes.
+    public enum Mix: String, Sendable {
+        /// Q4_K with Q6_K for attn_v / ffn_down of the `moreBits` layers.
+        case q4_k_m
+    }
+
     public let target: QuantType
+    public var mix: Mix?
     /// Type of the embedding / output projection when the target is a block type.
     public var embeddingBlockType: QuantType = .q8_0
+    /// Importance matrix for the search quantizers (nil: default weighting).
+    public var imatrix: Imatrix?
+    /// Use the reference quantizers (plain rounding; Q4_0 byte-identical to ggml) instead of the search.
+    public var referenceQuantizers = false
+    /// Number of decoder blocks (for the mix's layer rule).
+    public var numLayers = 0
 
-    public init(target: QuantType) { self.target = target }
+    public init(target: QuantType, mix: Mix? = nil) {
+        self.target = target
+        self.mix = mix
+    }
 
-    /// The output type of a tensor and the rule that chose it.
-    public func decide(name: String, shape: [Int]) -> (type: QuantType, rule: String) {
+    /// `--type` value: a table type name or a mix ("q4_k_m").
+    public init(scheme: String) throws {
+        if let m = Mix(rawValue: scheme.lowercased()) {
+            self.init(target: .q4_k, mix: m)
+        } else {
+            self.init(target: try QuantType(name: scheme))
+        }
+    }
+
+    /// The scheme's name as stored in the file ("Q4_K_M", "Q4_K", …).
+    public var schemeName: String { mix.map { $0.rawValue.uppercased() } ?? target.traits.name }
+
+    /// llama.cpp's `use_more_bits`: the first and last eighth of the layers, and every third one in between.
+    public static func moreBits(layer i: Int, of n: Int) -> Bool {
+        i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
+    }
+
+    static func layerIndex(_ name: String) -> Int? {
+        guard let r = name.range(of: "layers.") else { return nil }
+        return Int(name[r.upperBound...].prefix { $0.isNumber })
+    }
+
+    /// The output type of a tensor and the rule that chose it (before the block-size fallback).
+    func baseDecision(name: String, shape: [Int]) -> (type: QuantType, rule: String) {
         if shape.count < 2 { return (.f32, "1-D/norm → F32") }
         if name.hasPrefix("value_head.") { return (.f32, "AR value head → F32") }
         let isEmbedding = name.hasSuffix("embed_tokens.weight") || name.hasSuffix("lm_head.weight")
         if isEmbedding && target.traits.isQuantized { return (embeddingBlockType, "embedding/output → \(embeddingBlockType.traits.name)") }
+        if mix == .q4_k_m, let i = Self.layerIndex(name), numLayers > 0,
+           name.hasSuffix("self_attn.v_proj.weight") || name.hasSuffix("mlp.down_proj.weight"), Self.moreBits(layer: i, of: numLayers) {
+            return (.q6_k, "q4_k_m: attn_v/ffn_down of layer \(i) → Q6_K")
+        }
         return (target, "2-D weight → \(target.traits.name)")
     }
 
+    /// The output type of a tensor and the rule that chose it, with the block-size fallback applied.
+    public func decide(name: String, shape: [Int]) -> (type: QuantType, rule: String) {
+        var (t, rule) = baseDecision(name: name, shape: shape)
+        if t.traits.isQuantized, let w = shape.last, w % t.traits.blockSize != 0 {
+            let fallback: QuantType? = t == .q4_k ? .iq4_nl : t == .q6_k ? .q8_0 : nil
+            if let f = fallback, w % f.traits.blockSize == 0 {
+                rule += "; width \(w) not whole \(t.traits.name) blocks → \(f.traits.name)"
+                t = f
+            }
+        }
+        return (t, rule)
+    }
+
     public var summary: String {
-        "norms and 1-D tensors F32; value_head F32; embedding/lm_head " +
-        (target.traits.isQuantized ? embeddingBlockType.traits.name : target.traits.name) +
-        "; other 2-D weights " + target.traits.name
+        var s = "norms and 1-D tensors F32; value_head F32; embedding/lm_head " +
+            (target.traits.isQuantized ? embeddingBlockType.traits.name : target.traits.name) +
+            "; other 2-D weights " + target.traits.name
+        if mix == .q4_k_m { s += " (Q6_K for attn_v/ffn_down of layers where use_more_bits)" }
+        if target == .q4_k || mix != nil { s += "; widths not whole 256-blocks: Q4_K → IQ4_NL, Q6_K → Q8_0" }
+        if target == .q6_k { s += "; widths not whole 256-blocks → Q8_0" }
+        if target.traits.isQuantized {
+            s += referenceQuantizers ? "; reference quantizers" :
+                (imatrix != nil ? "; importance-weighted quantizers with imatrix \((imatrix!.path as NSString).lastPathComponent)"
+                                : "; importance-weighted quantizers (default weighting)")
+        }
+        return s
     }
 }
 
@@ -60,8 +132,13 @@ public struct ConversionSummary: Sendable {
     public var skipped: [String] = []
     public var seconds: Double = 0
     public var policy: String = ""
+    /// Parameters and bytes of the decoder blocks' 2-D weights ("layers.N." tensors, norms excluded).
+    public var blockParameters: Int = 0
+    public var blockTensorBytes: Int = 0
 
     public var bitsPerWeight: Double { parameters == 0 ? 0 : Double(tensorBytes * 8) / Double(parameters) }
+    /// Bits per weight of the decoder blocks' 2-D weights (what the 4-bit targets are stated in).
+    public var blockBitsPerWeight: Double { blockParameters == 0 ? 0 : Double(blockTensorBytes * 8) / Double(blockParameters) }
 }
 
 public enum Converter {
@@ -82,7 +159,8 @@ public enum Converter {
         let files = try ModelFiles.openDirectory(input)
         // Validate the config (and that the tensors form a Gemma 3 model) before writing anything.
         let config = try Gemma3Config.decode(files.configJSON, file: files.configName)
-        _ = config
+        var policy = policy
+        policy.numLayers = config.numHiddenLayers
         var summary = ConversionSummary()
         summary.policy = policy.summary
 
@@ -90,7 +168,7 @@ public enum Converter {
         writerCreated?(writer)
         try writer.addMetadata(GGUFKeys.architecture, value: .string("gemma3"))
         try writer.addMetadata(GGUFKeys.name, value: .string((input as NSString).lastPathComponent))
-        try writer.addMetadata(GGUFKeys.fileType, value: .string(policy.target.traits.name))
+        try writer.addMetadata(GGUFKeys.fileType, value: .string(policy.schemeName))
         try writer.addMetadata(GGUFKeys.policy, value: .string(policy.summary))
         try writer.addMetadata(GGUFKeys.filePrefix + "config.json", value: .string(String(decoding: files.configJSON, as: UTF8.self)))
         for name in GGUFKeys.embeddedFiles where name != "config.json" {
@@ -102,7 +180,7 @@ public enum Converter {
             }
         }
 
-        var plan: [(entry: TensorEntry, type: QuantType)] = []
+        var plan: [(entry: TensorEntry, type: QuantType, importance: [Float]?)] = []
         for name in files.tensors.keys.sorted() {
             let e = files.tensors[name]!
             if skippedPrefixes.contains(where: { name.hasPrefix($0) }) { summary.skipped.append(name); continue }
@@ -114,8 +192,13 @@ public enum Converter {
                 throw ModelError.weights(file: e.file.path,
                     reason: "tensor '\(name)' has row width \(w), not a multiple of the \(type.traits.name) block size \(type.traits.blockSize)")
             }
+            let imp = type.traits.isQuantized ? try policy.imatrix?.importance(for: name, width: e.shape.last ?? 1) : nil
             try writer.addTensor(name: name, shape: e.shape, type: type)
-            plan.append((e, type))
+            plan.append((e, type, imp))
+            if e.shape.count == 2 && PolicyNames.isBlockWeight(name) {
+                summary.blockParameters += e.elementCount
+                summary.blockTensorBytes += try type.byteCount(shape: e.shape)
+            }
             summary.rulesByTensor.append((name, rule))
             summary.countsByType[type.traits.name, default: 0] += 1
             summary.inputBytes += e.byteCount
@@ -129,7 +212,8 @@ public enum Converter {
             let item = plan[done]
             progress?(ConversionProgress(tensorsDone: done, tensorsTotal: plan.count, bytesDone: bytesDone,
                                          bytesTotal: total, currentTensor: tensor.name))
-            try produce(item.entry, as: tensor.type, into: dst)
+            try produce(item.entry, as: tensor.type, into: dst, importance: item.importance,
+                        search: !policy.referenceQuantizers)
             summary.tensorBytes += tensor.byteCount
             done += 1
             bytesDone += item.entry.byteCount
@@ -142,7 +226,8 @@ public enum Converter {
     }
 
     /// Convert one tensor to `type` into `dst`, in chunks of rows (threaded over chunks).
-    static func produce(_ e: TensorEntry, as type: QuantType, into dst: UnsafeMutableRawBufferPointer) throws {
+    static func produce(_ e: TensorEntry, as type: QuantType, into dst: UnsafeMutableRawBufferPointer,
+                        importance: [Float]? = nil, search: Bool = false) throws {
         let src = e.type!
         let width = e.shape.last ?? 1
         let rows = e.elementCount / max(width, 1)
@@ -157,6 +242,8 @@ public enum Converter {
         let chunks = (rows + chunk - 1) / chunk
         let dstAddress = Int(bitPattern: dst.baseAddress!)  // raw pointers are not Sendable
         let failure = LockedError()
+        let weighted = search ? type.traits.quantizeRowImportance : nil
+        let imp = importance
         DispatchQueue.concurrentPerform(iterations: chunks) { c in
             let r0 = c * chunk, r1 = min(rows, r0 + chunk)
             let dstBase = UnsafeMutableRawPointer(bitPattern: dstAddress)!
@@ -168,8 +255,14 @@ public enum Converter {
                 failure.set(ModelError.weights(file: e.file.path, reason: "tensor '\(e.name)' contains NaN or Inf (row \(r0 + i / width))"))
                 return
             }
-            for r in 0..<(r1 - r0) {
-                type.traits.quantizeRowReference(tmp + r * width, dstBase + (r0 + r) * dstRowBytes, width)
+            if let f = weighted {
+                imp.withUnsafeBufferPointerOrNil { ip in
+                    for r in 0..<(r1 - r0) { f(tmp + r * width, dstBase + (r0 + r) * dstRowBytes, width, ip) }
+                }
+            } else {
+                for r in 0..<(r1 - r0) {
+                    type.traits.quantizeRowReference(tmp + r * width, dstBase + (r0 + r) * dstRowBytes, width)
+                }
             }
             e.file.dropPages(e.data + r0 * srcRowBytes, count: (r1 - r0) * srcRowBytes)
         }
@@ -182,4 +275,18 @@ final class LockedError: @unchecked Sendable {
     private let lock = NSLock()
     private(set) var error: Error?
     func set(_ e: Error) { lock.lock(); if error == nil { error = e }; lock.unlock() }
+}
+
+enum PolicyNames {
+    /// A decoder block's weight ("…layers.N.…").
+    static func isBlockWeight(_ name: String) -> Bool { name.contains("layers.") && !name.hasPrefix("value_head.") }
+}
+
+extension Optional where Wrapped == [Float] {
+    func withUnsafeBufferPointerOrNil<R>(_ body: (UnsafePointer<Float>?) -> R) -> R {
+        switch self {
+        case .some(let a): return a.withUnsafeBufferPointer { body($0.baseAddress) }
+        case .none: return body(nil)
+        }
+    }
 }

@@ -185,6 +185,8 @@ public final class Gemma3Session {
     private let actScratch: ActivationScratch                // quantized activations, (chunkRows, max width)
     private let tokenRow: UnsafeMutablePointer<Float>         // (hiddenSize): decode-step embedding
     private let logitsRow: UnsafeMutablePointer<Float>        // (vocab): decode-step logits
+    /// Called with every linear layer's weight and input rows before the product (`nla imatrix`); nil = off.
+    public var linearInputObserver: ((WeightMatrix, UnsafePointer<Float>, Int) -> Void)?
 
     init(model: Gemma3Model, capacity: Int, chunkRows: Int = 256) throws {
         let cfg = model.config
@@ -350,6 +352,7 @@ public final class Gemma3Session {
 
     /// y[rows, w.rows] = x[rows, w.cols] · wᵀ, for any weight type.
     private func linear(_ w: WeightMatrix, _ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>) {
+        linearInputObserver?(w, x, m)
         if let f = w.floats {
             Kernels.matmulNT(x, f, y, m: m, n: w.rows, k: w.cols)
         } else {

@@ -35,7 +35,7 @@ enum QuantLinear {
     static func apply(_ w: WeightMatrix, _ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>,
                       scratch: ActivationScratch) {
         precondition(m <= scratch.rows && w.cols <= scratch.maxCols, "activation scratch too small")
-        let type = QuantWeightType(rawValue: Int32(w.type.rawValue))!
+        let type = w.type
         // NLA_KERNELS act=… overrides. Otherwise decode-sized calls (m < 16) use f32 activations, which
         // measured faster than the integer path at m = 1 on both types (README, "Speed"), and prefill uses
         // the type table's activation partner (Q8_0 → f32 for fidelity, Q4_0 → Q8_0 for speed).
@@ -45,7 +45,8 @@ enum QuantLinear {
             p.matmul(x: x, y: y, m: m, scratch: scratch.bytes)
             return
         }
-        if Kernels.dispatch.activation == nil && m < gemvMaxRows && Kernels.dispatch.matmul == .c {
+        if Kernels.dispatch.activation == nil && m < gemvMaxRows && Kernels.dispatch.matmul == .c
+            && GemvActivation.weightTypes.contains(type) {
             // Decode: integer gemv with the type's decode partner (Q8_0 → int16, Q4_0 → int8 activations).
             QuantKernels.gemv(type, act: .partner(of: type), weights: w.blocks!, x: x, y: y, m: m, n: w.rows, k: w.cols,
                               scratch: scratch.bytes)

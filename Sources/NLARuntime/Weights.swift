@@ -43,12 +43,10 @@ public final class WeightMatrix: @unchecked Sendable {
             rowBytes = entry.byteCount / rows
             owned = nil
             keepAlive = entry.file
-            if let qt = QuantWeightType(rawValue: Int32(type.rawValue)),
-               let p = PackedWeights(qt, blocks: entry.data, rows: rows, cols: cols) {
+            if let p = PackedWeights(type, blocks: entry.data, rows: rows, cols: cols, consumed: releasePages) {
+                // The mapped blocks are not read again: their pages are given back slice by slice as
+                // they are packed (they fault in again from the file if a slow path ever reads them).
                 packed = p
-                // The mapped blocks are not read again: give their pages back (they fault in again
-                // from the file if a slow path ever reads them).
-                releasePages(entry.data, byteCount: entry.byteCount)
             } else {
                 packed = nil
             }

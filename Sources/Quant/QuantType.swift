@@ -6,8 +6,8 @@
 //
 // Raw values are the GGUF / ggml type ids, which are part of the file format and never renumbered.
 // Only the ids this runtime reads and writes are cases. Every other ggml id — Q4_1 (3), Q5_0 (6), Q5_1 (7),
-// Q8_1 (9), the K-quants (10–15), IQ* (16–23, 29), I8–I64 / F64 (24–28), TQ* (34, 35), MXFP4 (39), …, and
-// the retired ids 4, 5, 31–33, 36–38 — is deliberately *not* a case: `QuantType(rawValue:)` returns nil for
+// Q8_1 (9), Q2_K (10), Q3_K (11), Q5_K (13), Q8_K (15), IQ* other than IQ4_NL (16–19, 21–23, 29), I8–I64 / F64
+// (24–28), TQ* (34, 35), MXFP4 (39), …, and the retired ids 4, 5, 31–33, 36–38 — is deliberately *not* a case: `QuantType(rawValue:)` returns nil for
 // it, and the GGUF reader reports it as `GGUFError.unsupportedType` naming the id. Nothing can silently map
 // one id onto another format.
 
@@ -19,6 +19,12 @@ public enum QuantType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     case f16 = 1
     case q4_0 = 2
     case q8_0 = 8
+    /// 256-value super-blocks of 8 × 32, 6-bit scales and mins (QuantKBlocks.swift).
+    case q4_k = 12
+    /// 256-value super-blocks of 16 × 16, int8 scales, 6-bit quants.
+    case q6_k = 14
+    /// 32-value blocks, one f16 scale, 4-bit indices into a fixed non-linear 16-level table.
+    case iq4_nl = 20
     case bf16 = 30
 
     public var description: String { traits.name }
@@ -53,6 +59,23 @@ public struct QuantTraits: Sendable {
     /// The type activations are converted to before a dot product with weights of this type
     /// (ggml's `vec_dot_type`, candle's `VecDotType`).
     public let activationType: QuantType
+    /// Importance-weighted quantizer: minimises Σ importance[j]·(x[j] − dequant[j])² over the block's
+    /// scale (and min) choices; `importance` (nil = the type's default weighting) has one weight per
+    /// element of the row. nil for types whose only quantizer is the reference (Q8_0, float types).
+    /// Deterministic; for Q4_K / Q6_K / IQ4_NL it is also the reference quantizer (with nil importance).
+    public let quantizeRowImportance: QuantizeRowWeighted?
+
+    public typealias QuantizeRowWeighted = @Sendable (_ src: UnsafePointer<Float>, _ dst: UnsafeMutableRawPointer, _ count: Int,
+                                                      _ importance: UnsafePointer<Float>?) -> Void
+
+    init(type: QuantType, name: String, blockSize: Int, bytesPerBlock: Int, isQuantized: Bool, alignment: Int,
+         dequantizeRow: @escaping DequantizeRow, quantizeRowReference: @escaping QuantizeRow, activationType: QuantType,
+         quantizeRowImportance: QuantizeRowWeighted? = nil) {
+        self.type = type; self.name = name; self.blockSize = blockSize; self.bytesPerBlock = bytesPerBlock
+        self.isQuantized = isQuantized; self.alignment = alignment; self.dequantizeRow = dequantizeRow
+        self.quantizeRowReference = quantizeRowReference; self.activationType = activationType
+        self.quantizeRowImportance = quantizeRowImportance
+    }
 
     /// The ggml / GGUF type id.
     public var ggmlID: UInt32 { type.rawValue }
@@ -67,13 +90,26 @@ public struct QuantTraits: Sendable {
                     dequantizeRow: dequantizeRowF16, quantizeRowReference: quantizeRowF16, activationType: .f32),
         QuantTraits(type: .q4_0, name: "Q4_0", blockSize: BlockQ4_0.count, bytesPerBlock: MemoryLayout<BlockQ4_0>.size,
                     isQuantized: true, alignment: MemoryLayout<BlockQ4_0>.alignment,
-                    dequantizeRow: dequantizeRowQ4_0, quantizeRowReference: quantizeRowQ4_0Reference, activationType: .q8_0),
+                    dequantizeRow: dequantizeRowQ4_0, quantizeRowReference: quantizeRowQ4_0Reference, activationType: .q8_0,
+                    // Byte-identical to ggml's reference stays the reference; the search is separate (used by `quantize`).
+                    quantizeRowImportance: quantizeRowQ4_0Importance),
         QuantTraits(type: .q8_0, name: "Q8_0", blockSize: BlockQ8_0.count, bytesPerBlock: MemoryLayout<BlockQ8_0>.size,
                     isQuantized: true, alignment: MemoryLayout<BlockQ8_0>.alignment,
                     // F32, not ggml's Q8_0: on Gemma 3 270M, f32 activations cut the KL divergence to f32
                     // from 0.0028 to 0.0007 and greedy agreement from 3/5 to 4/5, and decode is faster
                     // (README, "Quantization quality"). Q4_0 keeps Q8_0: its weight error dominates.
                     dequantizeRow: dequantizeRowQ8_0, quantizeRowReference: quantizeRowQ8_0Reference, activationType: .f32),
+        // K-quants and IQ4_NL: raw byte layouts (no structs), read with unaligned loads, so alignment 1.
+        // Activation partner f32: the kernels dequantize these blocks exactly and multiply in f32.
+        QuantTraits(type: .q4_k, name: "Q4_K", blockSize: KQ.superBlock, bytesPerBlock: KQ.q4kBytes, isQuantized: true, alignment: 1,
+                    dequantizeRow: dequantizeRowQ4_K, quantizeRowReference: { quantizeRowQ4_K($0, $1, $2, nil) }, activationType: .f32,
+                    quantizeRowImportance: quantizeRowQ4_K),
+        QuantTraits(type: .q6_k, name: "Q6_K", blockSize: KQ.superBlock, bytesPerBlock: KQ.q6kBytes, isQuantized: true, alignment: 1,
+                    dequantizeRow: dequantizeRowQ6_K, quantizeRowReference: { quantizeRowQ6_K($0, $1, $2, nil) }, activationType: .f32,
+                    quantizeRowImportance: quantizeRowQ6_K),
+        QuantTraits(type: .iq4_nl, name: "IQ4_NL", blockSize: KQ.iq4Block, bytesPerBlock: KQ.iq4nlBytes, isQuantized: true, alignment: 1,
+                    dequantizeRow: dequantizeRowIQ4_NL, quantizeRowReference: { quantizeRowIQ4_NL($0, $1, $2, nil) }, activationType: .f32,
+                    quantizeRowImportance: quantizeRowIQ4_NL),
         QuantTraits(type: .bf16, name: "BF16", blockSize: 1, bytesPerBlock: 2, isQuantized: false, alignment: 1,
                     dequantizeRow: dequantizeRowBF16, quantizeRowReference: quantizeRowBF16, activationType: .f32),
     ]

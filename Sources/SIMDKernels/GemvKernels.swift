@@ -4,6 +4,7 @@
 // then every weight row is streamed once with integer block dot products.
 
 import CKernels
+import Quant
 
 /// Integer activation formats of the decode kernels.
 public enum GemvActivation: Int32, Sendable, CaseIterable, CustomStringConvertible {
@@ -13,7 +14,9 @@ public enum GemvActivation: Int32, Sendable, CaseIterable, CustomStringConvertib
     case q16 = 2
 
     /// The default partner of a weight type: int16 for Q8_0 (keeps f32-level accuracy), int8 for Q4_0.
-    public static func partner(of type: QuantWeightType) -> GemvActivation { type == .q8_0 ? .q16 : .q8 }
+    public static func partner(of type: QuantType) -> GemvActivation { type == .q8_0 ? .q16 : .q8 }
+    /// Weight types with gemv and packed kernels.
+    public static let weightTypes: [QuantType] = [.q8_0, .q4_0]
 
     /// Bytes of one quantized row of `cols` values (cols % 32 == 0); rows are 64-byte multiples.
     public func rowBytes(cols: Int) -> Int { Int(ck_gemv_act_row_bytes(rawValue, Int64(cols))) }
@@ -25,15 +28,16 @@ extension QuantKernels {
     /// `scratch` (at least m · act.rowBytes(cols: k) bytes, 64-byte aligned). Meant for m < 16.
     /// f32 accumulation in an order that depends on the instruction-set path; thread count never
     /// changes the result. `isa` nil = the selected path; `threads` 0 = `Kernels.threads`.
-    public static func gemv(_ type: QuantWeightType, act: GemvActivation, weights: UnsafeRawPointer,
+    public static func gemv(_ type: QuantType, act: GemvActivation, weights: UnsafeRawPointer,
                             x: UnsafePointer<Float>, ldx: Int? = nil, y: UnsafeMutablePointer<Float>, ldy: Int? = nil,
                             m: Int, n: Int, k: Int, scratch: UnsafeMutableRawPointer,
                             isa: CKernelISA? = nil, threads: Int = 0) {
         precondition(k > 0 && k % 32 == 0, "gemv: k \(k) is not a positive multiple of 32")
         precondition(m >= 0 && n >= 0, "gemv: negative shape m \(m) n \(n)")
         precondition(Int(bitPattern: scratch) % 64 == 0, "gemv: scratch is not 64-byte aligned")
+        precondition(GemvActivation.weightTypes.contains(type), "gemv: no kernel for \(type)")
         ck_gemv_quantize(act.rawValue, x, Int64(ldx ?? k), scratch, Int64(m), Int64(k))
-        let rc = ck_gemv(type.rawValue, act.rawValue, weights, scratch, y, Int64(ldy ?? n), Int64(m), Int64(n), Int64(k),
+        let rc = ck_gemv(type.ckID, act.rawValue, weights, scratch, y, Int64(ldy ?? n), Int64(m), Int64(n), Int64(k),
                          isa?.rawValue ?? -1, Int32(threads))
         precondition(rc == 0, "gemv: unsupported pair \(type) × \(act)")
     }
@@ -43,7 +47,7 @@ extension QuantKernels {
 /// CKernels/include/packed_kernels.h): a load-time copy of a Q8_0 / Q4_0 matrix whose 16-row tiles
 /// let one integer dot-product instruction advance 16 rows. Owns its memory.
 public final class PackedWeights: @unchecked Sendable {
-    public let type: QuantWeightType
+    public let type: QuantType
     public let rows: Int
     public let cols: Int
     public let bytes: UnsafeMutableRawPointer
@@ -53,14 +57,27 @@ public final class PackedWeights: @unchecked Sendable {
     public static var isAvailable: Bool { ck_packed_available() != 0 }
 
     /// Pack `rows` × `cols` ggml blocks, or nil when this CPU has no packed kernels or the shape does
-    /// not tile (rows % 16, cols % 32).
-    public init?(_ type: QuantWeightType, blocks: UnsafeRawPointer, rows: Int, cols: Int, threads: Int = 0) {
-        guard Self.isAvailable, rows > 0, cols > 0, rows % 16 == 0, cols % 32 == 0 else { return nil }
-        let n = rows / 16 * (cols / 32) * Int(ck_packed_block_bytes(type.rawValue))
+    /// not tile (rows % 16, cols % 32). Packs in slices of about 16 MB and calls `consumed` with each
+    /// source byte range once it is packed (e.g. to release the pages of a mapped file as it goes, so
+    /// the peak memory is the packed copy plus one slice).
+    public init?(_ type: QuantType, blocks: UnsafeRawPointer, rows: Int, cols: Int, threads: Int = 0,
+                 consumed: ((UnsafeRawPointer, Int) -> Void)? = nil) {
+        guard Self.isAvailable, GemvActivation.weightTypes.contains(type), rows > 0, cols > 0, rows % 16 == 0, cols % 32 == 0 else { return nil }
+        let tileBytes = (cols / 32) * Int(ck_packed_block_bytes(type.ckID))
+        let n = rows / 16 * tileBytes
         bytes = UnsafeMutableRawPointer.allocate(byteCount: n, alignment: 64)
-        guard ck_pack(type.rawValue, blocks, bytes, Int64(rows), Int64(cols), Int32(threads)) == 0 else {
-            bytes.deallocate()
-            return nil
+        let srcRow = type.kernelRowBytes(cols: cols)
+        let sliceRows = max(16, (16 << 20) / max(srcRow, 1) / 16 * 16)
+        var r0 = 0
+        while r0 < rows {
+            let r = min(sliceRows, rows - r0)
+            guard ck_pack(type.ckID, blocks + r0 * srcRow, bytes + r0 / 16 * tileBytes, Int64(r), Int64(cols),
+                          Int32(threads)) == 0 else {
+                bytes.deallocate()
+                return nil
+            }
+            consumed?(blocks + r0 * srcRow, r * srcRow)
+            r0 += r
         }
         self.type = type
         self.rows = rows
@@ -73,7 +90,7 @@ public final class PackedWeights: @unchecked Sendable {
     /// Row `r` as f32 (exact).
     public func dequantizeRow(_ r: Int, into dst: UnsafeMutablePointer<Float>) {
         precondition(r >= 0 && r < rows, "PackedWeights: row \(r) out of 0..<\(rows)")
-        ck_packed_dequantize_row(type.rawValue, bytes, Int64(r), Int64(cols), dst)
+        ck_packed_dequantize_row(type.ckID, bytes, Int64(r), Int64(cols), dst)
     }
 
     /// Y[m, rows] (row stride ldy) = X[m, cols] · Wᵀ, activations quantized into `scratch` (at least
@@ -84,7 +101,7 @@ public final class PackedWeights: @unchecked Sendable {
         precondition(Int(bitPattern: scratch) % 64 == 0, "PackedWeights.matmul: scratch is not 64-byte aligned")
         let act = GemvActivation.partner(of: type)
         ck_gemv_quantize(act.rawValue, x, Int64(ldx ?? cols), scratch, Int64(m), Int64(cols))
-        let rc = ck_packed_matmul(type.rawValue, act.rawValue, bytes, scratch, y, Int64(ldy ?? rows), Int64(m), Int64(rows),
+        let rc = ck_packed_matmul(type.ckID, act.rawValue, bytes, scratch, y, Int64(ldy ?? rows), Int64(m), Int64(rows),
                                   Int64(cols), Int32(threads))
         precondition(rc == 0, "PackedWeights.matmul: packed kernels unavailable")
     }

@@ -15,24 +15,51 @@
 //   quantization error (plus, on the integer path, the activation quantization error); see the
 //   per-type bounds in QuantKernelTests.
 
+// Weight types: the Quant type table (`QuantType`) is the one identity; block geometry comes from its rows
+// (`type.traits.blockSize` / `bytesPerBlock`), the C tier receives the ggml id. Every entry point classifies
+// the type with an exhaustive switch (`WeightKernelKind`): a type without weight kernels traps with its name,
+// and a new table row is a compile error here until it is classified.
+
 import CKernels
+import Quant
 
-/// Weight block formats the kernels read (raw values are ggml type ids).
-public enum QuantWeightType: Int32, Sendable, CaseIterable, CustomStringConvertible {
-    case q4_0 = 2
-    case q8_0 = 8
+/// How the kernels handle a weight type.
+public enum WeightKernelKind: Sendable {
+    /// 32-value blocks with integer block dots (Q8_0 activations) and the f32-activation path: Q8_0, Q4_0.
+    case integerBlocks
+    /// Dequantized exactly on the fly, f32 activations only: Q4_K, Q6_K, IQ4_NL.
+    case dequantF32
 
-    /// Values per block.
-    public static let blockSize = 32
-    /// Bytes per block (34 for Q8_0, 18 for Q4_0).
-    public var blockBytes: Int { self == .q8_0 ? 34 : 18 }
-    /// Bytes of one row of `cols` values (cols % 32 == 0).
-    public func rowBytes(cols: Int) -> Int { cols / Self.blockSize * blockBytes }
-    public var description: String { self == .q8_0 ? "q8_0" : "q4_0" }
+    /// The kind of `type`; traps for types that are not weight block types (the float types).
+    public static func of(_ type: QuantType) -> WeightKernelKind {
+        switch type {
+        case .q8_0, .q4_0: return .integerBlocks
+        case .q4_k, .q6_k, .iq4_nl: return .dequantF32
+        case .f32, .f16, .bf16: preconditionFailure("\(type) is not a quantized weight type of the kernels")
+        }
+    }
+}
+
+extension QuantType {
+    /// Bytes of one row of `cols` values (cols a multiple of the block size), from the type table.
+    @inlinable public func kernelRowBytes(cols: Int) -> Int { cols / traits.blockSize * traits.bytesPerBlock }
+    /// The ggml id as the C kernels take it.
+    var ckID: Int32 { Int32(rawValue) }
+}
+
+@inline(__always) func checkC(_ rc: Int32, _ what: String, _ type: QuantType) {
+    precondition(rc == 0, "\(what): the C kernels rejected \(type) (error \(rc))")
 }
 
 /// Entry points of the quantized kernels.
 public enum QuantKernels {
+    /// Weight types with 32-value integer block kernels.
+    public static let integerBlockTypes: [QuantType] = [.q4_0, .q8_0]
+    /// Weight types dequantized on the fly (f32 activations).
+    public static let dequantTypes: [QuantType] = [.q4_k, .q6_k, .iq4_nl]
+    /// Every weight type the kernels run.
+    public static var weightTypes: [QuantType] { integerBlockTypes + dequantTypes }
+
     /// Shortcut over `Kernels.dispatch`: reading gives the matmul tier; setting puts every kernel
     /// family on that tier (element-wise `.c` → `.simd`), keeping the activation mode.
     public static var tier: KernelTier {
@@ -56,58 +83,71 @@ public enum QuantKernels {
         }
     }
 
-    /// Dequantize one row of `count` values (count % 32 == 0), e.g. an embedding row. Exact on every tier.
-    public static func dequantizeRow(_ type: QuantWeightType, _ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>,
+    /// Dequantize one row of `count` values (a multiple of the type's block size), e.g. an embedding row.
+    /// Exact on every tier.
+    public static func dequantizeRow(_ type: QuantType, _ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>,
                                      count: Int, tier: KernelTier? = nil) {
-        precondition(count % 32 == 0, "dequantizeRow: count \(count) is not a multiple of 32")
-        switch tier ?? Kernels.dispatch.quantize {
-        case .scalar: ScalarKernels.dequantizeRow(type, src, dst, count: count)
-        case .simd: VectorKernels.dequantizeRow(type, src, dst, count: count)
-        case .c: ck_dequantize_row(type.rawValue, src, dst, Int64(count))
+        let kind = WeightKernelKind.of(type)
+        precondition(count % type.traits.blockSize == 0, "dequantizeRow: count \(count) is not a multiple of the \(type) block size")
+        switch (tier ?? Kernels.dispatch.quantize, kind) {
+        case (.scalar, .integerBlocks): ScalarKernels.dequantizeRow(type, src, dst, count: count)
+        case (.scalar, .dequantF32): type.traits.dequantizeRow(src, dst, count)
+        case (.simd, .integerBlocks): VectorKernels.dequantizeRow(type, src, dst, count: count)
+        case (.simd, .dequantF32): VectorKernels.dequantizeRowDequant(type, src, dst, count: count)
+        case (.c, .integerBlocks): checkC(ck_dequantize_row(type.ckID, src, dst, Int64(count)), "dequantizeRow", type)
+        case (.c, .dequantF32): checkC(ck_kq_dequantize_row(type.ckID, src, dst, Int64(count)), "dequantizeRow", type)
         }
     }
 
     /// Exact int32 block dot products of one weight row and one Q8_0 activation row (`blocks` blocks).
     /// For tests of the integer core; `isa` picks the C path (nil = selected).
-    public static func blockDots(_ type: QuantWeightType, weights: UnsafeRawPointer, activations: UnsafeRawPointer,
+    public static func blockDots(_ type: QuantType, weights: UnsafeRawPointer, activations: UnsafeRawPointer,
                                  out: UnsafeMutablePointer<Int32>, blocks: Int, tier: KernelTier, isa: CKernelISA? = nil) {
+        precondition(WeightKernelKind.of(type) == .integerBlocks, "blockDots: \(type) has no integer block kernel")
         switch tier {
         case .scalar: ScalarKernels.blockDots(type, weights: weights, activations: activations, out: out, blocks: blocks)
         case .simd: VectorKernels.blockDots(type, weights: weights, activations: activations, out: out, blocks: blocks)
-        case .c: ck_block_dots(type.rawValue, weights, activations, out, Int64(blocks), isa?.rawValue ?? -1)
+        case .c: checkC(ck_block_dots(type.ckID, weights, activations, out, Int64(blocks), isa?.rawValue ?? -1), "blockDots", type)
         }
     }
 
     /// Integer path: Y[m,n] (row stride ldy, default n) = Xq[m,k] · W[n,k]ᵀ, with Xq the Q8_0 rows made
     /// by `quantizeRows`. Bit-identical on every tier / C path / thread count (contract above).
     /// `threads` (C tier): 0 = `Kernels.threads`; the split is over n only.
-    public static func matmulQ8(_ type: QuantWeightType, weights: UnsafeRawPointer, activations xq: UnsafeRawPointer,
+    public static func matmulQ8(_ type: QuantType, weights: UnsafeRawPointer, activations xq: UnsafeRawPointer,
                                 y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, ldy: Int? = nil,
                                 tier: KernelTier? = nil, isa: CKernelISA? = nil, threads: Int = 0) {
+        precondition(WeightKernelKind.of(type) == .integerBlocks, "matmulQ8: \(type) has no integer block kernel (use matmulF32)")
         precondition(k % 32 == 0, "matmulQ8: k \(k) is not a multiple of 32")
         let ld = ldy ?? n
         switch tier ?? Kernels.dispatch.matmul {
         case .scalar: ScalarKernels.matmulQ8(type, weights: weights, activations: xq, y: y, ldy: ld, m: m, n: n, k: k)
         case .simd: VectorKernels.matmulQ8(type, weights: weights, activations: xq, y: y, ldy: ld, m: m, n: n, k: k)
         case .c:
-            ck_matmul_q8act(type.rawValue, weights, xq, y, Int64(ld), Int64(m), Int64(n), Int64(k),
-                            isa?.rawValue ?? -1, Int32(threads))
+            checkC(ck_matmul_q8act(type.ckID, weights, xq, y, Int64(ld), Int64(m), Int64(n), Int64(k),
+                                   isa?.rawValue ?? -1, Int32(threads)), "matmulQ8", type)
         }
     }
 
     /// f32-activation path: Y[m,n] = X[m,k] (row stride ldx) · dequant(W)[n,k]ᵀ, weights dequantized
     /// exactly on the fly, f32 accumulation (order differs per tier; contract above).
-    public static func matmulF32(_ type: QuantWeightType, weights: UnsafeRawPointer, x: UnsafePointer<Float>,
+    public static func matmulF32(_ type: QuantType, weights: UnsafeRawPointer, x: UnsafePointer<Float>,
                                  y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, ldx: Int? = nil, ldy: Int? = nil,
                                  tier: KernelTier? = nil, isa: CKernelISA? = nil, threads: Int = 0) {
-        precondition(k % 32 == 0, "matmulF32: k \(k) is not a multiple of 32")
+        let kind = WeightKernelKind.of(type)
+        precondition(k % type.traits.blockSize == 0, "matmulF32: k \(k) is not a multiple of the \(type) block size")
         let lx = ldx ?? k, ly = ldy ?? n
-        switch tier ?? Kernels.dispatch.matmul {
-        case .scalar: ScalarKernels.matmulF32(type, weights: weights, x: x, ldx: lx, y: y, ldy: ly, m: m, n: n, k: k)
-        case .simd: VectorKernels.matmulF32(type, weights: weights, x: x, ldx: lx, y: y, ldy: ly, m: m, n: n, k: k)
-        case .c:
-            ck_matmul_f32act(type.rawValue, weights, x, Int64(lx), y, Int64(ly), Int64(m), Int64(n), Int64(k),
-                             isa?.rawValue ?? -1, Int32(threads))
+        switch (tier ?? Kernels.dispatch.matmul, kind) {
+        case (.scalar, .integerBlocks): ScalarKernels.matmulF32(type, weights: weights, x: x, ldx: lx, y: y, ldy: ly, m: m, n: n, k: k)
+        case (.scalar, .dequantF32): ScalarKernels.matmulF32Dequant(type, weights: weights, x: x, ldx: lx, y: y, ldy: ly, m: m, n: n, k: k)
+        case (.simd, .integerBlocks): VectorKernels.matmulF32(type, weights: weights, x: x, ldx: lx, y: y, ldy: ly, m: m, n: n, k: k)
+        case (.simd, .dequantF32): VectorKernels.matmulF32Dequant(type, weights: weights, x: x, ldx: lx, y: y, ldy: ly, m: m, n: n, k: k)
+        case (.c, .integerBlocks):
+            checkC(ck_matmul_f32act(type.ckID, weights, x, Int64(lx), y, Int64(ly), Int64(m), Int64(n), Int64(k),
+                                    isa?.rawValue ?? -1, Int32(threads)), "matmulF32", type)
+        case (.c, .dequantF32):
+            checkC(ck_kq_matmul_f32act(type.ckID, weights, x, Int64(lx), y, Int64(ly), Int64(m), Int64(n), Int64(k),
+                                       isa?.rawValue ?? -1, Int32(threads)), "matmulF32", type)
         }
     }
 
@@ -115,12 +155,20 @@ public enum QuantKernels {
     /// into `panel` (caller-owned, at least k floats) and multiply each with OpenBLAS sgemm (OpenBLAS's
     /// threads, `Kernels.setThreads`). Same contract as `matmulF32` (f32, OpenBLAS's summation order).
     /// Close to sgemm speed for large m; for m = 1 use `matmulF32` or the integer path.
-    public static func matmulF32Panels(_ type: QuantWeightType, weights: UnsafeRawPointer, x: UnsafePointer<Float>,
+    public static func matmulF32Panels(_ type: QuantType, weights: UnsafeRawPointer, x: UnsafePointer<Float>,
                                        y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, ldx: Int? = nil, ldy: Int? = nil,
                                        panel: UnsafeMutablePointer<Float>, panelFloats: Int, threads: Int = 0) {
-        precondition(k % 32 == 0 && panelFloats >= k, "matmulF32Panels: k \(k) not a multiple of 32 or panel < k floats")
-        ck_matmul_f32act_blas(type.rawValue, weights, x, Int64(ldx ?? k), y, Int64(ldy ?? n), Int64(m), Int64(n), Int64(k),
-                              panel, Int64(panelFloats), Int32(threads))
+        let kind = WeightKernelKind.of(type)
+        precondition(k % type.traits.blockSize == 0 && panelFloats >= k,
+                     "matmulF32Panels: k \(k) not a multiple of the \(type) block size or panel < k floats")
+        switch kind {
+        case .integerBlocks:
+            checkC(ck_matmul_f32act_blas(type.ckID, weights, x, Int64(ldx ?? k), y, Int64(ldy ?? n), Int64(m), Int64(n), Int64(k),
+                                         panel, Int64(panelFloats), Int32(threads)), "matmulF32Panels", type)
+        case .dequantF32:
+            checkC(ck_kq_matmul_f32act_blas(type.ckID, weights, x, Int64(ldx ?? k), y, Int64(ldy ?? n), Int64(m), Int64(n), Int64(k),
+                                            panel, Int64(panelFloats), Int32(threads)), "matmulF32Panels", type)
+        }
     }
 
     /// The model-facing call: Y[m,n] = X[m,k] · W[n,k]ᵀ for quantized W, in the activation mode of the
@@ -128,10 +176,12 @@ public enum QuantKernels {
     /// (`activationBytes(rows: m, cols: k)` bytes, caller-owned); with `.f32`, `scratch` is unused.
     /// Callers that reuse one input for several projections (q/k/v, gate/up) can instead call
     /// `quantizeRows` once and `matmulQ8` per weight.
-    public static func matmul(_ type: QuantWeightType, weights: UnsafeRawPointer, x: UnsafePointer<Float>,
+    /// Types without an integer path (`WeightKernelKind.dequantF32`) always run with f32 activations.
+    public static func matmul(_ type: QuantType, weights: UnsafeRawPointer, x: UnsafePointer<Float>,
                               y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, scratch: UnsafeMutableRawPointer,
                               activation: ActivationMode? = nil, tier: KernelTier? = nil) {
-        switch activation ?? Kernels.dispatch.activation ?? .q8_0 {
+        let requested = activation ?? Kernels.dispatch.activation ?? .q8_0
+        switch WeightKernelKind.of(type) == .integerBlocks ? requested : .f32 {
         case .q8_0:
             quantizeRows(x, rows: m, cols: k, out: scratch)
             matmulQ8(type, weights: weights, activations: scratch, y: y, m: m, n: n, k: k, tier: tier)

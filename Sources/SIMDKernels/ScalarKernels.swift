@@ -2,6 +2,8 @@
 // the SIMD and C tiers are tested against it (tests state the tolerance per kernel). It is also the
 // tier to use when debugging a numerical difference. No allocation, no model knowledge.
 
+import Quant
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -137,10 +139,11 @@ extension ScalarKernels {
     }
 
     /// dst[j] = Float(q_j)·Float(d) (exact) for one row of k values (k % 32 == 0).
-    public static func dequantizeRow(_ type: QuantWeightType, _ src: UnsafeRawPointer,
+    public static func dequantizeRow(_ type: QuantType, _ src: UnsafeRawPointer,
                                      _ dst: UnsafeMutablePointer<Float>, count k: Int) {
+        let bb = type.traits.bytesPerBlock
         for b in 0..<(k / QK.block) {
-            let p = src + b * type.blockBytes
+            let p = src + b * bb
             let d = QK.f16(p)
             let yb = dst + b * QK.block
             for j in 0..<QK.block { yb[j] = Float(QK.quant(type, p, j)) * d }
@@ -148,13 +151,14 @@ extension ScalarKernels {
     }
 
     /// out[b] = exact Σ_j q_w[j]·q_x[j] over block b (Q4_0: nibble − 8), for nb blocks.
-    public static func blockDots(_ type: QuantWeightType, weights w: UnsafeRawPointer, activations xq: UnsafeRawPointer,
+    public static func blockDots(_ type: QuantType, weights w: UnsafeRawPointer, activations xq: UnsafeRawPointer,
                                  out: UnsafeMutablePointer<Int32>, blocks nb: Int) {
-        for b in 0..<nb { out[b] = idot(type, w + b * type.blockBytes, xq + b * QK.q8Bytes) }
+        let bb = type.traits.bytesPerBlock
+        for b in 0..<nb { out[b] = idot(type, w + b * bb, xq + b * QK.q8Bytes) }
     }
 
     @inline(__always)
-    static func idot(_ type: QuantWeightType, _ wb: UnsafeRawPointer, _ xb: UnsafeRawPointer) -> Int32 {
+    static func idot(_ type: QuantType, _ wb: UnsafeRawPointer, _ xb: UnsafeRawPointer) -> Int32 {
         var s: Int32 = 0
         for j in 0..<QK.block {
             s += Int32(QK.quant(type, wb, j)) * Int32(xb.load(fromByteOffset: 2 + j, as: Int8.self))
@@ -163,16 +167,17 @@ extension ScalarKernels {
     }
 
     /// Integer path: y[m,n] = fold_b acc = acc + Float(isum_b)·(Float(d_w)·Float(d_x)), acc from 0.
-    public static func matmulQ8(_ type: QuantWeightType, weights w: UnsafeRawPointer, activations xq: UnsafeRawPointer,
+    public static func matmulQ8(_ type: QuantType, weights w: UnsafeRawPointer, activations xq: UnsafeRawPointer,
                                 y: UnsafeMutablePointer<Float>, ldy: Int, m: Int, n: Int, k: Int) {
+        let bb = type.traits.bytesPerBlock
         let nb = k / QK.block
         for i in 0..<m {
             let xr = xq + i * nb * QK.q8Bytes
             for j in 0..<n {
-                let wr = w + j * nb * type.blockBytes
+                let wr = w + j * nb * bb
                 var acc: Float = 0
                 for b in 0..<nb {
-                    let wb = wr + b * type.blockBytes, xb = xr + b * QK.q8Bytes
+                    let wb = wr + b * bb, xb = xr + b * QK.q8Bytes
                     acc = acc + Float(idot(type, wb, xb)) * (QK.f16(wb) * QK.f16(xb))
                 }
                 y[i * ldy + j] = acc
@@ -181,15 +186,16 @@ extension ScalarKernels {
     }
 
     /// f32-activation path: y[m,n] = Σ_k x[m,k]·(Float(q)·Float(d)), sequential over k.
-    public static func matmulF32(_ type: QuantWeightType, weights w: UnsafeRawPointer, x: UnsafePointer<Float>, ldx: Int,
+    public static func matmulF32(_ type: QuantType, weights w: UnsafeRawPointer, x: UnsafePointer<Float>, ldx: Int,
                                  y: UnsafeMutablePointer<Float>, ldy: Int, m: Int, n: Int, k: Int) {
+        let bb = type.traits.bytesPerBlock
         let nb = k / QK.block
         for i in 0..<m {
             for j in 0..<n {
-                let wr = w + j * nb * type.blockBytes
+                let wr = w + j * nb * bb
                 var acc: Float = 0
                 for b in 0..<nb {
-                    let wb = wr + b * type.blockBytes
+                    let wb = wr + b * bb
                     let d = QK.f16(wb)
                     for t in 0..<QK.block {
                         acc = acc + x[i * ldx + b * QK.block + t] * (Float(QK.quant(type, wb, t)) * d)
@@ -216,13 +222,14 @@ enum QK {
         return Float(bitPattern: sign | 0x7F80_0000 | ((em & 0x3FF) << 13))  // inf, NaN
     }
 
-    /// Signed quant j of a weight block (Q4_0: nibble − 8).
-    @inline(__always) static func quant(_ type: QuantWeightType, _ p: UnsafeRawPointer, _ j: Int) -> Int {
+    /// Signed quant j of a weight block (Q4_0: nibble − 8). Q8_0 / Q4_0 only; any other type traps.
+    @inline(__always) static func quant(_ type: QuantType, _ p: UnsafeRawPointer, _ j: Int) -> Int {
         switch type {
         case .q8_0: return Int(p.load(fromByteOffset: 2 + j, as: Int8.self))
         case .q4_0:
             let byte = p.load(fromByteOffset: 2 + (j & 15), as: UInt8.self)
             return Int(j < 16 ? byte & 0x0F : byte >> 4) - 8
+        default: preconditionFailure("\(type) is not a 32-value integer block type (Q8_0, Q4_0)")
         }
     }
 }

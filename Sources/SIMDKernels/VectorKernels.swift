@@ -4,6 +4,8 @@
 // VectorMath.swift for why), no allocation, no model knowledge. Single-threaded: threads belong to the
 // C tier.
 
+import Quant
+
 /// Swift-SIMD implementations of every kernel. Contracts are stated per function relative to
 /// `ScalarKernels` (the reference tier).
 public enum VectorKernels {
@@ -207,10 +209,11 @@ extension VectorKernels {
     }
 
     /// Row dequantization (exact, bit-identical to scalar).
-    public static func dequantizeRow(_ type: QuantWeightType, _ src: UnsafeRawPointer,
+    public static func dequantizeRow(_ type: QuantType, _ src: UnsafeRawPointer,
                                      _ dst: UnsafeMutablePointer<Float>, count k: Int) {
+        let bb = type.traits.bytesPerBlock
         for b in 0..<(k / QK.block) {
-            let p = src + b * type.blockBytes
+            let p = src + b * bb
             let (v0, v1, v2, v3) = dequantBlock(type, p, QK.f16(p))
             let yb = dst + b * QK.block
             store8(v0, yb, 0); store8(v1, yb, 8); store8(v2, yb, 16); store8(v3, yb, 24)
@@ -246,8 +249,12 @@ extension VectorKernels {
                        e1: s(q &>> SIMD8<UInt16>(repeating: 4)), o1: s(q &>> SIMD8<UInt16>(repeating: 12)))
     }
 
-    @inline(__always) static func lanes(_ type: QuantWeightType, _ p: UnsafeRawPointer) -> Lanes16 {
-        type == .q8_0 ? lanesQ8(p) : lanesQ4(p)
+    @inline(__always) static func lanes(_ type: QuantType, _ p: UnsafeRawPointer) -> Lanes16 {
+        switch type {
+        case .q8_0: return lanesQ8(p)
+        case .q4_0: return lanesQ4(p)
+        default: preconditionFailure("\(type) is not a 32-value integer block type (Q8_0, Q4_0)")
+        }
     }
 
     /// Σ of the Int16 lanes of p widened exactly to four Int32 lanes (pairs of lanes).
@@ -264,7 +271,7 @@ extension VectorKernels {
     }
 
     /// The 32 dequantized values of a block as 4 × SIMD8<Float> in element order (exact).
-    @inline(__always) static func dequantBlock(_ type: QuantWeightType, _ p: UnsafeRawPointer, _ d: Float)
+    @inline(__always) static func dequantBlock(_ type: QuantType, _ p: UnsafeRawPointer, _ d: Float)
         -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
         let lo: SIMD16<Int16>, hi: SIMD16<Int16>
         switch type {
@@ -275,23 +282,26 @@ extension VectorKernels {
             let q = SIMD16<Int16>(truncatingIfNeeded: p.loadUnaligned(fromByteOffset: 2, as: SIMD16<UInt8>.self))
             lo = (q & 15) &- 8
             hi = (q &>> 4) &- 8
+        default: preconditionFailure("\(type) is not a 32-value integer block type (Q8_0, Q4_0)")
         }
         @inline(__always) func f(_ v: SIMD8<Int16>) -> SIMD8<Float> { SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: v)) * d }
         return (f(lo.lowHalf), f(lo.highHalf), f(hi.lowHalf), f(hi.highHalf))
     }
 
     /// Exact integer block dots (same values as `ScalarKernels.blockDots`).
-    public static func blockDots(_ type: QuantWeightType, weights w: UnsafeRawPointer, activations xq: UnsafeRawPointer,
+    public static func blockDots(_ type: QuantType, weights w: UnsafeRawPointer, activations xq: UnsafeRawPointer,
                                  out: UnsafeMutablePointer<Int32>, blocks nb: Int) {
-        for b in 0..<nb { out[b] = idot(lanes(type, w + b * type.blockBytes), xq + b * QK.q8Bytes) }
+        let bb = type.traits.bytesPerBlock
+        for b in 0..<nb { out[b] = idot(lanes(type, w + b * bb), xq + b * QK.q8Bytes) }
     }
 
     /// Integer path, bit-identical to `ScalarKernels.matmulQ8`: same per-block float fold, with the
     /// weight block expanded once per 4 activation rows.
-    public static func matmulQ8(_ type: QuantWeightType, weights w: UnsafeRawPointer, activations xq: UnsafeRawPointer,
+    public static func matmulQ8(_ type: QuantType, weights w: UnsafeRawPointer, activations xq: UnsafeRawPointer,
                                 y: UnsafeMutablePointer<Float>, ldy: Int, m: Int, n: Int, k: Int) {
+        let bb = type.traits.bytesPerBlock
         let nb = k / QK.block
-        let xrow = nb * QK.q8Bytes, wrow = nb * type.blockBytes
+        let xrow = nb * QK.q8Bytes, wrow = nb * bb
         for j in 0..<n {
             let wr = w + j * wrow
             var i = 0
@@ -299,7 +309,7 @@ extension VectorKernels {
                 let mt = Swift.min(4, m - i)
                 var acc = SIMD4<Float>(repeating: 0)
                 for b in 0..<nb {
-                    let wb = wr + b * type.blockBytes
+                    let wb = wr + b * bb
                     let wv = lanes(type, wb)
                     let dw = QK.f16(wb)
                     for r in 0..<mt {
@@ -315,10 +325,11 @@ extension VectorKernels {
 
     /// f32-activation path: exact dequantized block (4 × SIMD8) times x, 8-lane partial sums per row,
     /// reduced with `VectorMath.sum` at the end. |Δ vs scalar| ≤ ~K·2⁻²⁴·Σ|x·w| (order only).
-    public static func matmulF32(_ type: QuantWeightType, weights w: UnsafeRawPointer, x: UnsafePointer<Float>, ldx: Int,
+    public static func matmulF32(_ type: QuantType, weights w: UnsafeRawPointer, x: UnsafePointer<Float>, ldx: Int,
                                  y: UnsafeMutablePointer<Float>, ldy: Int, m: Int, n: Int, k: Int) {
+        let bb = type.traits.bytesPerBlock
         let nb = k / QK.block
-        let wrow = nb * type.blockBytes
+        let wrow = nb * bb
         for j in 0..<n {
             let wr = w + j * wrow
             var i = 0
@@ -326,7 +337,7 @@ extension VectorKernels {
                 let mt = Swift.min(4, m - i)
                 var acc = (SIMD8<Float>(), SIMD8<Float>(), SIMD8<Float>(), SIMD8<Float>())
                 for b in 0..<nb {
-                    let wb = wr + b * type.blockBytes
+                    let wb = wr + b * bb
                     let (w0, w1, w2, w3) = dequantBlock(type, wb, QK.f16(wb))
                     @inline(__always) func row(_ r: Int, _ a: inout SIMD8<Float>) {
                         let xb = x + (i + r) * ldx + b * QK.block

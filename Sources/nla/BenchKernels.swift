@@ -38,14 +38,14 @@ struct BenchKernels: ParsableCommand {
             defer { scratch.deallocate() }
             var results: [[String: Any]] = []
             for name in types.split(separator: ",").map(String.init) {
-                guard let type = QuantWeightType.allCases.first(where: { $0.description == name }) else {
+                guard let type = GemvActivation.weightTypes.first(where: { "\($0)" == name }) else {
                     throw ModelError.input("bench-kernels: unknown type '\(name)' (q8_0, q4_0)")
                 }
-                let rowBytes = type.rowBytes(cols: k)
+                let rowBytes = type.kernelRowBytes(cols: k)
                 let w = UnsafeMutableRawPointer.allocate(byteCount: n * rowBytes, alignment: 64)
                 defer { w.deallocate() }
                 // Random quants with a small f16 scale in every block.
-                let bb = type.blockBytes
+                let bb = type.traits.bytesPerBlock
                 for b in 0..<(n * k / 32) {
                     let p = w + b * bb
                     p.storeBytes(of: Float16(0.01 + 0.001 * Float(b % 7)).bitPattern, toByteOffset: 0, as: UInt16.self)

@@ -61,13 +61,14 @@ struct Fidelity: ParsableCommand {
     @Option(name: .customLong("max-pairs"), help: "On-the-fly: at most this many positions (from position 4).") var maxPairs: Int = 8
     @Option(name: .customLong("max-new-tokens"), help: "Explanation length cap for the AV.") var maxNewTokens: Int = 200
     @Option(name: .customLong("min-cos-q8"), help: "Pass threshold for Q8_0: mean cos(quant, full) >= this.") var minCosQ8: Double = 0.999
-    @Option(name: .customLong("min-cos-q4"), help: "Pass threshold for Q4_0.") var minCosQ4: Double = 0.99
+    @Option(name: .customLong("min-cos-q4"), help: "Pass threshold for the 4-bit files (Q4_0, Q4_K, IQ4_NL, Q4_K_M).") var minCosQ4: Double = 0.99
     @Option(name: .customLong("fve-baseline"), help: "Predict-the-mean baseline B.") var fveBaselineFlag: Double?
     @Flag(help: "Print one JSON object.") var json = false
     @OptionGroup var threads: ThreadsOption
 
     func threshold(_ type: String) -> Double {
-        type.uppercased() == "Q4_0" ? minCosQ4 : minCosQ8
+        // 4-bit schemes share the 4-bit threshold; everything else (Q8_0, Q6_K) is held to the 8-bit one.
+        ["Q4_0", "Q4_K", "IQ4_NL", "Q4_K_M"].contains(type.uppercased()) ? minCosQ4 : minCosQ8
     }
 
     func run() throws {

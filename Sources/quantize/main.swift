@@ -1,4 +1,4 @@
-// `quantize <hf-dir> <out.gguf> --type q8_0|q4_0|bf16|f32 [--threads N]`
+// `quantize <hf-dir> <out.gguf> --type q8_0|q4_0|q4_k|q6_k|iq4_nl|q4_k_m|bf16|f32 [--imatrix F] [--threads N]`
 //
 // Converts a Hugging Face Gemma 3 checkpoint (or an NLA AR directory) into one GGUF file. The output
 // is written to a temporary file beside the target and renamed only after it was re-read and
@@ -46,12 +46,19 @@ struct Quantize: ParsableCommand {
         abstract: "Convert a Hugging Face Gemma 3 checkpoint (or NLA AR directory) to one GGUF file.",
         discussion: """
         Policy: norms and 1-D tensors stay F32; the AR value_head stays F32; the embedding / tied \
-        output projection is Q8_0 for block types; every other 2-D weight takes --type.
+        output projection is Q8_0 for block types; every other 2-D weight takes --type (q4_k_m: Q4_K with \
+        Q6_K for attn_v / ffn_down of some layers). Rows that are not whole 256-value super-blocks fall back \
+        to IQ4_NL (for Q4_K) or Q8_0 (for Q6_K). Block types are quantized with the importance-weighted \
+        search (weights from --imatrix, made by `nla imatrix`, or a default weighting); \
+        --reference-quantizers uses plain rounding (Q8_0 / Q4_0 byte-identical to ggml's reference).
         """)
 
     @Argument(help: "Hugging Face checkpoint directory (config.json + safetensors).") var input: String
     @Argument(help: "Output .gguf file.") var output: String
-    @Option(help: "Target type: q8_0, q4_0, bf16 or f32.") var type: String
+    @Option(help: "Target type: q8_0, q4_0, q4_k, q6_k, iq4_nl, q4_k_m (mix), bf16 or f32.") var type: String
+    @Option(help: "Importance matrix from `nla imatrix` (.safetensors).") var imatrix: String?
+    @Flag(name: .customLong("reference-quantizers"), help: "Plain-rounding reference quantizers instead of the search.")
+    var referenceQuantizers = false
     @Option(name: .customLong("embedding-type"), help: "Override the embedding/lm_head type for block targets (q8_0 or q4_0).")
     var embeddingType: String?
     @Option(help: "Threads (0 = all cores).") var threads: Int = 0
@@ -60,8 +67,12 @@ struct Quantize: ParsableCommand {
         do {
             guard threads >= 0 else { throw ModelError.input("--threads must be >= 0") }
             Kernels.setThreads(threads)
-            let target = try QuantType(name: type)
-            var policy = QuantizePolicy(target: target)
+            var policy = try QuantizePolicy(scheme: type)
+            policy.referenceQuantizers = referenceQuantizers
+            if let f = imatrix {
+                guard !referenceQuantizers else { throw ModelError.input("--imatrix needs the search quantizers (drop --reference-quantizers)") }
+                policy.imatrix = try Imatrix(path: f)
+            }
             if let e = embeddingType {
                 let t = try QuantType(name: e)
                 guard t.traits.isQuantized else { throw ModelError.input("--embedding-type must be a block type (q8_0 or q4_0)") }
@@ -97,7 +108,8 @@ struct Quantize: ParsableCommand {
               policy:        \(summary.policy)
               tensors:       \(summary.rulesByTensor.count) (\(counts))\(summary.skipped.isEmpty ? "" : "; skipped \(summary.skipped.count) vision tensors")
               input:         \(formatBytes(summary.inputBytes)) of tensors
-              output:        \(formatBytes(summary.outputBytes)) (\(String(format: "%.2f", summary.bitsPerWeight)) bits per weight)
+              output:        \(formatBytes(summary.outputBytes)) (\(String(format: "%.2f", summary.bitsPerWeight)) bits per weight; \
+            decoder blocks \(String(format: "%.3f", summary.blockBitsPerWeight)) bits per weight)
               time:          \(String(format: "%.1f", summary.seconds)) s
               peak RSS:      \(formatBytes(peakRSSBytes()))
 

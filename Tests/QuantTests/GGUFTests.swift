@@ -39,6 +39,10 @@ enum GGUFTestSupport {
 
     /// Shapes (HF order) used for every type in the round trip.
     static let shapes: [[Int]] = [[2, 64], [96], [2, 3, 32], [1, 2, 1, 32], [0, 32]]
+    /// Shapes for a type: widths that are whole blocks of it (256 for the K-quants).
+    static func shapes(for t: QuantType) -> [[Int]] {
+        t.traits.blockSize <= 32 ? shapes : [[2, 256], [512], [1, 2, 256], [0, 256]]
+    }
 
     static func source(_ shape: [Int], seed: UInt64) -> [Float] {
         var r = QuantTestRNG(seed: seed)
@@ -89,7 +93,7 @@ enum GGUFTestSupport {
         var sources: [String: (shape: [Int], x: [Float])] = [:]
         var seed: UInt64 = 1
         for t in QuantType.allCases {
-            for shape in GGUFTestSupport.shapes {
+            for shape in GGUFTestSupport.shapes(for: t) {
                 let name = "model.\(t.traits.name.lowercased()).\(shape.map(String.init).joined(separator: "x")).weight"
                 sources[name] = (shape, GGUFTestSupport.source(shape, seed: seed))
                 seed += 1
@@ -318,8 +322,11 @@ enum GGUFTestSupport {
         GGUFTestSupport.expectError(b, { $0.description.contains("big-endian") }, "byte-swapped version")
 
         b = good
+        GGUFTestSupport.patch(&b, at: typeOffset("w.q8_0"), UInt32(13))
+        GGUFTestSupport.expectError(b, { $0 == .unsupportedType(file: $0.file, tensor: "w.q8_0", typeID: 13) && $0.description.contains("type id 13") }, "Q5_K id")
+        // Q4_K is a type now: a 64-wide row is not whole 256-value super-blocks, and the reader says so.
         GGUFTestSupport.patch(&b, at: typeOffset("w.q8_0"), UInt32(12))
-        GGUFTestSupport.expectError(b, { $0 == .unsupportedType(file: $0.file, tensor: "w.q8_0", typeID: 12) && $0.description.contains("type id 12") }, "Q4_K id")
+        GGUFTestSupport.expectError(b, { $0.description.contains("row width 64 is not a multiple of the Q4_K block size 256") }, "Q4_K width")
         GGUFTestSupport.patch(&b, at: typeOffset("w.q8_0"), UInt32(77))
         GGUFTestSupport.expectError(b, { $0 == .unsupportedType(file: $0.file, tensor: "w.q8_0", typeID: 77) }, "unknown id")
 

@@ -53,6 +53,9 @@ enum QuantTestData {
         ("Q4_0", 2, 32, 18, true, .q8_0),
         ("Q8_0", 8, 32, 34, true, .f32),   // ours, not ggml's: measured, see QuantType.swift
         ("BF16", 30, 1, 2, false, .f32),
+        ("Q4_K", 12, 256, 144, true, .f32),   // 4.5 bits/weight; f32 activations (exact dequantization)
+        ("Q6_K", 14, 256, 210, true, .f32),   // 6.5625
+        ("IQ4_NL", 20, 32, 18, true, .f32),   // 4.5
     ] as [(String, UInt32, Int, Int, Bool, QuantType)])
     func rowMatchesGGML(name: String, id: UInt32, blockSize: Int, bytes: Int, quantized: Bool, partner: QuantType) throws {
         let t = try #require(QuantType(rawValue: id))
@@ -67,10 +70,10 @@ enum QuantTestData {
 
     @Test func otherGGMLIDsAreNotTypes() {
         // Q4_1, Q5_0, Q5_1, Q8_1, K-quants, IQ*, I8..F64, retired 4/5/31..33: all rejected, never remapped.
-        for id: UInt32 in [3, 4, 5, 6, 7, 9, 10, 12, 14, 15, 16, 24, 26, 28, 29, 31, 34, 39, 41, 1000] {
+        for id: UInt32 in [3, 4, 5, 6, 7, 9, 10, 11, 13, 15, 16, 19, 21, 23, 24, 26, 28, 29, 31, 34, 39, 41, 1000] {
             #expect(QuantType(rawValue: id) == nil, "id \(id)")
         }
-        #expect(throws: QuantError.unknownTypeName("q4_k")) { try QuantType(name: "q4_k") }
+        #expect(throws: QuantError.unknownTypeName("q5_k")) { try QuantType(name: "q5_k") }
     }
 
     @Test func bitsPerWeight() {
@@ -78,6 +81,9 @@ enum QuantTestData {
         #expect(QuantType.q4_0.traits.bitsPerWeight == 4.5)
         #expect(QuantType.bf16.traits.bitsPerWeight == 16)
         #expect(QuantType.f32.traits.bitsPerWeight == 32)
+        #expect(QuantType.q4_k.traits.bitsPerWeight == 4.5)
+        #expect(QuantType.q6_k.traits.bitsPerWeight == 6.5625)
+        #expect(QuantType.iq4_nl.traits.bitsPerWeight == 4.5)
     }
 }
 
@@ -93,7 +99,7 @@ enum QuantTestData {
         #expect(MemoryLayout<BlockQ4_0>.stride == 18)
         #expect(MemoryLayout<BlockQ4_0>.alignment == 2)
         #expect(MemoryLayout<BlockQ4_0>.offset(of: \BlockQ4_0.qs) == 2)
-        for t in QuantType.allCases where t.traits.isQuantized {
+        for t in [QuantType.q8_0, .q4_0] {
             #expect(t.traits.alignment == 2)
         }
     }
@@ -126,6 +132,10 @@ enum QuantTestData {
         case .bf16: return abs(x) * 0x1p-8
         case .q8_0: return blockAmax / 127 * (0.5 + 127 * 0x1p-11) * (1 + 1e-5)
         case .q4_0: return blockAmax / 8 * (1 + 8 * 0x1p-11) * (1 + 1e-5)
+        // Searched scales (no closed form per element): loose sanity bounds; their quality is tested against
+        // plain rounding in QuantizerQualityTests.
+        case .q4_k, .iq4_nl: return blockAmax / 4
+        case .q6_k: return blockAmax / 16
         }
     }
 
@@ -224,27 +234,29 @@ enum QuantTestData {
 }
 
 @Suite struct CheckedRowAPITests {
-    @Test(arguments: QuantType.allCases.filter { $0.traits.isQuantized }, [1, 16, 31, 33, 48, 100])
+    @Test(arguments: QuantType.allCases.filter { $0.traits.isQuantized }, [1, 16, 31, 33, 48, 100, 640])
     func widthNotMultipleOfBlockIsANamedError(type: QuantType, width: Int) {
+        let bs = type.traits.blockSize
+        if width % bs == 0 { return }  // 640 is whole 32-value blocks (the 270M's rows); not whole Q4_K blocks
         let x = [Float](repeating: 1, count: width * 2)
-        #expect(throws: QuantError.widthNotMultipleOfBlock(type: type, width: width, blockSize: 32)) {
+        #expect(throws: QuantError.widthNotMultipleOfBlock(type: type, width: width, blockSize: bs)) {
             try type.quantize(x, width: width)
         }
-        #expect(throws: QuantError.widthNotMultipleOfBlock(type: type, width: width, blockSize: 32)) {
+        #expect(throws: QuantError.widthNotMultipleOfBlock(type: type, width: width, blockSize: bs)) {
             try type.rowByteCount(width: width)
         }
-        let e = QuantError.widthNotMultipleOfBlock(type: type, width: width, blockSize: 32)
-        #expect(e.description == "row width \(width) is not a multiple of the \(type.traits.name) block size 32")
+        let e = QuantError.widthNotMultipleOfBlock(type: type, width: width, blockSize: bs)
+        #expect(e.description == "row width \(width) is not a multiple of the \(type.traits.name) block size \(bs)")
     }
 
     @Test(arguments: QuantType.allCases)
     func otherMisuseThrows(type: QuantType) throws {
-        let w = 64
+        let w = type.traits.blockSize == 256 ? 256 : 64
         #expect(throws: QuantError.widthNotMultipleOfBlock(type: type, width: 0, blockSize: type.traits.blockSize)) {
             try type.quantize([], width: 0)
         }
-        #expect(throws: QuantError.countNotMultipleOfWidth(type: type, count: 96, width: w)) {
-            try type.quantize([Float](repeating: 0, count: 96), width: w)
+        #expect(throws: QuantError.countNotMultipleOfWidth(type: type, count: w * 3 / 2, width: w)) {
+            try type.quantize([Float](repeating: 0, count: w * 3 / 2), width: w)
         }
         let rowBytes = try type.rowByteCount(width: w)
         var small = [UInt8](repeating: 0, count: rowBytes - 1)
@@ -259,13 +271,14 @@ enum QuantTestData {
     }
 
     @Test func nonFiniteValuesAreRejectedForBlockTypesOnly() throws {
-        var x = [Float](repeating: 0.25, count: 64)
+        var x = [Float](repeating: 0.25, count: 256)
         x[40] = .nan
         for t in QuantType.allCases {
             if t.traits.isQuantized {
-                #expect(throws: QuantError.self) { try t.quantize(x, width: 64) }
+                #expect(throws: QuantError.self) { try t.quantize(x, width: 256) }
+                #expect(throws: QuantError.self) { try t.quantizeImportance(x, width: 256) }
             } else {
-                let y = try t.dequantize(try t.quantize(x, width: 64), width: 64)
+                let y = try t.dequantize(try t.quantize(x, width: 256), width: 256)
                 #expect(y[40].isNaN && y[39] == 0.25)
             }
         }

@@ -7,6 +7,7 @@ import CKernels
 import Foundation
 import Testing
 import SIMDKernels
+import Quant
 
 /// The quantized activation rows as (scales, quants) read back from the buffer layout of gemv_kernels.h.
 private func decodeActivations(_ buf: [UInt8], act: GemvActivation, rows: Int, k: Int) -> [[Double]] {
@@ -25,12 +26,12 @@ private func decodeActivations(_ buf: [UInt8], act: GemvActivation, rows: Int, k
     }
 }
 
-private func dequantized(_ type: QuantWeightType, _ w: [UInt8], rows: Int, k: Int) -> [Float] {
+private func dequantized(_ type: QuantType, _ w: [UInt8], rows: Int, k: Int) -> [Float] {
     var out = [Float](repeating: 0, count: rows * k)
     w.withUnsafeBytes { wp in
         out.withUnsafeMutableBufferPointer { op in
             for r in 0..<rows {
-                QuantKernels.dequantizeRow(type, wp.baseAddress! + r * type.rowBytes(cols: k), op.baseAddress! + r * k,
+                QuantKernels.dequantizeRow(type, wp.baseAddress! + r * type.kernelRowBytes(cols: k), op.baseAddress! + r * k,
                                            count: k, tier: .scalar)
             }
         }
@@ -56,8 +57,8 @@ private let gemvShapes: [(m: Int, n: Int, blocks: Int)] = [(1, 16, 1), (1, 48, 3
 @Suite("Decode and packed quantized kernels")
 struct GemvKernelTests {
     @Test("gemv: every path within f32 summation error of the float64 product of its quantized operands",
-          arguments: [QuantWeightType.q8_0, .q4_0])
-    func gemvMatchesReference(type: QuantWeightType) throws {
+          arguments: [QuantType.q8_0, .q4_0])
+    func gemvMatchesReference(type: QuantType) throws {
         for (si, s) in gemvShapes.enumerated() {
             let k = s.blocks * 32
             let w = randomRawBlocks(type, blocks: s.n * s.blocks, seed: UInt64(11 + si))
@@ -125,8 +126,8 @@ struct GemvKernelTests {
     }
 
     @Test("packed: same bytes back per row, and the matmul within f32 summation error of the reference",
-          arguments: [QuantWeightType.q8_0, .q4_0])
-    func packedMatchesReference(type: QuantWeightType) throws {
+          arguments: [QuantType.q8_0, .q4_0])
+    func packedMatchesReference(type: QuantType) throws {
         guard PackedWeights.isAvailable else {
             print("[packed] skipped: this CPU has no AVX-512 VNNI (or NLA_PACK=0)")
             return

@@ -6,6 +6,7 @@
 import CKernels
 import Foundation
 import Testing
+import Quant
 import SIMDKernels
 
 /// Sizes from the issue: K = 32·{1, 31, 33, 1023} blocks.
@@ -99,20 +100,21 @@ struct QuantizeTests {
 
 @Suite("Dequantization and integer block dots")
 struct BlockTests {
-    @Test("dequantizeRow: exact on every tier", arguments: QuantWeightType.allCases)
-    func dequantize(type: QuantWeightType) {
+    @Test("dequantizeRow: exact on every tier", arguments: QuantKernels.integerBlockTypes)
+    func dequantize(type: QuantType) {
         for blocks in blockCounts {
             let raw = randomRawBlocks(type, blocks: blocks, seed: UInt64(blocks) &* 31 &+ UInt64(type.rawValue))
             // expected straight from the block layout
             var expected = [Float]()
             for b in 0..<blocks {
-                let p = b * type.blockBytes
+                let p = b * type.traits.bytesPerBlock
                 let d = Float(Float16(bitPattern: UInt16(raw[p]) | UInt16(raw[p + 1]) << 8))
                 for j in 0..<32 {
                     let q: Int
                     switch type {
                     case .q8_0: q = Int(Int8(bitPattern: raw[p + 2 + j]))
                     case .q4_0: q = Int(j < 16 ? raw[p + 2 + j] & 15 : raw[p + 2 + j - 16] >> 4) - 8
+                    default: fatalError("not an integer block type")
                     }
                     expected.append(Float(q) * d)
                 }
@@ -129,8 +131,8 @@ struct BlockTests {
         }
     }
 
-    @Test("block dots: exact int32 on every tier and C path", arguments: QuantWeightType.allCases)
-    func blockDots(type: QuantWeightType) {
+    @Test("block dots: exact int32 on every tier and C path", arguments: QuantKernels.integerBlockTypes)
+    func blockDots(type: QuantType) {
         let blocks = 1023
         let w = randomRawBlocks(type, blocks: blocks, seed: 11 + UInt64(type.rawValue))
         let x = randomActivationBlocks(blocks: blocks, seed: 12)
@@ -142,6 +144,7 @@ struct BlockTests {
                 switch type {
                 case .q8_0: wq = Int(Int8(bitPattern: w[b * 34 + 2 + j]))
                 case .q4_0: wq = Int(j < 16 ? w[b * 18 + 2 + j] & 15 : w[b * 18 + 2 + j - 16] >> 4) - 8
+                default: fatalError("not an integer block type")
                 }
                 s += wq * Int(Int8(bitPattern: x[b * 34 + 2 + j]))
             }
@@ -181,14 +184,14 @@ struct BlockTests {
 struct MatmulTests {
     struct Case {
         let shape: Q8Shape
-        let type: QuantWeightType
+        let type: QuantType
         let w: [UInt8]
         let xf: [Float]
         let xq: [UInt8]
         let wf: [Float]  // the original f32 weights
     }
 
-    func makeCase(_ s: Q8Shape, _ type: QuantWeightType, seed: UInt64) -> Case {
+    func makeCase(_ s: Q8Shape, _ type: QuantType, seed: UInt64) -> Case {
         var rng = TestRNG(seed: seed)
         let wf = rng.gaussians(s.n * s.k, scale: 0.05)
         let w = quantizeWeights(wf, rows: s.n, k: s.k, type)
@@ -229,7 +232,7 @@ struct MatmulTests {
     /// Σ_k |x·ŵ| per output, in Double (the scale of the f32 rounding bound).
     func absDot(_ c: Case) -> [Double] {
         var deq = [Float](repeating: 0, count: c.shape.n * c.shape.k)
-        let rb = c.type.rowBytes(cols: c.shape.k)
+        let rb = c.type.kernelRowBytes(cols: c.shape.k)
         c.w.withUnsafeBytes { wp in
             deq.withUnsafeMutableBufferPointer { dp in
                 for r in 0..<c.shape.n {
@@ -248,10 +251,10 @@ struct MatmulTests {
         return out
     }
 
-    static let allCases: [(Q8Shape, QuantWeightType)] = matmulShapes.flatMap { s in QuantWeightType.allCases.map { (s, $0) } }
+    static let allCases: [(Q8Shape, QuantType)] = matmulShapes.flatMap { s in QuantKernels.integerBlockTypes.map { (s, $0) } }
 
     @Test("integer path: bit-identical across tiers, C paths and thread counts", arguments: allCases)
-    func integerPathIdentical(shape: Q8Shape, type: QuantWeightType) {
+    func integerPathIdentical(shape: Q8Shape, type: QuantType) {
         let c = makeCase(shape, type, seed: UInt64(shape.m * 1000 + shape.n * 10 + shape.blocks))
         let ref = runQ8(c, tier: .scalar)
         #expect(!ref.contains { $0.isNaN })
@@ -264,7 +267,7 @@ struct MatmulTests {
     }
 
     @Test("f32-activation path: tiers within 2^-17·Σ|x·w|; C threads 1 and 2 identical", arguments: allCases)
-    func f32PathWithinBound(shape: Q8Shape, type: QuantWeightType) {
+    func f32PathWithinBound(shape: Q8Shape, type: QuantType) {
         let c = makeCase(shape, type, seed: UInt64(shape.m * 1000 + shape.n * 10 + shape.blocks) ^ 0xF32)
         let ref = runF32(c, tier: .scalar)
         let scale = absDot(c)
@@ -287,8 +290,8 @@ struct MatmulTests {
     ///   Q8_0 weights: integer path (Q8_0 activations) 1.12% measured → bound 2%;
     ///                 f32-activation path 0.55% → 1.5%.
     ///   Q4_0 weights: integer path 7.9% → 15%; f32-activation path 8.0% → 15%.
-    @Test("quantized vs f32 product within per-type bounds", arguments: QuantWeightType.allCases)
-    func accuracyVsF32(type: QuantWeightType) {
+    @Test("quantized vs f32 product within per-type bounds", arguments: QuantKernels.integerBlockTypes)
+    func accuracyVsF32(type: QuantType) {
         let s = Q8Shape(m: 7, n: 33, blocks: 33)
         let c = makeCase(s, type, seed: 99)
         var exact = [Double]()

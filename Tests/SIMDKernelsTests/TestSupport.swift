@@ -3,6 +3,7 @@
 // realistic 4-bit weights is written out here from ggml's reference semantics.
 
 import Foundation
+import Quant
 import SIMDKernels
 
 /// SplitMix64: reproducible across platforms.
@@ -58,7 +59,7 @@ func quantizeQ4_0(_ x: [Float]) -> [UInt8] {
 }
 
 /// Quantize a [rows, k] matrix to weight blocks of `type`.
-func quantizeWeights(_ w: [Float], rows: Int, k: Int, _ type: QuantWeightType) -> [UInt8] {
+func quantizeWeights(_ w: [Float], rows: Int, k: Int, _ type: QuantType) -> [UInt8] {
     switch type {
     case .q8_0:
         var out = [UInt8](repeating: 0, count: QuantKernels.activationBytes(rows: rows, cols: k))
@@ -70,18 +71,20 @@ func quantizeWeights(_ w: [Float], rows: Int, k: Int, _ type: QuantWeightType) -
         var out = [UInt8]()
         for r in 0..<rows { out += quantizeQ4_0(Array(w[(r * k)..<(r * k + k)])) }
         return out
+    default:
+        return try! type.quantize(w, width: k)  // the type table's reference quantizer
     }
 }
 
 /// Random raw weight blocks: every quant byte value possible (Q8_0 includes −128), f16 scales in
 /// [2^-12, 2^-4] with random sign.
-func randomRawBlocks(_ type: QuantWeightType, blocks: Int, seed: UInt64) -> [UInt8] {
+func randomRawBlocks(_ type: QuantType, blocks: Int, seed: UInt64) -> [UInt8] {
     var rng = TestRNG(seed: seed)
     var out = [UInt8]()
     for _ in 0..<blocks {
         let d = Float16(rng.uniform(-12, -4).exp2 * (rng.next() & 1 == 0 ? 1 : -1)).bitPattern
         out.append(UInt8(d & 0xFF)); out.append(UInt8(d >> 8))
-        for _ in 0..<(type.blockBytes - 2) { out.append(UInt8(truncatingIfNeeded: rng.next())) }
+        for _ in 0..<(type.traits.bytesPerBlock - 2) { out.append(UInt8(truncatingIfNeeded: rng.next())) }
     }
     return out
 }

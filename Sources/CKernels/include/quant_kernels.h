@@ -29,8 +29,11 @@
 extern "C" {
 #endif
 
-/// Weight block formats, numbered as ggml type ids.
+/// Weight block formats of this file, numbered as ggml type ids (the Quant type table's ids). The K-quant and
+/// IQ4_NL types have their own entry points (kquant_kernels.h). Every entry point that takes a `wtype` checks it
+/// and returns CK_EBADTYPE for any other id (never a default format); 0 on success.
 enum { CK_WTYPE_Q4_0 = 2, CK_WTYPE_Q8_0 = 8 };
+enum { CK_EBADTYPE = -1, CK_EBADSHAPE = -2 };
 
 /// Instruction-set paths of the C kernels. Selection happens at run time from CPUID.
 enum {
@@ -65,31 +68,31 @@ uint16_t ck_f32_to_f16(float f);
 void ck_quantize_rows_q8_0(const float *x, int64_t ldx, void *y, int64_t rows, int64_t k, int nthreads);
 
 /// Dequantize one row of k values (k % 32 == 0) of type wtype to f32 (exact: q * f16tof32(d)).
-void ck_dequantize_row(int wtype, const void *x, float *y, int64_t k);
+int ck_dequantize_row(int wtype, const void *x, float *y, int64_t k);
 
 /// Integer block dot products of one weight row and one Q8_0 activation row: out[b] = isum(b) for
 /// b < nb. Exact int32 on every path (used by tests to check the integer core of each ISA path).
-void ck_block_dots(int wtype, const void *w, const void *xq, int32_t *out, int64_t nb, int isa);
+int ck_block_dots(int wtype, const void *w, const void *xq, int32_t *out, int64_t nb, int isa);
 
 /// Y[M,N] (row stride ldy) = Xq[M,K] · W[N,K]^T with Xq Q8_0 rows (K/32 blocks each) and W of type
 /// wtype. Contract: see the top of this header (bit-identical across paths and thread counts).
 /// Prefill (M > 1) tiles 8 columns x 4 rows (AVX2) or 8 rows (AVX-512) so each weight block is
 /// expanded once per tile of rows.
-void ck_matmul_q8act(int wtype, const void *w, const void *xq, float *y, int64_t ldy,
-                     int64_t M, int64_t N, int64_t K, int isa, int nthreads);
+int ck_matmul_q8act(int wtype, const void *w, const void *xq, float *y, int64_t ldy,
+                    int64_t M, int64_t N, int64_t K, int isa, int nthreads);
 
 /// Y[M,N] = X[M,K] (f32, row stride ldx) · dequant(W)[N,K]^T: weights are dequantized exactly on
 /// the fly and multiplied with f32 FMAs. Accumulation in f32, order unspecified (per-lane partial
 /// sums, then a horizontal sum): |y - y_exact| <= ~K * 2^-24 * sum_j |x_j w_j| (worst case), typically
 /// ~sqrt(K) * 2^-24 * sum_j |x_j w_j|. Thread count does not change the result; the ISA path does.
-void ck_matmul_f32act(int wtype, const void *w, const float *x, int64_t ldx, float *y, int64_t ldy,
+int ck_matmul_f32act(int wtype, const void *w, const float *x, int64_t ldx, float *y, int64_t ldy,
                       int64_t M, int64_t N, int64_t K, int isa, int nthreads);
 
 /// Same product as ck_matmul_f32act computed as "dequantize a panel of W to f32, then OpenBLAS
 /// sgemm": `scratch` holds `scratchFloats` floats (>= K; a panel of scratchFloats/K rows of W is
 /// dequantized at a time, threaded with OpenMP; sgemm uses OpenBLAS's own threads, set by
 /// ck_set_threads). Accumulation order is OpenBLAS's.
-void ck_matmul_f32act_blas(int wtype, const void *w, const float *x, int64_t ldx, float *y, int64_t ldy,
+int ck_matmul_f32act_blas(int wtype, const void *w, const float *x, int64_t ldx, float *y, int64_t ldy,
                            int64_t M, int64_t N, int64_t K, float *scratch, int64_t scratchFloats, int nthreads);
 
 #ifdef __cplusplus
