@@ -34,8 +34,8 @@ public enum BatchDecodeEvent {
     case token(index: Int, id: Int, margin: Float)
     case finished(index: Int, DecodeOutcome)
     case failed(index: Int, Error)
-    /// One forward pass over `sequences` sequences and `rows` new rows finished.
-    case step(sequences: Int, rows: Int)
+    /// One forward pass over `sequences` sequences and `rows` new rows finished in `seconds`.
+    case step(sequences: Int, rows: Int, seconds: Double)
 }
 
 public enum BatchDecoder {
@@ -98,8 +98,9 @@ public enum BatchDecoder {
                 emb += slots[s]!.pending
                 segments.append(.init(cache: caches[s], rows: slots[s]!.pending.count / d))
             }
+            let t0 = Date()
             let logits = try emb.withUnsafeBufferPointer { try batch.forward(segments, embeddings: $0.baseAddress!, output: .lastLogits) }
-            onEvent(.step(sequences: active.count, rows: emb.count / d))
+            onEvent(.step(sequences: active.count, rows: emb.count / d, seconds: Date().timeIntervalSince(t0)))
             for (k, s) in active.enumerated() {
                 var a = slots[s]!
                 let row = UnsafeBufferPointer(start: logits.baseAddress! + k * vocab, count: vocab)

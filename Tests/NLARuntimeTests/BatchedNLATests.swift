@@ -250,4 +250,52 @@ func expectGreedyMatches(_ label: String, refs: [(ids: [Int], margins: [Float])]
             _ = try av.verbalizeBatch(vs, options: SamplingOptions(maxNewTokens: 12), batch: 2, isCancelled: { calls += 1; return calls > 3 })
         }
     }
+
+    /// `nla explain --batch 3` prints its choice on stderr and reports exactly what `NLAPipeline.explain`
+    /// returns for the same request; the automatic choice is printed too.
+    @Test func cliExplainBatchedIsThePipeline() throws {
+        let p = try SynNLAPair.get()
+        let binary = SyntheticNLATests.nlaBinary
+        try #require(FileManager.default.isExecutableFile(atPath: binary), "no nla binary at \(binary): swift build -c release")
+        func run(_ extra: [String]) throws -> (Int32, Data, String) {
+            let proc = Process()
+            proc.executableURL = URL(fileURLWithPath: binary)
+            proc.arguments = ["explain", "--target", p.target, "--av", p.avQ8, "--ar", p.arQ8, "--chat", "--reply", SynNLAModels.chatReply,
+                              "--positions", "4-10", "--max-new-tokens", "12", "--fve-baseline", "0.0579", "--json"] + extra + [SynNLAModels.chatPrompt]
+            let out = Pipe(), err = Pipe()
+            proc.standardOutput = out; proc.standardError = err
+            try proc.run()
+            let o = out.fileHandleForReading.readDataToEndOfFile()
+            let e = err.fileHandleForReading.readDataToEndOfFile()
+            proc.waitUntilExit()
+            return (proc.terminationStatus, o, String(decoding: e, as: UTF8.self))
+        }
+        let (status, o, e) = try run(["--batch", "3"])
+        #expect(status == 0, "\(e)")
+        #expect(e.contains("nla: batch 3"), "\(e)")
+        let obj = try #require(try JSONSerialization.jsonObject(with: o) as? [String: Any])
+        #expect(obj["batch"] as? Int == 3)
+        let req = ExplainRequest(target: p.target, av: p.avQ8, ar: p.arQ8, prompt: SynNLAModels.chatPrompt, chat: true, reply: SynNLAModels.chatReply,
+                                 positions: try NLAPositionSpec.parse("4-10"), sampling: SamplingOptions(maxNewTokens: 12), fveBaseline: 0.0579, batch: 3)
+        var phases: [ExplainProgress.Phase] = []
+        let lib = try NLAPipeline.explain(req, progress: { phases.append($0.phase) })
+        #expect(phases.contains(.verbalize) && phases.contains(.score) && phases.first == .capture)
+        let rows = obj["positions"] as! [[String: Any]]
+        #expect(rows.count == 7 && lib.positions.count == 7)
+        for (row, l) in zip(rows, lib.positions) {
+            #expect(row["position"] as? Int == l.position && row["explanation"] as? String == l.explanation)
+            #expect(row["mse_nrm"] as? Double == l.mseNrm && row["cos"] as? Double == l.cos && row["fve_nrm"] as? Double == l.fveNrm)
+        }
+        // The report's JSON has the CLI's field names.
+        let libObj = try #require(try JSONSerialization.jsonObject(with: try lib.jsonData()) as? [String: Any])
+        #expect(Set(libObj.keys) == Set(obj.keys))
+        #expect(Set((libObj["positions"] as! [[String: Any]])[0].keys) == Set(rows[0].keys))
+        #expect(Set(rows[0].keys) == ["position", "segment", "token", "id", "norm", "mse_nrm", "cos", "fve_nrm", "explanation", "text", "warnings"])
+        let (s2, _, e2) = try run([])
+        #expect(s2 == 0 && e2.contains("nla: batch 7 (automatic"), "\(e2)")
+        let (s3, _, e3) = try run(["--batch", "0"])
+        #expect(s3 != 0 && e3.contains("--batch must be >= 1"), "\(e3)")
+        // Cancellation from the progress callback's side stops the pipeline with its own error.
+        #expect(throws: NLAError.cancelled) { _ = try NLAPipeline.explain(req, isCancelled: { true }) }
+    }
 }

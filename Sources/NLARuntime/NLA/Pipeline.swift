@@ -192,6 +192,9 @@ public struct ExplainProgress: Sendable {
     public var tokens: Int
     /// Seconds since the phase started.
     public var elapsed: Double
+    /// Tokens and seconds of the pure decode steps (every sequence of the step adds one token; batched path only).
+    public var decodeTokens: Int = 0
+    public var decodeSeconds: Double = 0
 }
 
 public enum NLAPipeline {
@@ -275,7 +278,7 @@ public enum NLAPipeline {
 
     /// Run the whole pipeline. `onBatch` reports the batch size chosen (before the AV runs).
     public static func explain(_ req: ExplainRequest, progress: ((ExplainProgress) -> Void)? = nil,
-                               onBatch: ((Int, _ automatic: Bool) -> Void)? = nil,
+                               onBatch: ((_ batch: Int, _ automatic: Bool, _ kvBytesPerSequence: Int) -> Void)? = nil,
                                isCancelled: () -> Bool = { false }) throws -> ExplainReport {
         try req.sampling.validate()
         guard req.maxReplyTokens >= 0 else { throw ModelError.input("max reply tokens must be >= 0") }
@@ -301,18 +304,25 @@ public enum NLAPipeline {
         do {
             let verbalizer = try ActivationVerbalizer(path: req.av, promptTemplate: req.avPrompt)
             batch = try batchSize(req.batch, verbalizer: verbalizer, options: req.sampling, items: picked.count)
-            onBatch?(batch, req.batch == nil)
+            let cfg = verbalizer.model.config
+            let kvCapacity = min(verbalizer.promptIds.count + req.sampling.maxNewTokens, cfg.maxPositionEmbeddings)
+            // Batch 1 runs Gemma3Session (full-length KV on every block); batched runs ring KV on sliding blocks.
+            let kv = batch == 1 ? kvCapacity * cfg.kvDim * 2 * 4 * cfg.numHiddenLayers
+                                : KVCache.bytes(config: cfg, blocks: cfg.numHiddenLayers, capacity: kvCapacity, chunk: 256)
+            onBatch?(batch, req.batch == nil, kv)
             start = Date()
-            var done = 0, tokens = 0
+            var done = 0, tokens = 0, decodeTokens = 0, decodeSeconds = 0.0
             progress?(ExplainProgress(phase: .verbalize, done: 0, total: picked.count, tokens: 0, elapsed: 0))
             verbal = try verbalize(verbalizer, vectors: picked.map { captured.vectors[$0] }, options: req.sampling, batch: batch,
                                    ignoreStopIds: req.ignoreStopIds, onEvent: { e in
                 switch e {
                 case .token: tokens += 1
+                case .step(let n, let rows, let secs) where n == rows:
+                    decodeTokens += n; decodeSeconds += secs
                 case .finished, .failed:
                     done += 1
                     progress?(ExplainProgress(phase: .verbalize, done: done, total: picked.count, tokens: tokens,
-                                              elapsed: Date().timeIntervalSince(start)))
+                                              elapsed: Date().timeIntervalSince(start), decodeTokens: decodeTokens, decodeSeconds: decodeSeconds))
                 default: break
                 }
             }, isCancelled: isCancelled)
