@@ -37,12 +37,12 @@ import re, sys
 def f(line, pat):
     m = re.search(pat, line); return float(m.group(1)) if m else float('nan')
 a, b, n = sys.argv[1], sys.argv[2], sys.argv[3]
-pm1, pmN = f(a, r'([\d.]+) positions/min'), f(b, r'([\d.]+) positions/min')
-print(f"{'batch':>6} {'positions/min':>14} {'AV tok/s':>9} {'decode tok/s':>13} {'KV MB/seq':>10} {'peak RSS MB':>12}")
+P_PM, P_AV = r'([\d.]+) positions/min', r'tokens in [\d.]+ s \(([\d.]+) tok/s'
+P_DEC, P_KV, P_RSS = r'decode-only steps ([\d.]+) tok/s', r'KV ([\d.]+) MB', r'peak RSS ([\d.]+) MB'
+print("%6s %14s %9s %13s %10s %12s" % ("batch", "positions/min", "AV tok/s", "decode tok/s", "KV MB/seq", "peak RSS MB"))
 for tag, l in (("1", a), (n, b)):
-    print(f"{tag:>6} {f(l, r'([\d.]+) positions/min'):14.1f} {f(l, r'tokens in [\d.]+ s \(([\d.]+) tok/s'):9.1f} "
-          f"{f(l, r'decode-only steps ([\d.]+) tok/s'):13.1f} {f(l, r'KV ([\d.]+) MB'):10.2f} {f(l, r'peak RSS ([\d.]+) MB'):12.0f}")
-print(f"speedup (positions/min): {pmN / pm1:.2f}x")
+    print("%6s %14.1f %9.1f %13.1f %10.2f %12.0f" % (tag, f(l, P_PM), f(l, P_AV), f(l, P_DEC), f(l, P_KV), f(l, P_RSS)))
+print("speedup (positions/min): %.2fx" % (f(b, P_PM) / f(a, P_PM)))
 PY
 
 if [ -f /work/briefs/PEER_READY ] && [ -n "${LLAMA_GGUF:-}" ]; then
