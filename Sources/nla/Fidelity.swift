@@ -63,6 +63,7 @@ struct Fidelity: ParsableCommand {
     @Option(name: .customLong("min-cos-q8"), help: "Pass threshold for Q8_0: mean cos(quant, full) >= this.") var minCosQ8: Double = 0.999
     @Option(name: .customLong("min-cos-q4"), help: "Pass threshold for the 4-bit files (Q4_0, Q4_K, IQ4_NL, Q4_K_M).") var minCosQ4: Double = 0.99
     @Option(name: .customLong("fve-baseline"), help: "Predict-the-mean baseline B.") var fveBaselineFlag: Double?
+    @Option(help: "Sequences per forward for the AV and the AR (default: automatic, bounded by memory; 1 = sequential reference path).") var batch: Int?
     @Flag(help: "Print one JSON object.") var json = false
     @OptionGroup var threads: ThreadsOption
 
@@ -76,6 +77,23 @@ struct Fidelity: ParsableCommand {
             try threads.apply()
             guard !arQuant.isEmpty else { throw ModelError.input("give at least one --ar-quant file") }
             let sampling = SamplingOptions(maxNewTokens: maxNewTokens)
+            if let batch, batch < 1 { throw ModelError.input("--batch must be >= 1") }
+            var announced = false
+            func announce(_ n: Int) {
+                guard !announced else { return }
+                announced = true
+                log("nla: batch \(n)\(batch == nil ? " (automatic; --batch N to choose)" : "")\(n == 1 ? ": sequential reference path" : "")")
+            }
+            func verbalizeAll(_ verbalizer: ActivationVerbalizer, _ vectors: [[Float]]) throws -> [Verbalization] {
+                let n = try NLAPipeline.batchSize(batch, verbalizer: verbalizer, options: sampling, items: vectors.count)
+                announce(n)
+                return try NLAPipeline.verbalize(verbalizer, vectors: vectors, options: sampling, batch: n).map { try $0.get() }
+            }
+            func reconstructAll(_ r: ActivationReconstructor, _ texts: [String]) throws -> [[Float]] {
+                let n = try NLAPipeline.batchSize(batch, reconstructor: r, items: texts.count)
+                announce(n)
+                return try NLAPipeline.reconstruct(r, explanations: texts, batch: n).map { try $0.get() }
+            }
             var data: [FidelityPair]
             if let pairs {
                 data = try readPairs(pairs)
@@ -88,11 +106,8 @@ struct Fidelity: ParsableCommand {
                 let cap = try ActivationCapture.capture(target: try LanguageModel(directory: target), layer: k, prompt: prompt,
                                                         chat: true, reply: nil, maxReplyTokens: 0)
                 let verbalizer = try ActivationVerbalizer(path: av)
-                data = []
-                for p in 4..<cap.vectors.count where data.count < maxPairs {
-                    let r = try verbalizer.verbalize(cap.vectors[p], options: sampling)
-                    data.append(FidelityPair(explanation: r.explanation ?? r.text, gold: cap.vectors[p]))
-                }
+                let golds = Array(cap.vectors.dropFirst(4).prefix(max(maxPairs, 0)))
+                data = zip(try verbalizeAll(verbalizer, golds), golds).map { FidelityPair(explanation: $0.explanation ?? $0.text, gold: $1) }
                 guard !data.isEmpty else { throw ModelError.input("the prompt has no positions >= 4 to explain") }
             }
 
@@ -103,7 +118,7 @@ struct Fidelity: ParsableCommand {
                 throw ModelError.input("pair \(i): activation_vector has \(p.gold.count) values, the AR expects \(d)")
             }
             let baseline = fveBaseline(fveBaselineFlag, dModel: d, layer: full.sidecar.extractionLayer)
-            let fullPreds = try data.map { try full.reconstruct($0.explanation) }
+            let fullPreds = try reconstructAll(full, data.map(\.explanation))
             let fullScores = try zip(fullPreds, data).map { try full.score(prediction: $0, gold: $1.gold, fveBaseline: baseline) }
 
             var results: [[String: Any]] = []
@@ -112,7 +127,7 @@ struct Fidelity: ParsableCommand {
             for q in arQuant {
                 let type = quantTypeName(q)
                 let quant = try ActivationReconstructor(path: q)
-                let preds = try data.map { try quant.reconstruct($0.explanation) }
+                let preds = try reconstructAll(quant, data.map(\.explanation))
                 // A broken file can predict zero or non-finite vectors: they count as cos 0 and fail the check.
                 let usable = preds.map { p in p.allSatisfy(\.isFinite) && p.contains { $0 != 0 } }
                 let degenerate = usable.filter { !$0 }.count
@@ -150,13 +165,10 @@ struct Fidelity: ParsableCommand {
                 let quantAR = arQuant[0]
                 func trip(_ avPath: String, _ arPath: String) throws -> (explanations: [String], scores: [NLAScore]) {
                     let verbalizer = try ActivationVerbalizer(path: avPath)
-                    let ex = try data.map { p -> String in
-                        let r = try verbalizer.verbalize(p.gold, options: sampling)
-                        return r.explanation ?? r.text
-                    }
+                    let ex = try verbalizeAll(verbalizer, data.map(\.gold)).map { $0.explanation ?? $0.text }
                     let rec = try ActivationReconstructor(path: arPath)
-                    let sc = try zip(ex, data).compactMap { e, p -> NLAScore? in
-                        let pred = try rec.reconstruct(e)
+                    let recPreds = try reconstructAll(rec, ex)
+                    let sc = try zip(recPreds, data).compactMap { pred, p -> NLAScore? in
                         guard pred.allSatisfy(\.isFinite), pred.contains(where: { $0 != 0 }) else { return nil }
                         return try rec.score(prediction: pred, gold: p.gold, fveBaseline: baseline)
                     }

@@ -63,27 +63,6 @@ func median(_ xs: [Double]) -> Double {
 
 func mean(_ xs: [Double]) -> Double { xs.isEmpty ? .nan : xs.reduce(0, +) / Double(xs.count) }
 
-/// `--positions all | 4- | 10,12,15 | 3-9`
-func parsePositions(_ spec: String, count: Int) throws -> [Int] {
-    if spec == "all" { return Array(0..<count) }
-    var out: [Int] = []
-    for part in spec.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
-        if let dash = part.firstIndex(of: "-") {
-            let a = Int(part[..<dash]), bStr = part[part.index(after: dash)...]
-            let b = bStr.isEmpty ? count - 1 : Int(bStr)
-            guard let a, let b, a >= 0, a <= b else { throw ModelError.input("--positions: '\(part)' is not a range") }
-            out += Array(a...min(b, count - 1))
-        } else {
-            guard let p = Int(part), p >= 0 else { throw ModelError.input("--positions: '\(part)' is not a position") }
-            out.append(p)
-        }
-    }
-    for p in out where p >= count {
-        throw ModelError.input("--positions: \(p) is past the last position \(count - 1)")
-    }
-    return out
-}
-
 /// The fve baseline: the flag, else the built-in table for the released pairs, else none.
 func fveBaseline(_ flag: Double?, dModel: Int, layer: Int?) -> Double? {
     flag ?? layer.flatMap { FVEBaselines.builtIn(dModel: dModel, layer: $0) }
@@ -107,6 +86,8 @@ struct Explain: ParsableCommand {
     @Option(help: "Seed for sampling.") var seed: UInt64 = 0
     @Option(name: .customLong("fve-baseline"), help: "Predict-the-mean baseline B for fve_nrm = 1 − mse_nrm / B.") var fveBaselineFlag: Double?
     @Option(name: .customLong("av-prompt"), help: "Custom AV user prompt containing <INJECT> (default: the sidecar's template).") var avPrompt: String?
+    @Option(help: "Sequences decoded together (default: automatic, bounded by memory; 1 = sequential reference path).") var batch: Int?
+    @Flag(name: .customLong("force-tokens"), help: .hidden) var forceTokens = false
     @Flag(help: "Print one JSON object.") var json = false
     @OptionGroup var threads: ThreadsOption
     @Argument(help: "The user prompt (- reads standard input).") var prompt: String
@@ -118,87 +99,91 @@ struct Explain: ParsableCommand {
             let sampling = SamplingOptions(temperature: temperature, seed: seed, maxNewTokens: maxNewTokens)
             try sampling.validate()
             guard maxReplyTokens >= 0 else { throw ModelError.input("--max-reply-tokens must be >= 0") }
-            // One model's weights at a time: capture, then verbalize, then reconstruct.
-            let avSidecar = try NLASidecar.forModel(av)
-            let arSidecar = try NLASidecar.forModel(ar)
-            guard let layer = avSidecar.extractionLayer ?? arSidecar.extractionLayer else {
-                throw ModelError.input("\(avSidecar.file): no extraction layer (K) in the AV or AR sidecar")
-            }
-            let captured: CapturedActivations
+            if let batch, batch < 1 { throw ModelError.input("--batch must be >= 1") }
+            let spec: NLAPositionSpec
+            do { spec = try NLAPositionSpec.parse(positions) } catch { throw ModelError.input("--\(error)") }
+            let req = ExplainRequest(target: target, av: av, ar: ar, prompt: text, chat: chat, reply: reply,
+                                     maxReplyTokens: maxReplyTokens, positions: spec, sampling: sampling,
+                                     fveBaseline: fveBaselineFlag, avPrompt: avPrompt, batch: batch, ignoreStopIds: forceTokens)
+            let bar = PipelineProgress()
+            let report: ExplainReport
+            var kvBytes = 0
+            var phaseEnd: [ExplainProgress.Phase: ExplainProgress] = [:]
+            let start = Date()
             do {
-                let targetModel = try LanguageModel(directory: target)
-                captured = try ActivationCapture.capture(target: targetModel, layer: layer, prompt: text, chat: chat,
-                                                         reply: reply, maxReplyTokens: reply == nil ? maxReplyTokens : 0)
+                report = try NLAPipeline.explain(req, progress: { bar.update($0); phaseEnd[$0.phase] = $0 }, onBatch: { n, auto, kv in
+                    kvBytes = kv
+                    log("nla: batch \(n)\(auto ? " (automatic; --batch N to choose)" : "")\(n == 1 ? ": sequential reference path" : "")")
+                })
+            } catch let e as ModelError where "\(e)".hasPrefix("positions:") {
+                throw ModelError.input("--\(e)")
             }
-            let picked = try parsePositions(positions, count: captured.ids.count)
-            var verbal: [Int: Verbalization] = [:]
-            do {
-                let verbalizer = try ActivationVerbalizer(path: av, promptTemplate: avPrompt)
-                let bar = ProgressLine(label: "explain", total: picked.count)
-                for (i, p) in picked.enumerated() {
-                    verbal[p] = try verbalizer.verbalize(captured.vectors[p], options: sampling)
-                    bar.update(i + 1)
-                }
+            if let v = phaseEnd[.verbalize], let sc = phaseEnd[.score] {
+                let decode = v.decodeSeconds > 0 ? String(format: ", decode-only steps %.1f tok/s", Double(v.decodeTokens) / v.decodeSeconds) : ""
+                log(String(format: "nla: stats: AV %d explanations, %d tokens in %.2f s (%.1f tok/s%@); AR %d in %.2f s; total %.2f s; %.1f positions/min; batch %d; KV %.2f MB/sequence; peak RSS %.0f MB",
+                           v.total, v.tokens, v.elapsed, v.elapsed > 0 ? Double(v.tokens) / v.elapsed : 0, decode, sc.total, sc.elapsed,
+                           Date().timeIntervalSince(start), Double(report.positions.count) / Date().timeIntervalSince(start) * 60, report.batch,
+                           Double(kvBytes) / 1e6, Double(peakRSSBytes()) / 1e6))
             }
-            let reconstructor = try ActivationReconstructor(path: ar)
-            let baseline = fveBaseline(fveBaselineFlag, dModel: reconstructor.sidecar.dModel, layer: layer)
-            var rows: [[String: Any]] = []
-            var lines: [String] = []
-            var stats: [(pos: Int, score: NLAScore)] = []
-            let bar = ProgressLine(label: "score  ", total: picked.count)
-            for (i, p) in picked.enumerated() {
-                let v = verbal[p]!
-                let explanation = v.explanation ?? v.text
-                let pred = try reconstructor.reconstruct(explanation)
-                let score = try reconstructor.score(prediction: pred, gold: captured.vectors[p], fveBaseline: baseline)
-                stats.append((p, score))
-                bar.update(i + 1)
-                let segment = p < captured.promptLength ? "PROMPT" : "REPLY"
-                var row: [String: Any] = ["position": p, "segment": segment, "token": captured.tokens[p], "id": captured.ids[p],
-                                          "norm": captured.norms[p], "mse_nrm": score.mseNrm, "cos": score.cos,
-                                          "explanation": explanation, "text": v.text, "warnings": v.warnings]
-                row["fve_nrm"] = score.fveNrm.map { $0 as Any } ?? NSNull()
-                rows.append(row)
-                let fve = score.fveNrm.map { String(format: "%.3f", $0) } ?? "n/a"
-                lines.append(String(format: "[%3d]  %@  token=%@  ||v||=%.1f  mse_nrm=%.3f  cos=%.3f  fve_nrm=%@",
-                                    p, segment, pythonRepr(captured.tokens[p]), captured.norms[p], score.mseNrm, score.cos, fve))
-                lines.append(explanation.split(separator: "\n", omittingEmptySubsequences: false).map { "    " + $0 }.joined(separator: "\n"))
-                for w in v.warnings { log("nla: position \(p): \(w)") }
+            for row in report.positions {
+                for w in row.warnings { log("nla: position \(row.position): \(w)") }
+                if let e = row.error { log("nla: position \(row.position): \(e)") }
             }
-            let summary = summarize(stats.filter { $0.pos >= 4 }.map(\.score), baseline: baseline)
             if json {
-                var obj: [String: Any] = ["target": target, "av": av, "ar": ar, "layer": layer, "prompt_length": captured.promptLength,
-                                          "ids": captured.ids, "positions": rows, "summary": summary.json]
-                obj["fve_baseline"] = baseline.map { $0 as Any } ?? NSNull()
-                try printJSON(obj)
+                FileHandle.standardOutput.write(try report.jsonData())
+                FileHandle.standardOutput.write(Data("\n".utf8))
             } else {
-                if baseline == nil { log("nla: no fve baseline for this pair (pass --fve-baseline B); fve_nrm omitted") }
-                writeStdout(lines.joined(separator: "\n") + "\n\n" + summary.text + "\n")
+                var lines: [String] = []
+                for row in report.positions {
+                    let head = String(format: "[%3d]  %@  token=%@  ||v||=%.1f", row.position, row.segment, pythonRepr(row.token), row.norm)
+                    guard let mse = row.mseNrm, let cos = row.cos, let explanation = row.explanation else {
+                        lines.append(head + "  failed: " + (row.error ?? "no explanation"))
+                        continue
+                    }
+                    let fve = row.fveNrm.map { String(format: "%.3f", $0) } ?? "n/a"
+                    lines.append(head + String(format: "  mse_nrm=%.3f  cos=%.3f  fve_nrm=%@", mse, cos, fve))
+                    lines.append(explanation.split(separator: "\n", omittingEmptySubsequences: false).map { "    " + $0 }.joined(separator: "\n"))
+                }
+                if report.fveBaseline == nil { log("nla: no fve baseline for this pair (pass --fve-baseline B); fve_nrm omitted") }
+                writeStdout(lines.joined(separator: "\n") + "\n\n" + summaryText(report.summary) + "\n")
             }
+            if report.positions.contains(where: { $0.error != nil }) { throw ExitCode(1) }
         }
     }
 }
 
-struct ExplainSummary {
-    var json: [String: Any]
-    var text: String
+/// Progress on a TTY (stderr): the verbalize phase as positions done/total, tok/s and ETA; scoring as done/total.
+final class PipelineProgress {
+    let tty = isatty(2) != 0
+    private var lastDraw = Date.distantPast
+
+    func update(_ p: ExplainProgress) {
+        guard tty, p.phase != .capture, p.total > 0 else { return }
+        let now = Date()
+        guard p.done == p.total || p.done == 0 || now.timeIntervalSince(lastDraw) >= 0.1 else { return }
+        lastDraw = now
+        let width = 24
+        let filled = p.done * width / p.total
+        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+        let eta = p.done > 0 ? p.elapsed / Double(p.done) * Double(p.total - p.done) : 0
+        var line = String(format: "\r%@ [%@] %d/%d", p.phase == .verbalize ? "explain" : "score  ", bar, p.done, p.total)
+        if p.phase == .verbalize { line += String(format: "  %.1f tok/s", p.elapsed > 0 ? Double(p.tokens) / p.elapsed : 0) }
+        line += String(format: "  ETA %.0fs ", eta)
+        FileHandle.standardError.write(Data(line.utf8))
+        if p.done == p.total { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
 }
 
-/// Summary over scored positions (the reference transcripts use positions >= 4).
-func summarize(_ scores: [NLAScore], baseline: Double?) -> ExplainSummary {
-    let mse = scores.map(\.mseNrm), cos = scores.map(\.cos), fve = scores.compactMap(\.fveNrm)
-    var j: [String: Any] = ["count": scores.count, "mean_mse_nrm": mean(mse), "median_mse_nrm": median(mse),
-                            "min_mse_nrm": mse.min() ?? .nan, "max_mse_nrm": mse.max() ?? .nan, "mean_cos": mean(cos)]
+/// The summary line(s) of `nla explain`.
+func summaryText(_ s: ExplainSummaryStats) -> String {
+    func f(_ x: Double?) -> Double { x ?? .nan }
     var t = String(format: "summary over %d positions >= 4: mse_nrm mean %.3f median %.3f min %.3f max %.3f; cos mean %.3f",
-                   scores.count, mean(mse), median(mse), mse.min() ?? .nan, mse.max() ?? .nan, mean(cos))
-    if let b = baseline, !fve.isEmpty {
-        let gt5 = fve.filter { $0 > 0.5 }.count, gt8 = fve.filter { $0 > 0.8 }.count, lt0 = fve.filter { $0 < 0 }.count
-        j["mean_fve_nrm"] = mean(fve); j["median_fve_nrm"] = median(fve); j["fve_baseline"] = b
-        j["fve_gt_0_5"] = gt5; j["fve_gt_0_8"] = gt8; j["fve_lt_0"] = lt0
+                   s.count, f(s.meanMseNrm), f(s.medianMseNrm), f(s.minMseNrm), f(s.maxMseNrm), f(s.meanCos))
+    if let b = s.fveBaseline, let gt5 = s.fveGt05, let gt8 = s.fveGt08, let lt0 = s.fveLt0 {
         t += String(format: "\nfve_nrm (B = %.4f) mean %.3f median %.3f; fve > 0.5: %d/%d, > 0.8: %d/%d, < 0: %d/%d",
-                    b, mean(fve), median(fve), gt5, fve.count, gt8, fve.count, lt0, fve.count)
+                    b, f(s.meanFveNrm), f(s.medianFveNrm), gt5, s.count, gt8, s.count, lt0, s.count)
     }
-    return ExplainSummary(json: j, text: t)
+    return t
 }
 
 // MARK: - verbalize / reconstruct / score
@@ -213,6 +198,7 @@ struct Verbalize: ParsableCommand {
     @Option(help: "Sampling temperature (0 = greedy).") var temperature: Float = 0
     @Option(help: "Seed for sampling.") var seed: UInt64 = 0
     @Option(name: .customLong("av-prompt"), help: "Custom AV user prompt containing <INJECT> (default: the sidecar's template).") var avPrompt: String?
+    @Option(help: "Sequences decoded together (default: automatic, bounded by memory; 1 = sequential reference path).") var batch: Int?
     @Flag(help: "Print one JSON array.") var json = false
     @OptionGroup var threads: ThreadsOption
 
@@ -226,14 +212,20 @@ struct Verbalize: ParsableCommand {
             for (i, v) in vs.enumerated() {
                 do { try verbalizer.validate(v) } catch { throw ModelError.input("\(vectors): vector \(i): \(error)") }
             }
-            var out: [[String: Any]] = []
+            if let batch, batch < 1 { throw ModelError.input("--batch must be >= 1") }
+            let n = try NLAPipeline.batchSize(batch, verbalizer: verbalizer, options: sampling, items: vs.count)
+            log("nla: batch \(n)\(batch == nil ? " (automatic; --batch N to choose)" : "")\(n == 1 ? ": sequential reference path" : "")")
             let bar = ProgressLine(label: "verbalize", total: vs.count)
-            for (i, v) in vs.enumerated() {
-                let r = try verbalizer.verbalize(v, options: sampling)
+            var done = 0
+            let results = try NLAPipeline.verbalize(verbalizer, vectors: vs, options: sampling, batch: n, onEvent: { e in
+                switch e { case .finished, .failed: done += 1; bar.update(done); default: break }
+            })
+            var out: [[String: Any]] = []
+            for (i, res) in results.enumerated() {
+                let r = try res.get()
                 for w in r.warnings { log("nla: vector \(i): \(w)") }
                 out.append(["ids": r.ids, "text": r.text, "explanation": r.explanation ?? NSNull()])
                 if !json { writeStdout("[\(i)] " + (r.explanation ?? r.text) + "\n") }
-                bar.update(i + 1)
             }
             if json { try printJSON(out) }
         }

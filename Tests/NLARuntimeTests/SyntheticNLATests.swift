@@ -720,8 +720,8 @@ private func synMean(_ xs: [Double]) -> Double { xs.isEmpty ? .nan : xs.reduce(0
             .deletingLastPathComponent().appendingPathComponent(".build/release/nla").path
     }
 
-    /// `nla explain` with the wrapper target and the Q8_0 AV/AR files: the per-position report agrees
-    /// with the library pipeline on the same files.
+    /// `nla explain --batch 1` (the sequential reference path) with the wrapper target and the Q8_0 AV/AR
+    /// files: the per-position report agrees with the library's sequential verbalize/reconstruct.
     @Test func cliExplainOnQuantizedTrio() throws {
         let p = try SynNLAPair.get()
         let binary = Self.nlaBinary
@@ -733,7 +733,7 @@ private func synMean(_ xs: [Double]) -> Double { xs.isEmpty ? .nan : xs.reduce(0
         let proc = Process()
         proc.executableURL = URL(fileURLWithPath: binary)
         proc.arguments = ["explain", "--target", p.target, "--av", p.avQ8, "--ar", p.arQ8, "--chat", "--reply", SynNLAModels.chatReply,
-                          "--positions", "4-7", "--max-new-tokens", "12", "--fve-baseline", "0.0579", "--json", SynNLAModels.chatPrompt]
+                          "--positions", "4-7", "--max-new-tokens", "12", "--fve-baseline", "0.0579", "--batch", "1", "--json", SynNLAModels.chatPrompt]
         let out = Pipe(), err = Pipe()
         proc.standardOutput = out; proc.standardError = err
         try proc.run()

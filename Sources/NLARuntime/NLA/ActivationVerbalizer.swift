@@ -120,11 +120,16 @@ public final class ActivationVerbalizer: Sendable {
                 logits = try session.forward(ids: [next], logits: .last)
             }
         }
+        return verbalization(ids: out, stopped: stopped, maxNewTokens: options.maxNewTokens)
+    }
+
+    /// The Verbalization of generated ids (text without the stop id, extracted explanation, warnings).
+    func verbalization(ids out: [Int], stopped: Bool, maxNewTokens: Int) -> Verbalization {
         let textIds = stopped ? Array(out.dropLast()) : out
         let text = model.tokenizer.decode(textIds)
         let explanation = NLAExplanation.extract(text)
         let warnings = NLAExplanation.warnings(text: text, explanation: explanation, stoppedOnEOS: stopped,
-                                               maxNewTokens: options.maxNewTokens)
+                                               maxNewTokens: maxNewTokens)
         return Verbalization(ids: out, text: text, explanation: explanation, warnings: warnings, stoppedOnEOS: stopped)
     }
 }

@@ -60,6 +60,8 @@ public enum NLAError: Error, CustomStringConvertible, Equatable {
     case vectorFile(file: String, reason: String)
     case layerOutOfRange(model: String, layer: Int, blocks: Int)
     case promptTooLong(model: String, tokens: Int, context: Int)
+    /// The caller cancelled a running pipeline.
+    case cancelled
 
     public var description: String {
         switch self {
@@ -127,6 +129,8 @@ public enum NLAError: Error, CustomStringConvertible, Equatable {
             return "\(m): layer \(l) is outside the model's blocks 0..<\(b)"
         case .promptTooLong(let m, let t, let c):
             return "\(m): \(t) tokens exceed the model's context of \(c) positions"
+        case .cancelled:
+            return "cancelled"
         }
     }
 

@@ -1,0 +1,437 @@
+// Many sequences through one forward pass (issue 8): every linear layer runs once over the new rows
+// of all sequences (one matmul with m = total rows), attention runs per sequence over its own KV cache.
+//
+// KV cache layout: per loaded block, a ring of `ringLength` positions × kvDim. Global (full-attention)
+// blocks keep the whole sequence (ringLength = capacity, never wraps); sliding blocks keep
+// min(capacity, window + chunk − 1) positions, which is all a chunk of ≤ `chunk` new rows can see
+// (query i sees keys i − window < j ≤ i). Position j lives at row j % ringLength.
+//
+// The math per row is exactly `Gemma3Session`'s (same kernels, same order inside a row); only the
+// matmul row count changes, which can change summation order inside the kernels (quantized weights use
+// different kernels for m < 16 and m ≥ 16), so batched results are judged against the sequential path
+// with tolerances (tests: BatchedForwardTests, BatchedNLATests).
+
+import Foundation
+import Quant
+import SIMDKernels
+
+/// The KV cache of one sequence for a `Gemma3Batch`.
+public final class KVCache: @unchecked Sendable {
+    /// Maximum positions of this sequence.
+    public let capacity: Int
+    /// Blocks cached (the blocks a batch runs).
+    public let blocks: Int
+    /// Positions kept per block (capacity on global blocks; the window plus a chunk on sliding blocks).
+    public let ringLengths: [Int]
+    let kvDim: Int
+    let k: [UnsafeMutablePointer<Float>]
+    let v: [UnsafeMutablePointer<Float>]
+    /// Positions already computed.
+    public internal(set) var position = 0
+
+    init(config: Gemma3Config, blocks: Int, capacity: Int, chunk: Int) {
+        self.capacity = capacity
+        self.blocks = blocks
+        kvDim = config.kvDim
+        ringLengths = (0..<blocks).map { l in
+            config.layerTypes[l] == .sliding ? min(capacity, config.slidingWindow + chunk - 1) : capacity
+        }
+        k = ringLengths.map { r in
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(r * config.kvDim, 1)); p.initialize(repeating: 0, count: max(r * config.kvDim, 1)); return p
+        }
+        v = ringLengths.map { r in
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(r * config.kvDim, 1)); p.initialize(repeating: 0, count: max(r * config.kvDim, 1)); return p
+        }
+    }
+
+    deinit {
+        for p in k { p.deallocate() }
+        for p in v { p.deallocate() }
+    }
+
+    /// Bytes of K and V held.
+    public var bytes: Int { ringLengths.reduce(0, +) * kvDim * 2 * MemoryLayout<Float>.size }
+
+    /// Bytes a cache of this geometry would hold (for batch-size planning).
+    public static func bytes(config: Gemma3Config, blocks: Int, capacity: Int, chunk: Int) -> Int {
+        (0..<blocks).reduce(0) { acc, l in
+            acc + (config.layerTypes[l] == .sliding ? min(capacity, config.slidingWindow + chunk - 1) : capacity)
+        } * config.kvDim * 2 * MemoryLayout<Float>.size
+    }
+
+    /// Forget every position.
+    public func reset() { position = 0 }
+
+    /// Positions of block `l` still held: [max(0, position − ringLength), position).
+    public func heldRange(block l: Int) -> Range<Int> { max(0, position - ringLengths[l])..<position }
+
+    /// Make this cache hold exactly the first `count` positions of `source` (which must have the same
+    /// geometry and still hold them): the exact prefix sharing of issue 8.
+    public func copyPrefix(from source: KVCache, count n: Int) throws {
+        guard source.ringLengths == ringLengths, source.kvDim == kvDim else {
+            throw ModelError.input("KV prefix copy between caches of different shapes")
+        }
+        guard n >= 0, n <= source.position, n <= capacity else {
+            throw ModelError.input("KV prefix copy of \(n) positions from a cache holding \(source.position)")
+        }
+        for l in 0..<blocks {
+            let r = ringLengths[l]
+            let lo = max(0, n - r)
+            guard lo >= source.heldRange(block: l).lowerBound else {
+                throw ModelError.input("KV prefix copy: positions \(lo)..<\(n) of block \(l) were already evicted from the source ring")
+            }
+            var j = lo
+            while j < n {
+                let idx = j % r
+                let len = min(n - j, r - idx)
+                (k[l] + idx * kvDim).update(from: source.k[l] + idx * kvDim, count: len * kvDim)
+                (v[l] + idx * kvDim).update(from: source.v[l] + idx * kvDim, count: len * kvDim)
+                j += len
+            }
+        }
+        position = n
+    }
+
+    /// K (or V) of `position` in block `l`, nil when it is not held (tests, diagnostics).
+    public func entry(block l: Int, position j: Int, value: Bool = false) -> [Float]? {
+        guard l < blocks, heldRange(block: l).contains(j) else { return nil }
+        let base = (value ? v[l] : k[l]) + (j % ringLengths[l]) * kvDim
+        return Array(UnsafeBufferPointer(start: base, count: kvDim))
+    }
+}
+
+/// A batch runner: scratch for `maxRows` rows per pass over up to `maxSequences` sequences.
+public final class Gemma3Batch: @unchecked Sendable {
+    public let model: Gemma3Model
+    /// Blocks run (all loaded blocks).
+    public let blocks: Int
+    /// Positions per sequence.
+    public let capacity: Int
+    /// Rows per pass over all sequences (a GEMM of up to this many rows per linear layer).
+    public let maxRows: Int
+    /// Sequences per pass.
+    public let maxSequences: Int
+    /// Rows of one sequence per pass (longer inputs are split into chunks; sets the sliding ring length).
+    public let chunk: Int
+
+    /// What `forward` returns for the last row of each sequence.
+    public enum Output: Sendable {
+        /// Nothing (prefill only).
+        case none
+        /// Logits [vocab] (all blocks loaded, final norm, lm_head).
+        case lastLogits
+        /// The raw output of the last block run [d] (no final norm): the NLA AR's h.
+        case lastHidden
+    }
+
+    /// One sequence's part of a pass: `rows` new input rows appended to `cache`.
+    public struct Segment {
+        public var cache: KVCache
+        public var rows: Int
+        public init(cache: KVCache, rows: Int) { self.cache = cache; self.rows = rows }
+    }
+
+    private let cfg: Gemma3Config
+    private let x, xn, q, k, v, attn, o, gate, up: UnsafeMutablePointer<Float>
+    private let scores: UnsafeMutablePointer<Float>
+    private let scoresCount: Int
+    private let cosS, sinS, cosF, sinF: UnsafeMutablePointer<Float>
+    private let invFreqFull, invFreqSliding: [Float]
+    private let actScratch: ActivationScratch
+    private let lastRows: UnsafeMutablePointer<Float>   // (maxSequences, d)
+    private let out: UnsafeMutablePointer<Float>        // (maxSequences, vocab or d)
+    private let outWidth: Int
+
+    public init(model: Gemma3Model, maxSequences: Int, capacity: Int, maxRows: Int = 256, chunk: Int? = nil) throws {
+        let cfg = model.config
+        guard maxSequences >= 1 else { throw ModelError.input("a batch needs at least one sequence") }
+        guard capacity >= 1, capacity <= cfg.maxPositionEmbeddings else {
+            throw ModelError.input("\(capacity) positions per sequence: must be 1…\(cfg.maxPositionEmbeddings) (max_position_embeddings)")
+        }
+        guard maxRows >= 1 else { throw ModelError.input("a batch pass needs at least one row") }
+        self.model = model
+        self.cfg = cfg
+        blocks = model.loadedBlocks
+        self.capacity = capacity
+        self.maxSequences = maxSequences
+        self.maxRows = max(maxRows, maxSequences)
+        self.chunk = min(chunk ?? self.maxRows, self.maxRows, capacity)
+        let r = self.maxRows
+        func alloc(_ n: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
+            p.initialize(repeating: 0, count: max(n, 1))
+            return p
+        }
+        x = alloc(r * cfg.hiddenSize); xn = alloc(r * cfg.hiddenSize); o = alloc(r * cfg.hiddenSize)
+        q = alloc(r * cfg.qDim); attn = alloc(r * cfg.qDim)
+        k = alloc(r * cfg.kvDim); v = alloc(r * cfg.kvDim)
+        gate = alloc(r * cfg.intermediateSize); up = alloc(r * cfg.intermediateSize)
+        // Scores: (chunk rows or the query heads of one KV group) × the longest visible key span.
+        scoresCount = max(self.chunk, cfg.numAttentionHeads) * capacity
+        scores = alloc(scoresCount)
+        let half = cfg.headDim / 2
+        cosS = alloc(r * half); sinS = alloc(r * half); cosF = alloc(r * half); sinF = alloc(r * half)
+        actScratch = ActivationScratch(rows: r, maxCols: max(cfg.hiddenSize, cfg.qDim, cfg.intermediateSize))
+        lastRows = alloc(maxSequences * cfg.hiddenSize)
+        let full = blocks == cfg.numHiddenLayers && model.finalNorm != nil
+        outWidth = full ? cfg.vocabSize : cfg.hiddenSize
+        out = alloc(maxSequences * outWidth)
+        invFreqFull = Gemma3Session.inverseFrequencies(cfg.ropeFull, headDim: cfg.headDim)
+        invFreqSliding = Gemma3Session.inverseFrequencies(cfg.ropeSliding, headDim: cfg.headDim)
+    }
+
+    deinit {
+        for p in [x, xn, q, k, v, attn, o, gate, up, scores, cosS, sinS, cosF, sinF, lastRows, out] { p.deallocate() }
+    }
+
+    /// Whether this batch can produce logits (all blocks and the final norm loaded).
+    public var hasLogits: Bool { outWidth == cfg.vocabSize && blocks == cfg.numHiddenLayers && model.finalNorm != nil }
+
+    /// A new, empty KV cache shaped for this batch.
+    public func makeCache(capacity: Int? = nil) -> KVCache {
+        KVCache(config: cfg, blocks: blocks, capacity: min(capacity ?? self.capacity, self.capacity), chunk: chunk)
+    }
+
+    /// Bytes of one sequence's KV cache at this batch's geometry.
+    public var kvBytesPerSequence: Int { KVCache.bytes(config: cfg, blocks: blocks, capacity: capacity, chunk: chunk) }
+
+    private struct Piece {
+        var segment: Int
+        var cache: KVCache
+        var embRow: Int     // first row in the caller's embeddings
+        var rows: Int
+        var last: Bool      // the segment's final piece
+    }
+
+    /// Run the segments' new rows (`embeddings`: all segments' rows concatenated in order, [Σrows, d],
+    /// scaled like `Gemma3Model.embed`) and append them to their caches.
+    /// - Returns: for `.lastLogits` [segments, vocab], for `.lastHidden` [segments, d] (row i = segment i's
+    ///   last row), valid until the next call; empty for `.none`.
+    @discardableResult
+    public func forward(_ segments: [Segment], embeddings: UnsafePointer<Float>, output: Output) throws -> UnsafeBufferPointer<Float> {
+        guard !segments.isEmpty else { throw ModelError.input("empty batch: nothing to run") }
+        guard segments.count <= maxSequences else {
+            throw ModelError.input("\(segments.count) sequences exceed this batch's \(maxSequences)")
+        }
+        if output == .lastLogits && !hasLogits {
+            throw ModelError.input("logits need all \(cfg.numHiddenLayers) blocks and the final norm loaded")
+        }
+        var seen = Set<ObjectIdentifier>()
+        for (i, s) in segments.enumerated() {
+            guard s.rows >= 1 else { throw ModelError.input("sequence \(i) of the batch has no new rows") }
+            guard seen.insert(ObjectIdentifier(s.cache)).inserted else {
+                throw ModelError.input("sequence \(i) of the batch repeats another sequence's KV cache")
+            }
+            guard s.cache.blocks == blocks, s.cache.kvDim == cfg.kvDim, s.cache.capacity <= capacity else {
+                throw ModelError.input("sequence \(i): KV cache of another model or batch")
+            }
+            guard s.cache.position + s.rows <= s.cache.capacity else {
+                throw ModelError.input("\(s.cache.position + s.rows) tokens exceed the context of \(s.cache.capacity) positions")
+            }
+            for l in 0..<blocks where cfg.layerTypes[l] == .sliding && s.cache.ringLengths[l] < s.cache.capacity {
+                guard s.cache.ringLengths[l] >= cfg.slidingWindow + chunk - 1 else {
+                    throw ModelError.input("sequence \(i): KV ring of \(s.cache.ringLengths[l]) positions is too short for chunks of \(chunk)")
+                }
+            }
+        }
+        // Split into passes of ≤ maxRows rows; a sequence longer than a chunk ends its pass after each chunk
+        // (its next chunk needs the previous one in its cache).
+        var pass: [Piece] = []
+        var passRows = 0
+        var base = 0
+        for (si, s) in segments.enumerated() {
+            var off = 0
+            while off < s.rows {
+                let t = min(s.rows - off, chunk, maxRows - passRows)
+                if t == 0 { run(pass, rows: passRows, embeddings: embeddings, output: output); pass = []; passRows = 0; continue }
+                let last = off + t == s.rows
+                pass.append(Piece(segment: si, cache: s.cache, embRow: base + off, rows: t, last: last))
+                passRows += t
+                off += t
+                if !last { run(pass, rows: passRows, embeddings: embeddings, output: output); pass = []; passRows = 0 }
+            }
+            base += s.rows
+        }
+        if !pass.isEmpty { run(pass, rows: passRows, embeddings: embeddings, output: output) }
+        if output == .none { return UnsafeBufferPointer(start: out, count: 0) }
+        return UnsafeBufferPointer(start: out, count: segments.count * outWidth)
+    }
+
+    private func run(_ pieces: [Piece], rows total: Int, embeddings: UnsafePointer<Float>, output: Output) {
+        let d = cfg.hiddenSize, half = cfg.headDim / 2
+        var r0 = 0
+        for p in pieces {
+            (x + r0 * d).update(from: embeddings + p.embRow * d, count: p.rows * d)
+            for r in 0..<p.rows {
+                let pos = Float(p.cache.position + r)
+                let row = (r0 + r) * half
+                for i in 0..<half {
+                    let fs = pos * invFreqSliding[i], ff = pos * invFreqFull[i]
+                    cosS[row + i] = cosf(fs); sinS[row + i] = sinf(fs)
+                    cosF[row + i] = cosf(ff); sinF[row + i] = sinf(ff)
+                }
+            }
+            r0 += p.rows
+        }
+        for l in 0..<blocks { block(l, pieces, rows: total) }
+        for p in pieces { p.cache.position += p.rows }
+        guard output != .none else { return }
+        // Last rows of the sequences that end in this pass (consecutive segment indices).
+        var finals: [(segment: Int, row: Int)] = []
+        r0 = 0
+        for p in pieces {
+            if p.last { finals.append((p.segment, r0 + p.rows - 1)) }
+            r0 += p.rows
+        }
+        guard let first = finals.first else { return }
+        for (i, f) in finals.enumerated() {
+            precondition(f.segment == first.segment + i, "final pieces of a pass are consecutive")
+            (lastRows + i * d).update(from: x + f.row * d, count: d)
+        }
+        let n = finals.count
+        let dst = out + first.segment * outWidth
+        switch output {
+        case .lastHidden:
+            dst.update(from: lastRows, count: n * d)
+        case .lastLogits:
+            model.finalNorm!.withUnsafeBufferPointer { w in
+                Kernels.rmsNormRows(lastRows, weight: w.baseAddress!, out: lastRows, rows: n, n: d, eps: cfg.rmsNormEps)
+            }
+            linear(model.lmHead, lastRows, rows: n, into: dst)
+            if let cap = cfg.finalLogitSoftcapping {
+                for i in 0..<(n * cfg.vocabSize) { dst[i] = tanhf(dst[i] / cap) * cap }
+            }
+        case .none:
+            break
+        }
+    }
+
+    /// y[rows, w.rows] = x[rows, w.cols] · wᵀ through the model's matmul entry points.
+    private func linear(_ w: WeightMatrix, _ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>) {
+        if let f = w.floats {
+            Kernels.matmulNT(x, f, y, m: m, n: w.rows, k: w.cols)
+        } else {
+            QuantLinear.apply(w, x, rows: m, into: y, scratch: actScratch)
+        }
+    }
+
+    /// One decoder block over all rows of the pass; attention per piece over its sequence's cache.
+    private func block(_ l: Int, _ pieces: [Piece], rows t: Int) {
+        let w = model.layers[l]
+        let d = cfg.hiddenSize, hd = cfg.headDim, half = hd / 2
+        let nH = cfg.numAttentionHeads, nKV = cfg.numKeyValueHeads
+        let qDim = cfg.qDim, kvDim = cfg.kvDim, ff = cfg.intermediateSize
+        let eps = cfg.rmsNormEps
+        let sliding = cfg.layerTypes[l] == .sliding
+        let cosT = sliding ? cosS : cosF, sinT = sliding ? sinS : sinF
+
+        w.inputNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(x, weight: $0.baseAddress!, out: xn, rows: t, n: d, eps: eps) }
+        linear(w.qProj, xn, rows: t, into: q)
+        linear(w.kProj, xn, rows: t, into: k)
+        linear(w.vProj, xn, rows: t, into: v)
+        w.qNorm.withUnsafeBufferPointer { qn in
+            w.kNorm.withUnsafeBufferPointer { kn in
+                for r in 0..<t {
+                    for h in 0..<nH {
+                        let ptr = q + r * qDim + h * hd
+                        Kernels.rmsNorm(ptr, weight: qn.baseAddress!, out: ptr, n: hd, eps: eps)
+                        Kernels.ropeRotateHalf(ptr, cos: cosT + r * half, sin: sinT + r * half, headDim: hd)
+                    }
+                    for g in 0..<nKV {
+                        let ptr = k + r * kvDim + g * hd
+                        Kernels.rmsNorm(ptr, weight: kn.baseAddress!, out: ptr, n: hd, eps: eps)
+                        Kernels.ropeRotateHalf(ptr, cos: cosT + r * half, sin: sinT + r * half, headDim: hd)
+                    }
+                }
+            }
+        }
+        var r0 = 0
+        for p in pieces {
+            attention(l, p, row0: r0, sliding: sliding)
+            r0 += p.rows
+        }
+        linear(w.oProj, attn, rows: t, into: o)
+        w.postAttentionNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(o, weight: $0.baseAddress!, out: o, rows: t, n: d, eps: eps) }
+        Kernels.add(x, o, t * d)
+
+        w.preFeedforwardNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(x, weight: $0.baseAddress!, out: xn, rows: t, n: d, eps: eps) }
+        linear(w.gateProj, xn, rows: t, into: gate)
+        linear(w.upProj, xn, rows: t, into: up)
+        switch cfg.activation {
+        case .geluTanh: Kernels.geluTanhMul(gate, up, out: gate, n: t * ff)
+        case .geluExact: Kernels.geluExactMul(gate, up, out: gate, n: t * ff)
+        }
+        linear(w.downProj, gate, rows: t, into: o)
+        w.postFeedforwardNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(o, weight: $0.baseAddress!, out: o, rows: t, n: d, eps: eps) }
+        Kernels.add(x, o, t * d)
+    }
+
+    /// Store the piece's K/V in its ring, then softmax(q·kᵀ·scale)·v over the visible keys.
+    private func attention(_ l: Int, _ p: Piece, row0: Int, sliding: Bool) {
+        let hd = cfg.headDim, nH = cfg.numAttentionHeads, nKV = cfg.numKeyValueHeads
+        let qDim = cfg.qDim, kvDim = cfg.kvDim
+        let cache = p.cache, t = p.rows, p0 = cache.position
+        let ring = cache.ringLengths[l]
+        let kc = cache.k[l], vc = cache.v[l]
+        for r in 0..<t {
+            let idx = (p0 + r) % ring
+            (kc + idx * kvDim).update(from: k + (row0 + r) * kvDim, count: kvDim)
+            (vc + idx * kvDim).update(from: v + (row0 + r) * kvDim, count: kvDim)
+        }
+        let window = cfg.slidingWindow
+        let jStart = sliding ? max(0, p0 - window + 1) : 0
+        let jEnd = p0 + t
+        let s = jEnd - jStart
+        precondition(s <= ring, "visible keys exceed the KV ring")
+        // The visible keys as at most two contiguous ring pieces.
+        let a0 = jStart % ring
+        let lenA = min(s, ring - a0), lenB = s - lenA
+        let scale = cfg.attentionScale
+        let softcap = cfg.attnLogitSoftcapping
+        let group = nH / nKV
+        let qBase = q + row0 * qDim, aBase = attn + row0 * qDim
+
+        func scoresTimesV(_ m: Int, _ src: UnsafeMutablePointer<Float>, g: Int, into dst: UnsafeMutablePointer<Float>, ldy: Int) {
+            Kernels.matmulNN(src, vc + a0 * kvDim + g * hd, dst, m: m, n: hd, k: lenA, ldx: s, ldw: kvDim, ldy: ldy)
+            if lenB > 0 {
+                Kernels.matmulNN(src + lenA, vc + g * hd, dst, m: m, n: hd, k: lenB, ldx: s, ldw: kvDim, ldy: ldy, beta: 1)
+            }
+        }
+        func qTimesK(_ m: Int, _ src: UnsafePointer<Float>, ldx: Int, g: Int) {
+            Kernels.matmulNT(src, kc + a0 * kvDim + g * hd, scores, m: m, n: lenA, k: hd, ldx: ldx, ldw: kvDim, ldy: s)
+            if lenB > 0 {
+                Kernels.matmulNT(src, kc + g * hd, scores + lenA, m: m, n: lenB, k: hd, ldx: ldx, ldw: kvDim, ldy: s)
+            }
+        }
+        func finishRow(_ row: UnsafeMutablePointer<Float>, lo: Int, hi: Int) {
+            for j in jStart..<jEnd {
+                let c = j - jStart
+                if j < lo || j > hi { row[c] = -Float.infinity; continue }
+                var val = row[c] * scale
+                if let cap = softcap { val = tanhf(val / cap) * cap }
+                row[c] = val
+            }
+            Kernels.softmax(row, s)
+        }
+
+        if t == 1 {
+            // Decode: the query heads of one KV group are contiguous rows of one small matmul.
+            for g in 0..<nKV {
+                qTimesK(group, qBase + g * group * hd, ldx: hd, g: g)
+                for r in 0..<group { finishRow(scores + r * s, lo: jStart, hi: p0) }
+                scoresTimesV(group, scores, g: g, into: aBase + g * group * hd, ldy: hd)
+            }
+            return
+        }
+        for h in 0..<nH {
+            let g = h / group
+            qTimesK(t, qBase + h * hd, ldx: qDim, g: g)
+            for r in 0..<t {
+                let i = p0 + r
+                let lo = sliding ? max(jStart, i - window + 1) : jStart
+                finishRow(scores + r * s, lo: lo, hi: i)
+            }
+            scoresTimesV(t, scores, g: g, into: aBase + h * hd, ldy: qDim)
+        }
+    }
+}

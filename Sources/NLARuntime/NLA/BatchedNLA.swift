@@ -1,0 +1,128 @@
+// Batched AV and AR (issue 8).
+//
+// AV: the prompt rows before the injection site do not depend on the vector (causal attention), so
+// their KV is computed once per call and copied into each sequence's cache; each vector runs only the
+// rows from the injection site on, then decodes with the others (continuous batching, `BatchDecoder`).
+// AR: the ids every explanation's prompt shares with the template's fixed prefix
+// (`Summary of the following text: <text>`) are computed once; each explanation runs only its own
+// rows, many explanations per forward. Sharing is by exact id prefix: never across different inputs.
+
+import Foundation
+
+extension ActivationVerbalizer {
+    /// Rows of the prompt before the injection site (the part every vector shares).
+    public var sharedPrefixLength: Int { injectionPosition }
+
+    /// Build the batch runner for `sequences` vectors at these options.
+    public func makeBatch(sequences: Int, options: SamplingOptions, maxRows: Int = 256) throws -> Gemma3Batch {
+        let capacity = min(promptIds.count + max(options.maxNewTokens, 0), model.config.maxPositionEmbeddings)
+        return try Gemma3Batch(model: model.model, maxSequences: max(1, sequences), capacity: capacity, maxRows: maxRows)
+    }
+
+    /// The shared prefix's KV, computed once on `batch` (the rows 0..<injectionPosition).
+    public func prefixCache(on batch: Gemma3Batch) throws -> KVCache {
+        let p = injectionPosition
+        let cache = batch.makeCache()
+        let e = try model.model.embed(Array(promptIds[0..<p]))
+        try e.withUnsafeBufferPointer { _ = try batch.forward([.init(cache: cache, rows: p)], embeddings: $0.baseAddress!, output: .none) }
+        return cache
+    }
+
+    /// Verbalize many vectors together: up to `batch` sequences per forward, each result independent
+    /// (a bad vector fails alone). `sharePrefix: false` prefills each vector's whole prompt.
+    /// `ignoreStopIds` decodes exactly `maxNewTokens` tokens (benchmarks). Events report starts, tokens,
+    /// finishes and failures by vector index.
+    public func verbalizeBatch(_ vectors: [[Float]], options: SamplingOptions, batch: Int, sharePrefix: Bool = true,
+                               ignoreStopIds: Bool = false, onEvent: ((BatchDecodeEvent) -> Void)? = nil,
+                               isCancelled: () -> Bool = { false }) throws -> [Result<Verbalization, Error>] {
+        try options.validate()
+        guard batch >= 1 else { throw ModelError.input("batch size must be at least 1") }
+        var results = [Result<Verbalization, Error>?](repeating: nil, count: vectors.count)
+        guard !vectors.isEmpty else { return [] }
+        let runner = try makeBatch(sequences: min(batch, vectors.count), options: options)
+        let d = dModel, p = injectionPosition
+        let prefix = sharePrefix ? try prefixCache(on: runner) : nil
+        let tail = try model.model.embed(Array(promptIds[(sharePrefix ? p : 0)...]))
+        let site = sharePrefix ? 0 : p
+        let stops = ignoreStopIds ? Set<Int>() : stopIds
+        try BatchDecoder.run(batch: runner, count: vectors.count, prepare: { i in
+            let v = vectors[i]
+            try validate(v)
+            var rows = tail
+            let scaled = NLAVectorMath.scaledForInjection(v, scale: injectionScale)
+            rows.replaceSubrange((site * d)..<((site + 1) * d), with: scaled)
+            return DecodeJob(rows: rows, prefix: prefix, prefixLength: prefix == nil ? 0 : p, options: options, stopIds: stops)
+        }, onEvent: { e in
+            switch e {
+            case .finished(let i, let o):
+                results[i] = .success(verbalization(ids: o.ids, stopped: o.stoppedOnStopId, maxNewTokens: options.maxNewTokens))
+            case .failed(let i, let err):
+                results[i] = .failure(err)
+            default: break
+            }
+            onEvent?(e)
+        }, isCancelled: isCancelled)
+        return results.map { $0! }
+    }
+}
+
+extension ActivationReconstructor {
+    /// The template's fixed prefix (text before `{explanation}`) as ids with BOS, nil when the template
+    /// has nothing before the explanation.
+    public func sharedPrefixIds() -> [Int]? {
+        guard let t = sidecar.arTemplate, let r = t.range(of: "{explanation}") else { return nil }
+        guard let text = try? NLAPrompt.format(String(t[..<r.lowerBound]), [:], file: sidecar.file), !text.isEmpty else { return nil }
+        return model.tokenizer.encode(text, addSpecialTokens: true)
+    }
+
+    /// Reconstruct many explanations: up to `batch` prompts per forward (the AR's fixed prefix computed
+    /// once and shared by exact id prefix unless `sharePrefix` is false). Each result is independent.
+    public func reconstructBatch(_ explanations: [String], batch: Int, sharePrefix: Bool = true,
+                                 onDone: ((Int) -> Void)? = nil, isCancelled: () -> Bool = { false }) throws -> [Result<[Float], Error>] {
+        guard batch >= 1 else { throw ModelError.input("batch size must be at least 1") }
+        var results = [Result<[Float], Error>?](repeating: nil, count: explanations.count)
+        var prompts: [(index: Int, ids: [Int])] = []
+        for (i, e) in explanations.enumerated() {
+            do { prompts.append((i, try promptIds(for: e))) } catch { results[i] = .failure(error); onDone?(i) }
+        }
+        if !prompts.isEmpty {
+            let d = dModel
+            let capacity = prompts.map(\.ids.count).max()!
+            let runner = try Gemma3Batch(model: model.model, maxSequences: min(batch, prompts.count), capacity: capacity)
+            var prefix: (cache: KVCache, ids: [Int])? = nil
+            if sharePrefix, let pids = sharedPrefixIds(), pids.count < capacity {
+                let cache = runner.makeCache()
+                let e = try model.model.embed(pids)
+                try e.withUnsafeBufferPointer { _ = try runner.forward([.init(cache: cache, rows: pids.count)], embeddings: $0.baseAddress!, output: .none) }
+                prefix = (cache, pids)
+            }
+            let caches = (0..<runner.maxSequences).map { _ in runner.makeCache() }
+            var start = 0
+            while start < prompts.count {
+                if isCancelled() { throw NLAError.cancelled }
+                let group = Array(prompts[start..<min(start + runner.maxSequences, prompts.count)])
+                var segments: [Gemma3Batch.Segment] = []
+                var emb: [Float] = []
+                for (s, item) in group.enumerated() {
+                    let cache = caches[s]
+                    cache.reset()
+                    var shared = 0
+                    if let prefix {
+                        while shared < prefix.ids.count && shared < item.ids.count - 1 && prefix.ids[shared] == item.ids[shared] { shared += 1 }
+                        try cache.copyPrefix(from: prefix.cache, count: shared)
+                    }
+                    emb += try model.model.embed(Array(item.ids[shared...]))
+                    segments.append(.init(cache: cache, rows: item.ids.count - shared))
+                }
+                let hidden = try emb.withUnsafeBufferPointer { try runner.forward(segments, embeddings: $0.baseAddress!, output: .lastHidden) }
+                for (s, item) in group.enumerated() {
+                    let h = Array(UnsafeBufferPointer(start: hidden.baseAddress! + s * d, count: d))
+                    results[item.index] = .success(valueHead.apply(h))
+                    onDone?(item.index)
+                }
+                start += group.count
+            }
+        }
+        return results.map { $0! }
+    }
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Batched explain bench (issue 8): 16 positions × 64 forced AV tokens on the demo pair at q8_0, 2 threads,
+# `--batch 1` (sequential reference: full prompt prefill per vector) and `--batch N` (default 16) in the
+# same run → positions per minute, AV tok/s (all steps, and decode-only steps at N sequences), KV bytes
+# per sequence, peak RSS. Optionally llama.cpp's `llama-batched-bench` on the same weights when a peer
+# build is announced in $PEER_READY (its bin dir) and a llama.cpp-named GGUF is given in $LLAMA_GGUF.
+# Benchmarks only: nothing here asserts. Usage: bench/explain.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE=${NLA_CACHE:-$HOME/.cache/nla}
+DEMO=$CACHE/models/nla-demo
+TARGET=$CACHE/models/gemma-3-270m
+THREADS=${BENCH_THREADS:-2}
+BATCH=${BENCH_BATCH:-16}
+BIN=.build/release
+[ -x "$BIN/nla" ] && [ -x "$BIN/quantize" ] || swift build -c release >&2
+[ -d "$DEMO/av" ] && [ -d "$DEMO/ar" ] || { echo "bench/explain.sh: demo pair missing ($DEMO): run make demo-models" >&2; exit 1; }
+
+for m in av ar; do
+  f="$CACHE/models/nla-demo-$m-q8_0.gguf"
+  [ -f "$f" ] || "$BIN/quantize" "$DEMO/$m" "$f" --type q8_0 >&2
+done
+[ -f "$TARGET-q8_0.gguf" ] || "$BIN/quantize" "$TARGET" "$TARGET-q8_0.gguf" --type q8_0 >&2
+AV=$CACHE/models/nla-demo-av-q8_0.gguf AR=$CACHE/models/nla-demo-ar-q8_0.gguf T=$TARGET-q8_0.gguf
+
+run() {  # $1 = batch; prints the stats line of nla explain
+  "$BIN/nla" explain --target "$T" --av "$AV" --ar "$AR" --chat "What is the capital of France?" \
+    --max-reply-tokens 12 --positions 4-19 --max-new-tokens 64 --force-tokens --threads "$THREADS" \
+    --batch "$1" --json 2>&1 >/dev/null | grep '^nla: stats:'
+}
+echo "demo pair q8_0 (AV = Gemma 3 270M, AR 13 blocks), 16 positions × 64 forced tokens, $THREADS threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+s1=$(run 1); sN=$(run "$BATCH")
+echo "batch 1:  $s1"
+echo "batch $BATCH: $sN"
+python3 - "$s1" "$sN" "$BATCH" <<'PY'
+import re, sys
+def f(line, pat):
+    m = re.search(pat, line); return float(m.group(1)) if m else float('nan')
+a, b, n = sys.argv[1], sys.argv[2], sys.argv[3]
+P_PM, P_AV = r'([\d.]+) positions/min', r'tokens in [\d.]+ s \(([\d.]+) tok/s'
+P_DEC, P_KV, P_RSS = r'decode-only steps ([\d.]+) tok/s', r'KV ([\d.]+) MB', r'peak RSS ([\d.]+) MB'
+print("%6s %14s %9s %13s %10s %12s" % ("batch", "positions/min", "AV tok/s", "decode tok/s", "KV MB/seq", "peak RSS MB"))
+for tag, l in (("1", a), (n, b)):
+    print("%6s %14.1f %9.1f %13.1f %10.2f %12.0f" % (tag, f(l, P_PM), f(l, P_AV), f(l, P_DEC), f(l, P_KV), f(l, P_RSS)))
+print("speedup (positions/min): %.2fx" % (f(b, P_PM) / f(a, P_PM)))
+PY
+
+if [ -f /work/briefs/PEER_READY ] && [ -n "${LLAMA_GGUF:-}" ]; then
+  PEER=$(cat /work/briefs/PEER_READY)
+  echo "llama.cpp llama-batched-bench -pps on $LLAMA_GGUF (108-token shared prompt, 64 generated):"
+  "$PEER/llama-batched-bench" -m "$LLAMA_GGUF" -c 4096 -b 2048 -ub 512 -npp 108 -ntg 64 -npl 1,4,16 -pps -t "$THREADS" 2>/dev/null | grep '^|'
+else
+  echo "llama.cpp peer: not run (needs /work/briefs/PEER_READY and LLAMA_GGUF=<llama.cpp-named GGUF of the same weights>)"
+fi
