@@ -20,7 +20,7 @@
 // - llama.cpp has no query_pre_attn_scalar: it scales queries by 1/sqrt(n_embd / n_head) for the 62-block
 //   27B and 1/sqrt(head_dim) otherwise;
 // - tokenizer: model "llama" (SentencePiece), pre "default", tokens / scores / token_type in id order
-//   (1 normal, 2 unknown, 3 control, 4 user-defined, 6 byte), bos/eos/unk/padding ids, add_bos/add_eos,
+//   (1 normal, 3 control, 4 user-defined, 6 byte; Gemma's <unk> is a control token), bos/eos/unk/padding ids, add_bos/add_eos,
 //   add_space_prefix false; Gemma's runs of 2–31 spaces are user-defined tokens spelled with real spaces
 //   (tokenizer.json spells them with "▁"); no merges are stored: they follow the token order.
 
@@ -137,7 +137,7 @@ public enum LlamaCppGGUF {
             FileHandle.standardError.write(Data(("note: llama.cpp scales Gemma 3 queries by 1/sqrt(\(Int(llamaScalar))) for a \(c.numHiddenLayers)-block model; " +
                 "this config's query_pre_attn_scalar is \(c.queryPreAttnScalar) (our runtime reads the embedded config.json)\n").utf8))
         }
-        kv.append(("general.file_type", .uint32(fileType(fileType) ?? 0)))
+        kv.append(("general.file_type", .uint32(Self.fileType(fileType) ?? 0)))
         kv.append(("general.quantization_version", .uint32(2)))
         kv += try tokenizerMetadata(tokenizerJSON, name: tokenizerName, tokenizerConfig: tokenizerConfig, config: c)
         return kv
@@ -200,7 +200,6 @@ public enum LlamaCppGGUF {
             }
             return fallback
         }
-        if let unk = model["unk_token"] as? String, let i = out.firstIndex(of: unk) { types[i] = 2 }
         var kv: [(String, GGUFValue)] = [
             ("tokenizer.ggml.model", .string("llama")),
             ("tokenizer.ggml.pre", .string("default")),
@@ -435,7 +434,7 @@ public enum LlamaCppGGUF {
             "decoder": ["type": "Sequence", "decoders": [
                 ["type": "Replace", "pattern": ["String": "\u{2581}"], "content": " "],
                 ["type": "ByteFallback"], ["type": "Fuse"]]],
-            "model": ["type": "BPE", "dropout": NSNull(), "unk_token": unk.flatMap { $0 < tokens.count ? tokens[$0] : nil } ?? NSNull(),
+            "model": ["type": "BPE", "dropout": NSNull(), "unk_token": (unk.flatMap { $0 < tokens.count ? tokens[$0] : nil } as Any?) ?? NSNull(),
                       "continuing_subword_prefix": NSNull(), "end_of_word_suffix": NSNull(), "fuse_unk": true,
                       "byte_fallback": true, "ignore_merges": false, "vocab": vocab, "merges": merges],
         ]
