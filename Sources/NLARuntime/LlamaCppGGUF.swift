@@ -146,12 +146,16 @@ public enum LlamaCppGGUF {
     /// tokenizer.ggml.* (SentencePiece "llama" model) from a Gemma tokenizer.json (BPE, byte fallback).
     static func tokenizerMetadata(_ data: Data, name: String, tokenizerConfig: Data?, config c: Gemma3Config) throws -> [(String, GGUFValue)] {
         guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let model = root["model"] as? [String: Any], let vocab = model["vocab"] as? [String: Any] else {
-            throw ModelError.input("\(name): not a tokenizer.json with a model.vocab object")
+              let model = root["model"] as? [String: Any] else {
+            throw ModelError.input("\(name): not a tokenizer.json with a model object")
         }
         guard (model["type"] as? String) == "BPE", (model["byte_fallback"] as? Bool) == true else {
             throw ModelError.input("\(name): only a BPE tokenizer with byte_fallback (Gemma's) can be written as a llama.cpp SentencePiece vocabulary")
         }
+        // The vocabulary from the tokenizer's own reader: keys as bytes (Swift's [String: …] would merge
+        // canonically equivalent keys, which Gemma's vocabulary has).
+        let parsed = try TokJSONReader.parseTokenizerFile(data, file: name)
+        guard let table = parsed.vocab else { throw ModelError.input("\(name): model.vocab is not an object") }
         var added: [Int: (content: String, special: Bool)] = [:]
         for t in root["added_tokens"] as? [[String: Any]] ?? [] {
             if let id = (t["id"] as? NSNumber)?.intValue, let s = t["content"] as? String {
@@ -159,10 +163,13 @@ public enum LlamaCppGGUF {
             }
         }
         var n = 0
-        for (_, v) in vocab { if let i = (v as? NSNumber)?.intValue { n = max(n, i + 1) } }
+        for e in 0..<table.count where table.values[e] >= 0 { n = max(n, Int(table.values[e]) + 1) }
         for (i, _) in added { n = max(n, i + 1) }
         var tokens = [String?](repeating: nil, count: n)
-        for (k, v) in vocab { if let i = (v as? NSNumber)?.intValue, i >= 0 { tokens[i] = k } }
+        for e in 0..<table.count where table.values[e] >= 0 {
+            let st = Int(table.starts[e]), len = Int(table.lengths[e])
+            tokens[Int(table.values[e])] = String(decoding: table.pool[st..<(st + len)], as: UTF8.self)
+        }
         for (i, t) in added where i >= 0 { tokens[i] = t.content }
         if let missing = tokens.firstIndex(where: { $0 == nil }) {
             throw ModelError.input("\(name): token id \(missing) has no entry in model.vocab or added_tokens")
@@ -384,27 +391,43 @@ public enum LlamaCppGGUF {
             }
         }
         let tokens = raw.map { t in !t.isEmpty && t.allSatisfy({ $0 == " " }) ? String(repeating: "\u{2581}", count: t.unicodeScalars.count) : t }
-        var index: [String: Int] = [:]
-        index.reserveCapacity(tokens.count)
-        for (i, t) in tokens.enumerated() where index[t] == nil { index[t] = i }
-        // Merges in token order; within a token, longer left piece first (generate_merges' sort).
-        var merges: [[String]] = []
-        merges.reserveCapacity(tokens.count * 2)
-        for (i, t) in tokens.enumerated() {
-            let s = Array(t.unicodeScalars)
-            guard s.count >= 2, index[t] == i else { continue }
-            var local: [(String, String)] = []
-            for k in 1..<s.count {
-                var l = String.UnicodeScalarView(); l.append(contentsOf: s[0..<k])
-                var r = String.UnicodeScalarView(); r.append(contentsOf: s[k...])
-                let ls = String(l), rs = String(r)
-                if index[ls] != nil && index[rs] != nil { local.append((ls, rs)) }
+        // Keys as bytes: Swift's String equality would merge canonically equivalent tokens.
+        let keys = tokens.map { Array($0.utf8) }
+        var index: [[UInt8]: Int] = [:]
+        index.reserveCapacity(keys.count)
+        for (i, k) in keys.enumerated() where index[k] == nil { index[k] = i }
+        // Merges in token order; within a token, longer left piece first (transformers' generate_merges).
+        var mergesJSON = [UInt8]()
+        mergesJSON.reserveCapacity(keys.count * 24)
+        mergesJSON += Array("[".utf8)
+        var first = true
+        for (i, k) in keys.enumerated() where index[k] == i && k.count >= 2 {
+            var cuts: [Int] = []
+            for b in 1..<k.count where k[b] & 0xC0 != 0x80 { cuts.append(b) }  // scalar boundaries
+            for b in cuts.reversed() {
+                let l = Array(k[0..<b]), r = Array(k[b...])
+                guard index[l] != nil, index[r] != nil else { continue }
+                if !first { mergesJSON.append(UInt8(ascii: ",")) }
+                first = false
+                mergesJSON.append(UInt8(ascii: "["))
+                jsonString(l, into: &mergesJSON)
+                mergesJSON.append(UInt8(ascii: ","))
+                jsonString(r, into: &mergesJSON)
+                mergesJSON.append(UInt8(ascii: "]"))
             }
-            for (l, r) in local.reversed() { merges.append([l, r]) }
         }
-        var vocab: [String: Int] = [:]
-        vocab.reserveCapacity(tokens.count)
-        for (i, t) in tokens.enumerated() where vocab[t] == nil { vocab[t] = i }
+        mergesJSON.append(UInt8(ascii: "]"))
+        var vocabJSON = [UInt8]()
+        vocabJSON.reserveCapacity(keys.count * 16)
+        vocabJSON.append(UInt8(ascii: "{"))
+        first = true
+        for (i, k) in keys.enumerated() where index[k] == i {
+            if !first { vocabJSON.append(UInt8(ascii: ",")) }
+            first = false
+            jsonString(k, into: &vocabJSON)
+            vocabJSON += Array(":\(i)".utf8)
+        }
+        vocabJSON.append(UInt8(ascii: "}"))
         var added: [[String: Any]] = []
         for (i, t) in tokens.enumerated() where types[i] == 3 || (types[i] == 4 && raw[i] == t) {
             added.append(["id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
@@ -436,9 +459,35 @@ public enum LlamaCppGGUF {
                 ["type": "ByteFallback"], ["type": "Fuse"]]],
             "model": ["type": "BPE", "dropout": NSNull(), "unk_token": (unk.flatMap { $0 < tokens.count ? tokens[$0] : nil } as Any?) ?? NSNull(),
                       "continuing_subword_prefix": NSNull(), "end_of_word_suffix": NSNull(), "fuse_unk": true,
-                      "byte_fallback": true, "ignore_merges": false, "vocab": vocab, "merges": merges],
+                      "byte_fallback": true, "ignore_merges": false, "vocab": "@VOCAB@", "merges": "@MERGES@"],
         ]
-        return try JSONSerialization.data(withJSONObject: json)
+        // Splice the big arrays in as raw JSON (built from bytes above).
+        var text = [UInt8](try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]))
+        for (marker, raw) in [("\"@VOCAB@\"", vocabJSON), ("\"@MERGES@\"", mergesJSON)] {
+            let m = Array(marker.utf8)
+            guard let at = text.firstRange(of: m) else {
+                throw ModelError.weights(file: path, reason: "internal: tokenizer.json template lost its \(marker) marker")
+            }
+            text.replaceSubrange(at, with: raw)
+        }
+        return Data(text)
+    }
+
+    /// Append `bytes` (UTF-8) as a JSON string literal.
+    static func jsonString(_ bytes: [UInt8], into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for c in bytes {
+            switch c {
+            case UInt8(ascii: "\""): out += [92, 34]
+            case UInt8(ascii: "\\"): out += [92, 92]
+            case 0x0A: out += [92, UInt8(ascii: "n")]
+            case 0x0D: out += [92, UInt8(ascii: "r")]
+            case 0x09: out += [92, UInt8(ascii: "t")]
+            case 0..<0x20: out += Array(String(format: "\\u%04x", c).utf8)
+            default: out.append(c)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
     }
 }
 
