@@ -17,6 +17,7 @@ log() { echo "[bench-peer] $*" >&2; }
 
 done_already=1
 for t in "${TARGETS[@]}"; do [ -x "$BIN/$t" ] || done_already=0; done
+[ -f "$BUILD/.nla-peer-ok" ] || done_already=0
 if [ "$done_already" = 1 ]; then log "cached: $BIN"; echo "$BIN"; exit 0; fi
 
 if ! command -v cmake >/dev/null; then
@@ -46,12 +47,41 @@ if [ ! -f "$SRC/vendor/llama.cpp/CMakeLists.txt" ]; then
   [ -f "$SRC/vendor/llama.cpp/CMakeLists.txt" ] || { echo "bench-peer: $tgz has no vendor/llama.cpp" >&2; exit 1; }
 fi
 
-log "configuring $SRC/vendor/llama.cpp -> $BUILD"
-cmake -S "$SRC/vendor/llama.cpp" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+# GGML_NATIVE=ON compiles ggml's AMX path when the CPU lists AMX, but some VMs list the flags without
+# enabling the tile state: the first tile instruction is SIGILL. Probe it; without working AMX, build
+# with the CPU's other native ISA extensions named explicitly (GGML_NATIVE=OFF, same kernels minus AMX).
+ISA_FLAGS=(-DGGML_NATIVE=ON)
+if grep -q ' amx_int8' /proc/cpuinfo; then
+  probe=$(mktemp -d)
+  cat > "$probe/amx.c" <<'C'
+#include <immintrin.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {
+    if (syscall(SYS_arch_prctl, 0x1023, 18)) return 1;          /* ARCH_REQ_XCOMP_PERM, XTILEDATA */
+    unsigned char cfg[64]; memset(cfg, 0, sizeof cfg); cfg[0] = 1; cfg[16] = 64; cfg[48] = 16;
+    _tile_loadconfig(cfg); _tile_zero(0); _tile_release();
+    return 0;
+}
+C
+  if ! { cc -O1 -mamx-tile -mamx-int8 "$probe/amx.c" -o "$probe/amx" && "$probe/amx"; } >/dev/null 2>&1; then
+    log "the CPU lists AMX but a tile instruction fails here: building without AMX (explicit native ISA flags)"
+    has() { grep -m1 '^flags' /proc/cpuinfo | grep -qw "$1" && echo ON || echo OFF; }
+    ISA_FLAGS=(-DGGML_NATIVE=OFF -DGGML_AVX=$(has avx) -DGGML_AVX2=$(has avx2) -DGGML_FMA=$(has fma) -DGGML_F16C=$(has f16c)
+               -DGGML_BMI2=$(has bmi2) -DGGML_AVX_VNNI=$(has avx_vnni) -DGGML_AVX512=$(has avx512f)
+               -DGGML_AVX512_VBMI=$(has avx512vbmi) -DGGML_AVX512_VNNI=$(has avx512_vnni) -DGGML_AVX512_BF16=$(has avx512_bf16)
+               -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF)
+  fi
+  rm -rf "$probe"
+fi
+log "configuring $SRC/vendor/llama.cpp -> $BUILD (${ISA_FLAGS[*]})"
+cmake -S "$SRC/vendor/llama.cpp" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "${ISA_FLAGS[@]}" -DLLAMA_CURL=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF \
   -DCMAKE_RUNTIME_OUTPUT_DIRECTORY="$BIN" >&2
 log "building ${TARGETS[*]} with $JOBS jobs (about 10 minutes on 2 cores)"
 cmake --build "$BUILD" --config Release -j "$JOBS" --target "${TARGETS[@]}" >&2
 for t in "${TARGETS[@]}"; do [ -x "$BIN/$t" ] || { echo "bench-peer: $BIN/$t was not built" >&2; exit 1; }; done
+touch "$BUILD/.nla-peer-ok"
 log "done: $BIN"
 echo "$BIN"

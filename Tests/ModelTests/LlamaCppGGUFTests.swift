@@ -71,7 +71,7 @@ enum LlamaCppTestFiles {
         guard parts.count == 4 else { return nil }
         parts.sort { ($0 as NSString).lastPathComponent < ($1 as NSString).lastPathComponent }
         let out = dir + "/gemma-3-270m-q4_k_m.gguf"
-        FileManager.default.createFile(atPath: out, contents: nil)
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
         guard let h = FileHandle(forWritingAtPath: out) else { return nil }
         for p in parts { h.write(FileManager.default.contents(atPath: p) ?? Data()) }
         try? h.close()
