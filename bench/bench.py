@@ -134,6 +134,20 @@ def peer_bin():
     return None
 
 
+def peer_config(pbin):
+    """The ISA settings the peer was built with (from its CMakeCache.txt)."""
+    try:
+        cache = (pbin.parent / "CMakeCache.txt").read_text()
+    except OSError:
+        return "build settings unknown"
+    on = dict(re.findall(r"^(GGML_[A-Z0-9_]+):BOOL=(ON|OFF)$", cache, re.M))
+    if on.get("GGML_NATIVE") == "ON":
+        return "GGML_NATIVE=ON"
+    isa = [k[5:] for k in ("GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_AVX_VNNI", "GGML_AVX512", "GGML_AVX512_VBMI",
+                           "GGML_AVX512_VNNI", "GGML_AVX512_BF16", "GGML_AMX_INT8") if on.get(k) == "ON"]
+    return "native ISA without AMX (tile instructions fault on this VM): " + " ".join(isa)
+
+
 def ensure_build():
     if not ((BIN / "nla").is_file() and (BIN / "quantize").is_file()):
         log("building (swift build -c release)")
@@ -243,7 +257,7 @@ def main():
     print(f"CPU: {name}, {ncpu} logical CPUs; flags: {' '.join(flags) or 'none of avx2/avx512/amx'}")
     print(f"threads {THREADS}; {ROUNDS} alternating round(s) per row; copy bandwidth (STREAM copy, {THREADS} threads): "
           f"{bw:.1f} GB/s" if bw else f"threads {THREADS}; copy bandwidth: not measured (no cc -fopenmp)")
-    print(f"peer: llama.cpp (llama-cpp-python {PEER_VERSION} sdist, GGML_NATIVE=ON) at {pbin}" if pbin
+    print(f"peer: llama.cpp (llama-cpp-python {PEER_VERSION} sdist, {peer_config(pbin)}) at {pbin}" if pbin
           else "peer: absent -- run `make bench-peer` (builds llama.cpp into ~/.cache/nla/peer, ~10 min) for the side-by-side")
     print()
     hdr = ["model", "type", "P/D", "nla prefill", "nla decode", "peer prefill", "peer decode", "ratio pre", "ratio dec",
