@@ -8,7 +8,7 @@ NLA := .build/$(CONFIG)/nla
 DEMO_QUESTION ?= What is the capital of France?
 DEMO := $(NLA_CACHE)/models/nla-demo
 
-.PHONY: build test test-model demo-models demo chat bench clean
+.PHONY: build test test-model demo-models demo chat bench bench-peer bench-batched-peer clean
 
 build:
 	$(SWIFT) build -c $(CONFIG)
@@ -38,8 +38,19 @@ demo: demo-models build
 chat: test-model build
 	$(NLA) chat --model $(MODEL) --max-new-tokens 96 "$(DEMO_QUESTION)"
 
+## Side-by-side speed table: nla and llama.cpp on the same GGUF files (270M, 27B- and 12B-shaped bench
+## models), alternating rounds. BENCH_QUICK=1 for a smoke run; BENCH_MODELS / BENCH_TYPES / BENCH_ROUNDS.
 bench: test-model build
 	bench/run.sh $(MODEL)
+
+## The peer for `make bench`: llama.cpp's llama-bench, llama-batched-bench, llama-perplexity built from the
+## pinned llama-cpp-python sdist into ~/.cache/nla/peer (about 10 minutes on 2 cores; cached).
+bench-peer:
+	NLA_CACHE=$(NLA_CACHE) bench/build-peer.sh
+
+## llama-batched-bench on the 270M q8_0 file: 108-token shared prompt, 64 generated, B = 1, 4, 16.
+bench-batched-peer: test-model build
+	NLA_CACHE=$(NLA_CACHE) bench/batched-peer.sh
 
 clean:
 	rm -rf .build

@@ -147,7 +147,7 @@ public enum Converter {
 
     /// Convert the checkpoint in `input` (HF directory; an NLA AR directory also has
     /// value_head.safetensors and nla_meta.yaml) to `output` (.gguf) with `policy`.
-    public static func convert(input: String, output: String, policy: QuantizePolicy,
+    public static func convert(input: String, output: String, policy: QuantizePolicy, names: TensorNaming = .hf,
                                progress: ((ConversionProgress) -> Void)? = nil,
                                writerCreated: ((GGUFWriter) -> Void)? = nil) throws -> ConversionSummary {
         let start = Date()
@@ -161,6 +161,15 @@ public enum Converter {
         let config = try Gemma3Config.decode(files.configJSON, file: files.configName)
         var policy = policy
         policy.numLayers = config.numHiddenLayers
+        var llamaMetadata: [(String, GGUFValue)] = []
+        if names == .llamaCpp {
+            guard let tok = files.files["tokenizer.json"] else {
+                throw ModelError.input("\(files.fileName("tokenizer.json")): missing (--names llama.cpp writes the tokenizer as tokenizer.ggml.*)")
+            }
+            llamaMetadata = try LlamaCppGGUF.metadata(config: config, configName: files.configName, tokenizerJSON: tok,
+                                                      tokenizerName: files.fileName("tokenizer.json"),
+                                                      tokenizerConfig: files.files["tokenizer_config.json"], fileType: policy.target)
+        }
         var summary = ConversionSummary()
         summary.policy = policy.summary
 
@@ -170,6 +179,7 @@ public enum Converter {
         try writer.addMetadata(GGUFKeys.name, value: .string((input as NSString).lastPathComponent))
         try writer.addMetadata(GGUFKeys.fileType, value: .string(policy.schemeName))
         try writer.addMetadata(GGUFKeys.policy, value: .string(policy.summary))
+        for (k, v) in llamaMetadata { try writer.addMetadata(k, value: v) }
         try writer.addMetadata(GGUFKeys.filePrefix + "config.json", value: .string(String(decoding: files.configJSON, as: UTF8.self)))
         for name in GGUFKeys.embeddedFiles where name != "config.json" {
             if let d = files.files[name] {
@@ -180,21 +190,38 @@ public enum Converter {
             }
         }
 
-        var plan: [(entry: TensorEntry, type: QuantType, importance: [Float]?)] = []
+        var plan: [(entry: TensorEntry, type: QuantType, importance: [Float]?, shift: Float)] = []
         for name in files.tensors.keys.sorted() {
             let e = files.tensors[name]!
             if skippedPrefixes.contains(where: { name.hasPrefix($0) }) { summary.skipped.append(name); continue }
             guard let srcType = e.type, !srcType.traits.isQuantized else {
                 throw ModelError.weights(file: e.file.path, reason: "tensor '\(name)' has dtype \(e.typeName); expected F32, F16 or BF16")
             }
-            let (type, rule) = policy.decide(name: name, shape: e.shape)
+            var (type, rule) = policy.decide(name: name, shape: e.shape)
             if type.traits.isQuantized, let w = e.shape.last, w % type.traits.blockSize != 0 {
                 throw ModelError.weights(file: e.file.path,
                     reason: "tensor '\(name)' has row width \(w), not a multiple of the \(type.traits.name) block size \(type.traits.blockSize)")
             }
-            let imp = type.traits.isQuantized ? try policy.imatrix?.importance(for: name, width: e.shape.last ?? 1) : nil
-            try writer.addTensor(name: name, shape: e.shape, type: type)
-            plan.append((e, type, imp))
+            var outName = name
+            var shift: Float = 0
+            if names == .llamaCpp {
+                if name.hasSuffix("lm_head.weight") && config.tieWordEmbeddings {
+                    summary.skipped.append(name)  // llama.cpp's converter never writes a tied head
+                    continue
+                }
+                guard let ll = LlamaCppGGUF.llamaName(hf: name) else {
+                    throw ModelError.weights(file: e.file.path, reason: "tensor '\(name)' has no llama.cpp name (--names llama.cpp writes plain Gemma 3 models only)")
+                }
+                outName = ll
+                if LlamaCppGGUF.isShiftedNorm(hf: name) {
+                    shift = 1
+                    type = .f32
+                    rule = "norm → F32 as (1 + w) (llama.cpp)"
+                }
+            }
+                        let imp = type.traits.isQuantized ? try policy.imatrix?.importance(for: name, width: e.shape.last ?? 1) : nil
+            try writer.addTensor(name: outName, shape: e.shape, type: type)
+            plan.append((e, type, imp, shift))
             if e.shape.count == 2 && PolicyNames.isBlockWeight(name) {
                 summary.blockParameters += e.elementCount
                 summary.blockTensorBytes += try type.byteCount(shape: e.shape)
@@ -212,7 +239,7 @@ public enum Converter {
             let item = plan[done]
             progress?(ConversionProgress(tensorsDone: done, tensorsTotal: plan.count, bytesDone: bytesDone,
                                          bytesTotal: total, currentTensor: tensor.name))
-            try produce(item.entry, as: tensor.type, into: dst, importance: item.importance,
+            try produce(item.entry, as: tensor.type, adding: item.shift, into: dst, importance: item.importance,
                         search: !policy.referenceQuantizers)
             summary.tensorBytes += tensor.byteCount
             done += 1
@@ -226,14 +253,15 @@ public enum Converter {
     }
 
     /// Convert one tensor to `type` into `dst`, in chunks of rows (threaded over chunks).
-    static func produce(_ e: TensorEntry, as type: QuantType, into dst: UnsafeMutableRawBufferPointer,
+    /// `shift` is added to every value in f32 first (llama.cpp's (1 + w) norms).
+    static func produce(_ e: TensorEntry, as type: QuantType, adding shift: Float = 0, into dst: UnsafeMutableRawBufferPointer,
                         importance: [Float]? = nil, search: Bool = false) throws {
         let src = e.type!
         let width = e.shape.last ?? 1
         let rows = e.elementCount / max(width, 1)
         let srcRowBytes = width * src.traits.bytesPerBlock
         let dstRowBytes = try type.rowByteCount(width: width)
-        if src == type {
+        if src == type && shift == 0 {
             dst.baseAddress!.copyMemory(from: e.data, byteCount: e.byteCount)
             e.file.dropPages(e.data, count: e.byteCount)
             return
@@ -251,6 +279,7 @@ public enum Converter {
             let tmp = UnsafeMutablePointer<Float>.allocate(capacity: n)
             defer { tmp.deallocate() }
             src.traits.dequantizeRow(e.data + r0 * srcRowBytes, tmp, n)
+            if shift != 0 { for i in 0..<n { tmp[i] += shift } }
             for i in 0..<n where !tmp[i].isFinite {
                 failure.set(ModelError.weights(file: e.file.path, reason: "tensor '\(e.name)' contains NaN or Inf (row \(r0 + i / width))"))
                 return

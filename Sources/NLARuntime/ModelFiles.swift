@@ -2,7 +2,9 @@
 // - a Hugging Face directory: config.json, model.safetensors (or shards), tokenizer.json,
 //   tokenizer_config.json, generation_config.json, optionally nla_meta.yaml and value_head.safetensors;
 // - one `.gguf` file written by `quantize`: the same files as metadata strings (keys below) and the
-//   tensors under their Hugging Face names.
+//   tensors under their Hugging Face names;
+// - a llama.cpp Gemma 3 `.gguf` (its converter's, or ours written with `quantize --names llama.cpp`):
+//   see LlamaCppGGUF.swift.
 
 import Foundation
 import Quant
@@ -85,10 +87,27 @@ public struct ModelFiles: @unchecked Sendable {
             }
             files[name] = Data(s.utf8)
         }
-        guard let config = files.removeValue(forKey: "config.json") else {
-            throw ModelError.weights(file: path, reason: "no embedded config.json (metadata \(GGUFKeys.filePrefix)config.json); was it written by `quantize`?")
+        // llama.cpp's dialect (its converter's files, or ours written with `--names llama.cpp`): tensors
+        // mapped back to HF names with norms shifted back to w; without embedded files, the config and the
+        // tokenizer come from the gemma3.* / tokenizer.ggml.* metadata.
+        var tensors = g.tensors.mapValues(\.entry)
+        var owners: [AnyObject] = [g]
+        if LlamaCppGGUF.usesLlamaNames(g.tensors.keys) {
+            let (t, owner) = try LlamaCppGGUF.hfTensors(g)
+            tensors = t
+            owners.append(owner)
         }
-        return ModelFiles(path: path, isGGUF: true, configJSON: config, configName: "\(path)[config.json]",
-                          tensors: g.tensors.mapValues(\.entry), files: files, owners: [g])
+        var configName = "\(path)[config.json]"
+        if files["config.json"] == nil, g.metadata["gemma3.block_count"] != nil {
+            let (config, synthesized) = try LlamaCppGGUF.synthesizeFiles(g)
+            files["config.json"] = config
+            for (k, v) in synthesized where files[k] == nil { files[k] = v }
+            configName = "\(path)[gemma3.* metadata]"
+        }
+        guard let config = files.removeValue(forKey: "config.json") else {
+            throw ModelError.weights(file: path, reason: "no embedded config.json (metadata \(GGUFKeys.filePrefix)config.json) and no gemma3.* metadata; was it written by `quantize` or llama.cpp?")
+        }
+        return ModelFiles(path: path, isGGUF: true, configJSON: config, configName: configName,
+                          tensors: tensors, files: files, owners: owners)
     }
 }

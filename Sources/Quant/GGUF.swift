@@ -165,7 +165,8 @@ public enum GGUFError: Error, CustomStringConvertible, Equatable, Sendable {
         case .badAlignment(let f, let r): return "\(f): bad general.alignment: \(r)"
         case .badTensorInfo(let f, let t, let r): return "\(f): tensor '\(t)': \(r)"
         case .unsupportedType(let f, let t, let id):
-            return "\(f): tensor '\(t)': unknown or unsupported ggml type id \(id) (supported: "
+            let name = GGUF.ggmlTypeNames[id].map { " (\($0))" } ?? ""
+            return "\(f): tensor '\(t)': unsupported ggml type id \(id)\(name) (supported: "
                 + QuantTraits.table.map { "\($0.name)=\($0.ggmlID)" }.joined(separator: ", ") + ")"
         case .offsetPastEOF(let f, let t, let o, let s):
             return "\(f): tensor '\(t)': data offset \(o) lies past the end of the file (\(s) bytes)"
@@ -192,6 +193,14 @@ public enum GGUF {
     public static let maxDims = 4
     /// Deepest nesting of arrays the reader accepts.
     public static let maxArrayDepth = 8
+    /// ggml's names of its type ids (ggml.h `enum ggml_type`), for error messages only: whether a type
+    /// can be read is decided by `QuantTraits.table` alone.
+    public static let ggmlTypeNames: [UInt32: String] = [
+        0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1", 10: "Q2_K",
+        11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS",
+        19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32",
+        27: "I64", 28: "F64", 29: "IQ1_M", 30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
+    ]
 }
 
 /// One tensor of a GGUF file: a view into the mapping (no copy).

@@ -15,6 +15,11 @@ public struct TensorEntry: @unchecked Sendable {
     public let file: MappedFile
 
     public var elementCount: Int { shape.reduce(1, *) }
+
+    public init(name: String, shape: [Int], type: QuantType?, typeName: String, data: UnsafeRawPointer, byteCount: Int, file: MappedFile) {
+        self.name = name; self.shape = shape; self.type = type; self.typeName = typeName
+        self.data = data; self.byteCount = byteCount; self.file = file
+    }
 }
 
 extension DType {

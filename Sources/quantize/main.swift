@@ -1,4 +1,5 @@
-// `quantize <hf-dir> <out.gguf> --type q8_0|q4_0|q4_k|q6_k|iq4_nl|q4_k_m|bf16|f32 [--imatrix F] [--threads N]`
+// `quantize <hf-dir> <out.gguf> --type q8_0|q4_0|q4_k|q6_k|iq4_nl|q4_k_m|bf16|f32 [--imatrix F] [--threads N]
+//  [--names hf|llama.cpp]`
 //
 // Converts a Hugging Face Gemma 3 checkpoint (or an NLA AR directory) into one GGUF file. The output
 // is written to a temporary file beside the target and renamed only after it was re-read and
@@ -62,11 +63,16 @@ struct Quantize: ParsableCommand {
     @Option(name: .customLong("embedding-type"), help: "Override the embedding/lm_head type for block targets (q8_0 or q4_0).")
     var embeddingType: String?
     @Option(help: "Threads (0 = all cores).") var threads: Int = 0
+    @Option(help: "Tensor names and metadata: hf (ours) or llama.cpp (llama.cpp's names, gemma3.* and tokenizer.ggml.* metadata, norms as 1 + w; loads in llama.cpp and in nla).")
+    var names: String = "hf"
 
     func run() throws {
         do {
             guard threads >= 0 else { throw ModelError.input("--threads must be >= 0") }
             Kernels.setThreads(threads)
+            guard let naming = TensorNaming(rawValue: names) else {
+                throw ModelError.input("--names must be hf or llama.cpp, got '\(names)'")
+            }
             var policy = try QuantizePolicy(scheme: type)
             policy.referenceQuantizers = referenceQuantizers
             if let f = imatrix {
@@ -81,7 +87,7 @@ struct Quantize: ParsableCommand {
             let tty = isatty(2) != 0
             var lastPrinted = -1
             let start = Date()
-            let summary = try Converter.convert(input: input, output: output, policy: policy, progress: { p in
+            let summary = try Converter.convert(input: input, output: output, policy: policy, names: naming, progress: { p in
                 let frac = p.bytesTotal == 0 ? 1 : Double(p.bytesDone) / Double(p.bytesTotal)
                 let elapsed = Date().timeIntervalSince(start)
                 let rate = elapsed > 0 ? Double(p.bytesDone) / elapsed : 0
