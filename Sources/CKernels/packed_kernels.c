@@ -23,6 +23,9 @@
 #define QK 32
 #define RT 16  // rows per tile
 #define MR 4   // activation rows per micro-kernel call
+#ifndef PF_DIST
+#define PF_DIST 4096  // software prefetch distance in bytes along the packed stream
+#endif
 
 static inline int64_t pad64(int64_t n) { return (n + 63) & ~(int64_t)63; }
 
@@ -99,6 +102,7 @@ typedef struct {
 INL T_512 void q4_tile(const uint8_t *w, int64_t nb, const xrow *x, int mr, __m512 acc[MR]) {
     const __m512i low = _mm512_set1_epi8(15);
     for (int64_t b = 0; b < nb; b++, w += 288) {
+        for (int l = 0; l < 288; l += 64) _mm_prefetch((const char *)(w + PF_DIST + l), _MM_HINT_T0);
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w));
         __m512i lo[4], hi[4];
         for (int h = 0; h < 4; h++) {
@@ -126,6 +130,7 @@ INL T_512 void q8_tile(const uint8_t *w, int64_t nb, const xrow *x, int mr, __m5
     const __m512i idx_even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i idx_odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     for (int64_t b = 0; b < nb; b++, w += 544) {
+        for (int l = 0; l < 544; l += 64) _mm_prefetch((const char *)(w + PF_DIST + l), _MM_HINT_T0);
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w));
         __m512i wa[8], wb[8];
         for (int g = 0; g < 8; g++) {

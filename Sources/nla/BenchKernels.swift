@@ -38,7 +38,7 @@ struct BenchKernels: ParsableCommand {
             defer { scratch.deallocate() }
             var results: [[String: Any]] = []
             for name in types.split(separator: ",").map(String.init) {
-                guard let type = GemvActivation.weightTypes.first(where: { "\($0)" == name }) else {
+                guard let type = GemvActivation.weightTypes.first(where: { "\($0)".lowercased() == name.lowercased() }) else {
                     throw ModelError.input("bench-kernels: unknown type '\(name)' (q8_0, q4_0)")
                 }
                 let rowBytes = type.kernelRowBytes(cols: k)
@@ -58,6 +58,11 @@ struct BenchKernels: ParsableCommand {
                         let xb = xp.baseAddress!, yb = yp.baseAddress!
                         paths.append(("f32act", { QuantKernels.matmulF32(type, weights: w, x: xb, y: yb, m: m, n: n, k: k) }))
                         paths.append(("q8act", { QuantKernels.matmul(type, weights: w, x: xb, y: yb, m: m, n: n, k: k, scratch: scratch, activation: .q8_0) }))
+                        if m >= 16 {
+                            let panel = UnsafeMutablePointer<Float>.allocate(capacity: 256 * k)
+                            paths.append(("f32panels", { QuantKernels.matmulF32Panels(type, weights: w, x: xb, y: yb, m: m, n: n, k: k,
+                                                                                      panel: panel, panelFloats: 256 * k) }))
+                        }
                         if let p = packed { paths.append(("packed", { p.matmul(x: xb, y: yb, m: m, scratch: scratch) })) }
                         for act in GemvActivation.allCases where !(type == .q4_0 && act == .q16) {
                             paths.append(("gemv-\(act)", { QuantKernels.gemv(type, act: act, weights: w, x: xb, y: yb, m: m, n: n, k: k, scratch: scratch) }))
