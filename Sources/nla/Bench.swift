@@ -21,6 +21,12 @@ struct Bench: ParsableCommand {
             while ids.count < promptTokens { ids.append(base[(ids.count - 1) % base.count]) }
             let session = try lm.session(for: ids, extra: decodeTokens)
             _ = lm.model.warmUp()
+            // Warm-up pass, like llama-bench's: a short prompt and one decode step touch every weight page
+            // (the file is memory-mapped) and start the thread pools, so neither lands in the timings.
+            let warm = Array(ids.prefix(min(ids.count, 16)))
+            let wl = try session.forward(ids: warm, logits: .last)
+            _ = try session.forward(ids: [Sampler.argmax(wl)], logits: .last)
+            session.reset()
             let t0 = DispatchTime.now().uptimeNanoseconds
             var logits = try session.forward(ids: ids, logits: .last)
             let t1 = DispatchTime.now().uptimeNanoseconds

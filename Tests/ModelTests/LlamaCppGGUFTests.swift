@@ -89,12 +89,18 @@ private func run(_ exe: String, _ args: [String]) throws -> (status: Int32, out:
     let p = Process()
     p.executableURL = URL(fileURLWithPath: exe)
     p.arguments = args
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out; p.standardError = err
+    // stderr goes to a file: llama.cpp logs more than a pipe buffer holds, and reading stdout to its end
+    // while stderr's pipe is full would deadlock.
+    let errPath = FileManager.default.temporaryDirectory.appendingPathComponent("nla-run-\(UUID().uuidString).err").path
+    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+    defer { try? FileManager.default.removeItem(atPath: errPath) }
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle(forWritingAtPath: errPath)
     try p.run()
     let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
+    let e = FileManager.default.contents(atPath: errPath) ?? Data()
     return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
 }
 
