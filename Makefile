@@ -38,8 +38,9 @@ demo: demo-models build
 chat: test-model build
 	$(NLA) chat --model $(MODEL) --max-new-tokens 96 "$(DEMO_QUESTION)"
 
-bench: test-model build
+bench: test-model demo-models build
 	bench/run.sh $(MODEL)
+	bench/explain.sh
 
 clean:
 	rm -rf .build
