@@ -40,8 +40,9 @@ chat: test-model build
 
 ## Side-by-side speed table: nla and llama.cpp on the same GGUF files (270M, 27B- and 12B-shaped bench
 ## models), alternating rounds. BENCH_QUICK=1 for a smoke run; BENCH_MODELS / BENCH_TYPES / BENCH_ROUNDS.
-bench: test-model build
+bench: test-model demo-models build
 	bench/run.sh $(MODEL)
+	bench/explain.sh
 
 ## The peer for `make bench`: llama.cpp's llama-bench, llama-batched-bench, llama-perplexity built from the
 ## pinned llama-cpp-python sdist into ~/.cache/nla/peer (about 10 minutes on 2 cores; cached).

@@ -45,10 +45,17 @@ for tag, l in (("1", a), (n, b)):
 print("speedup (positions/min): %.2fx" % (f(b, P_PM) / f(a, P_PM)))
 PY
 
-if [ -f /work/briefs/PEER_READY ] && [ -n "${LLAMA_GGUF:-}" ]; then
+# Aggregate decode at 1, 4 and 16 sequences after a shared 108-token prompt (64 tokens each), ours and
+# llama.cpp's llama-batched-bench -pps on the same Q8_0 weights (the demo AV is the base 270M).
+echo "nla bench --batch N (shared 108-token prompt, 64 tokens per sequence, $THREADS threads):"
+for n in 1 4 16; do
+  echo "  $n: $("$BIN/nla" bench --model "$AV" --threads "$THREADS" --prompt-tokens 108 --decode-tokens 64 --batch "$n")"
+done
+LLAMA_GGUF=${LLAMA_GGUF:-$CACHE/bench/270m-q8_0.llamacpp.gguf}
+if [ -f /work/briefs/PEER_READY ] && [ -f "$LLAMA_GGUF" ]; then
   PEER=$(cat /work/briefs/PEER_READY)
-  echo "llama.cpp llama-batched-bench -pps on $LLAMA_GGUF (108-token shared prompt, 64 generated):"
-  "$PEER/llama-batched-bench" -m "$LLAMA_GGUF" -c 4096 -b 2048 -ub 512 -npp 108 -ntg 64 -npl 1,4,16 -pps -t "$THREADS" 2>/dev/null | grep '^|'
+  echo "llama.cpp llama-batched-bench -pps on $LLAMA_GGUF (108-token shared prompt, 64 generated, $THREADS threads):"
+  "$PEER/llama-batched-bench" -m "$LLAMA_GGUF" -c 2048 -b 2048 -ub 512 -npp 108 -ntg 64 -npl 1,4,16 -pps -t "$THREADS" 2>/dev/null | grep '^|'
 else
   echo "llama.cpp peer: not run (needs /work/briefs/PEER_READY and LLAMA_GGUF=<llama.cpp-named GGUF of the same weights>)"
 fi

@@ -9,13 +9,16 @@ struct Bench: ParsableCommand {
     @OptionGroup var options: ModelOptions
     @Option(name: .customLong("prompt-tokens")) var promptTokens: Int = 512
     @Option(name: .customLong("decode-tokens")) var decodeTokens: Int = 128
+    @Option(help: "Decode this many sequences together after one shared prompt (like llama-batched-bench -pps); 0 = one sequence, no batching.") var batch: Int = 0
     @Flag var json = false
 
     func run() throws {
         try runReportingErrors {
             try options.validateThreads()
             guard promptTokens >= 1, decodeTokens >= 0 else { throw ModelError.input("token counts must be positive") }
+            guard batch >= 0 else { throw ModelError.input("--batch must be >= 0") }
             let lm = try LanguageModel(directory: options.model)
+            if batch > 0 { try benchBatched(lm, promptTokens: promptTokens, decodeTokens: decodeTokens, sequences: batch, json: json); return }
             let base = lm.tokenizer.encode("The history of science is the study of the development of science and scientific knowledge, including both the natural and social sciences. ", addSpecialTokens: false)
             var ids = [lm.generation.bosTokenId ?? lm.config.bosTokenId]
             while ids.count < promptTokens { ids.append(base[(ids.count - 1) % base.count]) }
