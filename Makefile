@@ -8,13 +8,18 @@ NLA := .build/$(CONFIG)/nla
 DEMO_QUESTION ?= What is the capital of France?
 DEMO := $(NLA_CACHE)/models/nla-demo
 
-.PHONY: build test test-model demo-models demo chat bench clean
+.PHONY: system-deps build test test-model demo-models demo chat bench clean
 
-build:
+## System packages the build and the tests need (OpenBLAS, LLVM OpenMP, python3-venv, xz): installed
+## when missing and possible (root or passwordless sudo), otherwise stops with the apt-get command.
+system-deps:
+	@scripts/ensure-system-deps
+
+build: system-deps
 	$(SWIFT) build -c $(CONFIG)
 
 ## The real Gemma 3 270M test checkpoint at ~/.cache/nla/models/gemma-3-270m (idempotent, verified).
-test-model:
+test-model: system-deps
 	NLA_CACHE=$(NLA_CACHE) scripts/make-test-model
 
 ## The demo NLA pair (untrained, built from the test model) at ~/.cache/nla/models/nla-demo/{av,ar}.
@@ -22,7 +27,7 @@ demo-models: test-model
 	NLA_CACHE=$(NLA_CACHE) scripts/make-demo-models
 
 ## Everything CI runs: the test model and demo pair, then every test target (unit, synthetic, real-model goldens).
-test: test-model demo-models
+test: system-deps test-model demo-models
 	NLA_TEST_MODEL=$(MODEL) $(SWIFT) test -c $(CONFIG)
 
 ## The main job on the embedded default: the 270M answers DEMO_QUESTION, and every token of the
