@@ -47,8 +47,9 @@ public enum QuantKernels {
     /// in `out` (`activationBytes(rows:cols:)` bytes). Bytes identical on every tier; input must be finite.
     public static func quantizeRows(_ x: UnsafePointer<Float>, rows: Int, cols: Int, ldx: Int? = nil,
                                     out: UnsafeMutableRawPointer, tier: KernelTier? = nil, threads: Int = 0) {
-        precondition(cols % 32 == 0, "quantizeRows: cols \(cols) is not a multiple of 32")
+        kernelCheckBlocks("quantizeRows", k: cols, rows: rows)
         let ld = ldx ?? cols
+        kernelRequire(ld >= cols, "quantizeRows: ldx \(ld) < cols \(cols)")
         switch tier ?? Kernels.dispatch.quantize {
         case .scalar: ScalarKernels.quantizeRowsQ8_0(x, ldx: ld, rows: rows, k: cols, out: out)
         case .simd: VectorKernels.quantizeRowsQ8_0(x, ldx: ld, rows: rows, k: cols, out: out)
@@ -59,7 +60,7 @@ public enum QuantKernels {
     /// Dequantize one row of `count` values (count % 32 == 0), e.g. an embedding row. Exact on every tier.
     public static func dequantizeRow(_ type: QuantWeightType, _ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>,
                                      count: Int, tier: KernelTier? = nil) {
-        precondition(count % 32 == 0, "dequantizeRow: count \(count) is not a multiple of 32")
+        kernelCheckBlocks("dequantizeRow", k: count)
         switch tier ?? Kernels.dispatch.quantize {
         case .scalar: ScalarKernels.dequantizeRow(type, src, dst, count: count)
         case .simd: VectorKernels.dequantizeRow(type, src, dst, count: count)
@@ -71,6 +72,7 @@ public enum QuantKernels {
     /// For tests of the integer core; `isa` picks the C path (nil = selected).
     public static func blockDots(_ type: QuantWeightType, weights: UnsafeRawPointer, activations: UnsafeRawPointer,
                                  out: UnsafeMutablePointer<Int32>, blocks: Int, tier: KernelTier, isa: CKernelISA? = nil) {
+        kernelRequire(blocks >= 0, "blockDots: negative blocks \(blocks)")
         switch tier {
         case .scalar: ScalarKernels.blockDots(type, weights: weights, activations: activations, out: out, blocks: blocks)
         case .simd: VectorKernels.blockDots(type, weights: weights, activations: activations, out: out, blocks: blocks)
@@ -84,8 +86,9 @@ public enum QuantKernels {
     public static func matmulQ8(_ type: QuantWeightType, weights: UnsafeRawPointer, activations xq: UnsafeRawPointer,
                                 y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, ldy: Int? = nil,
                                 tier: KernelTier? = nil, isa: CKernelISA? = nil, threads: Int = 0) {
-        precondition(k % 32 == 0, "matmulQ8: k \(k) is not a multiple of 32")
+        kernelCheckBlocks("matmulQ8", k: k, rows: m, n)
         let ld = ldy ?? n
+        kernelRequire(ld >= n, "matmulQ8: ldy \(ld) < n \(n)")
         switch tier ?? Kernels.dispatch.matmul {
         case .scalar: ScalarKernels.matmulQ8(type, weights: weights, activations: xq, y: y, ldy: ld, m: m, n: n, k: k)
         case .simd: VectorKernels.matmulQ8(type, weights: weights, activations: xq, y: y, ldy: ld, m: m, n: n, k: k)
@@ -100,8 +103,9 @@ public enum QuantKernels {
     public static func matmulF32(_ type: QuantWeightType, weights: UnsafeRawPointer, x: UnsafePointer<Float>,
                                  y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, ldx: Int? = nil, ldy: Int? = nil,
                                  tier: KernelTier? = nil, isa: CKernelISA? = nil, threads: Int = 0) {
-        precondition(k % 32 == 0, "matmulF32: k \(k) is not a multiple of 32")
+        kernelCheckBlocks("matmulF32", k: k, rows: m, n)
         let lx = ldx ?? k, ly = ldy ?? n
+        kernelRequire(lx >= k && ly >= n, "matmulF32: ldx \(lx) < k \(k) or ldy \(ly) < n \(n)")
         switch tier ?? Kernels.dispatch.matmul {
         case .scalar: ScalarKernels.matmulF32(type, weights: weights, x: x, ldx: lx, y: y, ldy: ly, m: m, n: n, k: k)
         case .simd: VectorKernels.matmulF32(type, weights: weights, x: x, ldx: lx, y: y, ldy: ly, m: m, n: n, k: k)
@@ -118,7 +122,9 @@ public enum QuantKernels {
     public static func matmulF32Panels(_ type: QuantWeightType, weights: UnsafeRawPointer, x: UnsafePointer<Float>,
                                        y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, ldx: Int? = nil, ldy: Int? = nil,
                                        panel: UnsafeMutablePointer<Float>, panelFloats: Int, threads: Int = 0) {
-        precondition(k % 32 == 0 && panelFloats >= k, "matmulF32Panels: k \(k) not a multiple of 32 or panel < k floats")
+        kernelCheckBlocks("matmulF32Panels", k: k, rows: m, n)
+        kernelRequire(panelFloats >= k && (ldx ?? k) >= k && (ldy ?? n) >= n,
+                      "matmulF32Panels: panel \(panelFloats) < k \(k) floats, or ldx/ldy smaller than the rows")
         ck_matmul_f32act_blas(type.rawValue, weights, x, Int64(ldx ?? k), y, Int64(ldy ?? n), Int64(m), Int64(n), Int64(k),
                               panel, Int64(panelFloats), Int32(threads))
     }
