@@ -8,7 +8,7 @@ NLA := .build/$(CONFIG)/nla
 DEMO_QUESTION ?= What is the capital of France?
 DEMO := $(NLA_CACHE)/models/nla-demo
 
-.PHONY: system-deps build test test-model demo-models demo chat bench clean
+.PHONY: system-deps build test test-model demo-models demo chat bench clean fuzz fuzz-build fuzz-smoke
 
 ## System packages the build and the tests need (OpenBLAS, LLVM OpenMP, python3-venv, xz): installed
 ## when missing and possible (root or passwordless sudo), otherwise stops with the apt-get command.
@@ -46,5 +46,21 @@ chat: test-model build
 bench: test-model build
 	bench/run.sh $(MODEL)
 
+## Coverage-guided fuzzing of every file reader (libFuzzer; README "Fuzzing"): a separate build in
+## .build-fuzz with -sanitize=fuzzer, then each target for FUZZ_SECONDS from the seeds in fuzz/corpus.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= safetensors gguf config tokenizer tokenizer_config nla_meta vectors_npy vectors_jsonl vectors_safetensors
+
+fuzz-build: system-deps
+	$(SWIFT) build -c release --scratch-path .build-fuzz --product nla-fuzz \
+	  -Xswiftc -sanitize=fuzzer -Xswiftc -use-ld=lld -Xlinker -u -Xlinker LLVMFuzzerRunDriver
+
+fuzz: fuzz-build
+	NLA_CACHE=$(NLA_CACHE) scripts/run-fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+## What CI runs: a few seconds per target.
+fuzz-smoke: FUZZ_SECONDS = 5
+fuzz-smoke: fuzz
+
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz

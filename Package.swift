@@ -75,6 +75,13 @@ let package = Package(
             dependencies: ["NLARuntime", "Quant", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/quantize"
         ),
+        // Fuzz targets for the readers (README "Fuzzing"; `make fuzz` builds them with libFuzzer into .build-fuzz).
+        .target(name: "CFuzzSupport", path: "fuzz/CFuzzSupport"),
+        .executableTarget(
+            name: "nla-fuzz",
+            dependencies: ["NLARuntime", "Quant", "CFuzzSupport"],
+            path: "fuzz/Sources/nla-fuzz"
+        ),
         .testTarget(name: "QuantTests", dependencies: ["Quant"], path: "Tests/QuantTests"),
         .testTarget(name: "SIMDKernelsTests", dependencies: ["SIMDKernels", "CKernels"], path: "Tests/SIMDKernelsTests"),
         .testTarget(
