@@ -82,8 +82,9 @@ let package = Package(
             dependencies: ["NLARuntime", "Quant", "CFuzzSupport"],
             path: "fuzz/Sources/nla-fuzz"
         ),
-        .testTarget(name: "QuantTests", dependencies: ["Quant"], path: "Tests/QuantTests"),
-        .testTarget(name: "SIMDKernelsTests", dependencies: ["SIMDKernels", "CKernels"], path: "Tests/SIMDKernelsTests"),
+        // (NLARuntime only for the one shared SplitMix64 of the test data generators)
+        .testTarget(name: "QuantTests", dependencies: ["Quant", "NLARuntime"], path: "Tests/QuantTests"),
+        .testTarget(name: "SIMDKernelsTests", dependencies: ["SIMDKernels", "CKernels", "NLARuntime"], path: "Tests/SIMDKernelsTests"),
         .testTarget(
             name: "NLARuntimeTests",
             dependencies: ["NLARuntime", "Quant", "SIMDKernels"],

@@ -18,7 +18,10 @@ public enum ModelError: Error, CustomStringConvertible {
     case weights(file: String, reason: String)
     case input(String)
 
-    public var description: String {
+    /// One line: control characters quoted from the input (keys, names) are escaped.
+    public var description: String { oneLineMessage(unescapedDescription) }
+
+    private var unescapedDescription: String {
         switch self {
         case .config(let f, let r): return "\(f): \(r)"
         case .weights(let f, let r): return "\(f): \(r)"

@@ -123,3 +123,24 @@ public func jsonExactInt(_ x: Any) -> Int? {
     if abs(d) >= 9.007_199_254_740_992e15 { return Int(exactly: n.int64Value).flatMap { Double($0) == d ? $0 : nil } }
     return Int(d)
 }
+
+/// `text` with control characters (newlines, tabs, NUL, …) written as escapes, so that an error
+/// message quoting a name or key taken from a file stays on one line.
+public func oneLineMessage(_ text: String) -> String {
+    guard text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F || $0 == "\u{2028}" || $0 == "\u{2029}" || $0 == "\u{85}" }) else { return text }
+    var out = ""
+    for u in text.unicodeScalars {
+        switch u {
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if u.value < 0x20 || u.value == 0x7F || u == "\u{2028}" || u == "\u{2029}" || u == "\u{85}" {
+                out += String(format: "\\u{%X}", u.value)
+            } else {
+                out.unicodeScalars.append(u)
+            }
+        }
+    }
+    return out
+}

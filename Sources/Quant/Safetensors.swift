@@ -16,7 +16,10 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
     case missingTensor(file: String, tensor: String)
     case badIndex(file: String, reason: String)
 
-    public var description: String {
+    /// One line: control characters quoted from the input (keys, names) are escaped.
+    public var description: String { oneLineMessage(unescapedDescription) }
+
+    private var unescapedDescription: String {
         switch self {
         case .cannotOpen(let f, let r): return "\(f): cannot open: \(r)"
         case .truncated(let f, let r): return "\(f): truncated safetensors file: \(r)"

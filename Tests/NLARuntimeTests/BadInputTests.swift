@@ -354,3 +354,48 @@ private func expectOneLineError<E: Error & CustomStringConvertible>(
         }
     }
 }
+
+/// Findings of `make fuzz`, kept as regression tests.
+@Suite struct FuzzFindingTests {
+    /// gguf target: a metadata key with control characters (\0, \r) and an unknown value type gave a
+    /// two-line error message quoting the raw key.
+    @Test func ggufKeyWithControlCharactersGivesAOneLineError() throws {
+        var d = Data("GGUF".utf8)
+        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
+        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
+        u32(3); u64(0); u64(1)
+        let key: [UInt8] = [0, 0, 0, 0, 2, 0x0D, 0, 0] + Array("general.arch\n".utf8)
+        u64(UInt64(key.count)); d.append(contentsOf: key)
+        u32(1_667_593_321)
+        let p = try write(d, "ctrl.gguf")
+        expectOneLineError(GGUFError.self, [p, "unknown value type"]) { _ = try GGUFFile(path: p) }
+    }
+
+    @Test func safetensorsNameWithNewlineGivesAOneLineError() throws {
+        let header = #"{"a\nb":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#
+        let p = try write(syntheticRawSafetensors(header: header, data: Data(f32le([1]))), "nl.safetensors")
+        expectOneLineError(SafetensorsError.self, [p, #"a\nb"#]) { _ = try SafetensorsFile(path: p) }
+    }
+
+    @Test func tokenizerKeyWithNewlineGivesAOneLineError() throws {
+        let text = #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "normalizer": {"type": "Lower\ncase"}}"#
+        let url = try TokTestSupport.write(text, named: "tokenizer.json")
+        expectOneLineError(TokenizerError.self, ["tokenizer.json", #"Lower\ncase"#]) { _ = try Tokenizer(tokenizerJSON: url, tokenizerConfig: nil) }
+    }
+
+    /// config target: a duplicate key spelled with an escaped newline was quoted raw.
+    @Test func configDuplicateKeyWithNewlineGivesAOneLineError() throws {
+        let text = #"{"model_type": "gemma3_text", "pad\n_id": 1, "pad\n_id": 2}"#
+        expectOneLineError(ModelError.self, ["config.json", "duplicate key", #"pad\n_id"#]) {
+            _ = try Gemma3Config.decode(Data(text.utf8), file: "config.json")
+        }
+    }
+
+    /// nla_meta target: a multi-line string where a number belongs was quoted raw.
+    @Test func sidecarMultiLineValueGivesAOneLineError() throws {
+        let yaml = try String(contentsOfFile: NLAFixtures.avPath, encoding: .utf8)
+        let bad = yaml.replacingOccurrences(of: "mse_scale: null", with: "mse_scale: \"one\\ntwo\"")
+        #expect(bad != yaml)
+        expectOneLineError(NLAError.self, ["nla_meta.yaml", "mse_scale"]) { _ = try NLASidecar.decode(yaml: bad, file: "nla_meta.yaml") }
+    }
+}
