@@ -8,13 +8,18 @@ NLA := .build/$(CONFIG)/nla
 DEMO_QUESTION ?= What is the capital of France?
 DEMO := $(NLA_CACHE)/models/nla-demo
 
-.PHONY: build test test-model demo-models demo chat bench bench-peer bench-batched-peer clean
+.PHONY: system-deps build test test-model demo-models demo chat bench bench-peer bench-batched-peer clean fuzz fuzz-build fuzz-smoke
 
-build:
+## System packages the build and the tests need (OpenBLAS, LLVM OpenMP, python3-venv, xz): installed
+## when missing and possible (root or passwordless sudo), otherwise stops with the apt-get command.
+system-deps:
+	@scripts/ensure-system-deps
+
+build: system-deps
 	$(SWIFT) build -c $(CONFIG)
 
 ## The real Gemma 3 270M test checkpoint at ~/.cache/nla/models/gemma-3-270m (idempotent, verified).
-test-model:
+test-model: system-deps
 	NLA_CACHE=$(NLA_CACHE) scripts/make-test-model
 
 ## The demo NLA pair (untrained, built from the test model) at ~/.cache/nla/models/nla-demo/{av,ar}.
@@ -22,7 +27,7 @@ demo-models: test-model
 	NLA_CACHE=$(NLA_CACHE) scripts/make-demo-models
 
 ## Everything CI runs: the test model and demo pair, then every test target (unit, synthetic, real-model goldens).
-test: test-model demo-models
+test: system-deps test-model demo-models
 	NLA_TEST_MODEL=$(MODEL) $(SWIFT) test -c $(CONFIG)
 
 ## The main job on the embedded default: the 270M answers DEMO_QUESTION, and every token of the
@@ -53,5 +58,21 @@ bench-peer:
 bench-batched-peer: test-model build
 	NLA_CACHE=$(NLA_CACHE) bench/batched-peer.sh
 
+## Coverage-guided fuzzing of every file reader (libFuzzer; README "Fuzzing"): a separate build in
+## .build-fuzz with -sanitize=fuzzer, then each target for FUZZ_SECONDS from the seeds in fuzz/corpus.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= safetensors gguf config tokenizer tokenizer_config nla_meta vectors_npy vectors_jsonl vectors_safetensors
+
+fuzz-build: system-deps
+	$(SWIFT) build -c release --scratch-path .build-fuzz --product nla-fuzz \
+	  -Xswiftc -sanitize=fuzzer -Xswiftc -use-ld=lld -Xlinker -u -Xlinker LLVMFuzzerRunDriver
+
+fuzz: fuzz-build
+	NLA_CACHE=$(NLA_CACHE) scripts/run-fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+## What CI runs: a few seconds per target.
+fuzz-smoke: FUZZ_SECONDS = 5
+fuzz-smoke: fuzz
+
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz

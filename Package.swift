@@ -1,10 +1,38 @@
 // swift-tools-version: 6.0
 // nla-runtime: Natural Language Autoencoders on Gemma 3, on a CPU.
 import PackageDescription
+import Foundation
 
 // OpenMP for the C matmul kernels: clang's `-fopenmp` emits calls into the LLVM OpenMP runtime
-// (Debian `libomp-dev`, which also installs `libiomp5.so` as a compatible alias). OpenBLAS
-// (`libopenblas-dev`) provides `cblas_sgemm` for the f32 reference path.
+// (Debian/Ubuntu `libomp-dev`). OpenBLAS (`libopenblas-dev`) provides `cblas_sgemm` for the f32
+// reference path. `scripts/ensure-system-deps` (run by the Makefile) installs both.
+//
+// Where libomp.so lives depends on the distribution and the clang version (Debian puts the
+// unversioned link only in /usr/lib/llvm-N/lib; other systems in the multiarch or plain lib dir),
+// so the manifest looks for it the way the linker would be told to: the newest LLVM lib dir that
+// has it, else the standard lib dirs (already on the linker path, no flag needed).
+func openMPLinkerFlags() -> [String] {
+    let fm = FileManager.default
+    let has = { (dir: String) in fm.fileExists(atPath: dir + "/libomp.so") || fm.fileExists(atPath: dir + "/libomp.dylib") }
+    // On the default search path already: the linker finds it without help.
+    #if arch(x86_64)
+    let multiarch = "x86_64-linux-gnu"
+    #elseif arch(arm64)
+    let multiarch = "aarch64-linux-gnu"
+    #else
+    let multiarch = ""
+    #endif
+    for dir in ["/usr/lib/" + multiarch, "/usr/lib", "/usr/lib64", "/usr/local/lib"] where has(dir) { return [] }
+    // LLVM toolchain dirs, newest version first (llvm-19 before llvm-14).
+    let llvm = ((try? fm.contentsOfDirectory(atPath: "/usr/lib")) ?? [])
+        .filter { $0.hasPrefix("llvm-") }
+        .compactMap { name -> (Int, String)? in Int(name.dropFirst(5)).map { ($0, "/usr/lib/" + name + "/lib") } }
+        .sorted { $0.0 > $1.0 }
+    for (_, dir) in llvm where has(dir) { return ["-L" + dir] }
+    // Homebrew's keg-only libomp on macOS.
+    for dir in ["/opt/homebrew/opt/libomp/lib", "/usr/local/opt/libomp/lib"] where has(dir) { return ["-L" + dir] }
+    return []  // not found: the link fails with "unable to find library -lomp"; `make` runs ensure-system-deps first
+}
 let package = Package(
     name: "nla-runtime",
     platforms: [.macOS(.v13)],
@@ -23,7 +51,7 @@ let package = Package(
             path: "Sources/CKernels",
             cSettings: [.unsafeFlags(["-O3", "-fopenmp"])],
             linkerSettings: [.linkedLibrary("openblas"), .linkedLibrary("omp"),
-                             .unsafeFlags(["-L/usr/lib/llvm-14/lib"])]
+                             .unsafeFlags(openMPLinkerFlags())]
         ),
         .target(name: "Quant", path: "Sources/Quant"),
         .target(
@@ -47,8 +75,16 @@ let package = Package(
             dependencies: ["NLARuntime", "Quant", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/quantize"
         ),
-        .testTarget(name: "QuantTests", dependencies: ["Quant"], path: "Tests/QuantTests"),
-        .testTarget(name: "SIMDKernelsTests", dependencies: ["SIMDKernels", "CKernels", "Quant"], path: "Tests/SIMDKernelsTests"),
+        // Fuzz targets for the readers (README "Fuzzing"; `make fuzz` builds them with libFuzzer into .build-fuzz).
+        .target(name: "CFuzzSupport", path: "fuzz/CFuzzSupport"),
+        .executableTarget(
+            name: "nla-fuzz",
+            dependencies: ["NLARuntime", "Quant", "CFuzzSupport"],
+            path: "fuzz/Sources/nla-fuzz"
+        ),
+        // (NLARuntime only for the one shared SplitMix64 of the test data generators)
+        .testTarget(name: "QuantTests", dependencies: ["Quant", "NLARuntime"], path: "Tests/QuantTests"),
+        .testTarget(name: "SIMDKernelsTests", dependencies: ["SIMDKernels", "CKernels", "Quant", "NLARuntime"], path: "Tests/SIMDKernelsTests"),
         .testTarget(
             name: "NLARuntimeTests",
             dependencies: ["NLARuntime", "Quant", "SIMDKernels"],

@@ -11,13 +11,17 @@
 // Values that would change the math in a way this runtime does not implement are errors.
 
 import Foundation
+import Quant
 
 public enum ModelError: Error, CustomStringConvertible {
     case config(file: String, reason: String)
     case weights(file: String, reason: String)
     case input(String)
 
-    public var description: String {
+    /// One line: control characters quoted from the input (keys, names) are escaped.
+    public var description: String { oneLineMessage(unescapedDescription) }
+
+    private var unescapedDescription: String {
         switch self {
         case .config(let f, let r): return "\(f): \(r)"
         case .weights(let f, let r): return "\(f): \(r)"
@@ -137,6 +141,9 @@ public struct Gemma3Config: Sendable {
         guard let root = obj as? [String: Any] else {
             throw ModelError.config(file: file, reason: "top level is not a JSON object")
         }
+        if let dup = JSONDuplicateKeys.first(in: data) {
+            throw ModelError.config(file: file, reason: "duplicate key '\(dup)'")
+        }
         let rootReader = JSONFields(root, file: file, path: "")
         let architectures = try rootReader.stringArray("architectures") ?? []
         let rootType = try rootReader.string("model_type")
@@ -254,10 +261,44 @@ public struct Gemma3Config: Sendable {
         guard c.headDim % 2 == 0 else {
             throw ModelError.config(file: file, reason: "\(text.path)head_dim must be even for RoPE")
         }
-        guard c.queryPreAttnScalar > 0, c.rmsNormEps >= 0 else {
-            throw ModelError.config(file: file, reason: "\(text.path)query_pre_attn_scalar must be > 0 and rms_norm_eps >= 0")
-        }
+        try validateRanges(c, file: file, path: text.path)
         return c
+    }
+
+    /// Values that parse but cannot be right: each error names the field and the accepted range.
+    static func validateRanges(_ c: Gemma3Config, file: String, path: String) throws {
+        func bad(_ field: String, _ value: Any, _ range: String) -> ModelError {
+            .config(file: file, reason: "\(path)\(field) is \(value); must be \(range)")
+        }
+        // Sizes: large enough for every released Gemma 3 (27B: hidden 5376, intermediate 21504,
+        // vocab 262208, context 131072), small enough that products of them cannot overflow.
+        for (name, v, limit) in [("hidden_size", c.hiddenSize, 1 << 20), ("intermediate_size", c.intermediateSize, 1 << 22),
+                                 ("num_hidden_layers", c.numHiddenLayers, 4096), ("num_attention_heads", c.numAttentionHeads, 4096),
+                                 ("num_key_value_heads", c.numKeyValueHeads, 4096), ("head_dim", c.headDim, 1 << 16),
+                                 ("vocab_size", c.vocabSize, 1 << 24), ("max_position_embeddings", c.maxPositionEmbeddings, 1 << 24),
+                                 ("sliding_window", c.slidingWindow, 1 << 30)] where v > limit {
+            throw bad(name, v, "at most \(limit)")
+        }
+        let eps = c.rmsNormEps
+        guard eps.isFinite, eps > 0, eps < 1 else { throw bad("rms_norm_eps", eps, "in (0, 1), e.g. 1e-06") }
+        guard c.queryPreAttnScalar.isFinite, c.queryPreAttnScalar > 0 else {
+            throw bad("query_pre_attn_scalar", c.queryPreAttnScalar, "a finite number > 0")
+        }
+        for (name, r) in [("rope theta (rope_theta / rope_parameters.full_attention)", c.ropeFull),
+                          ("rope theta (rope_local_base_freq / rope_parameters.sliding_attention)", c.ropeSliding)] {
+            guard r.theta.isFinite, r.theta > 0 else { throw bad(name, r.theta, "a finite number > 0") }
+            guard r.linearFactor.isFinite, r.linearFactor > 0 else { throw bad(name + " factor", r.linearFactor, "a finite number > 0") }
+        }
+        for (name, v) in [("attn_logit_softcapping", c.attnLogitSoftcapping), ("final_logit_softcapping", c.finalLogitSoftcapping)] {
+            if let v, !(v.isFinite && v > 0) { throw bad(name, v, "null or a finite number > 0") }
+        }
+        let vocab = "in 0..<\(c.vocabSize) (vocab_size)"
+        guard (0..<c.vocabSize).contains(c.bosTokenId) else { throw bad("bos_token_id", c.bosTokenId, vocab) }
+        guard (0..<c.vocabSize).contains(c.padTokenId) else { throw bad("pad_token_id", c.padTokenId, vocab) }
+        guard !c.eosTokenIds.isEmpty else { throw bad("eos_token_id", "[]", "an id or a non-empty list of ids") }
+        // An eos id past the vocabulary can never be generated (harmless, and common in small test
+        // configs that keep Gemma's [1, 106]); a negative one is a broken file.
+        for id in c.eosTokenIds where id < 0 || id > Int(Int32.max) { throw bad("eos_token_id", id, ">= 0") }
     }
 
     private static func parseRope(_ r: JSONFields, defaultTheta: Double) throws -> RopeParams {
@@ -334,7 +375,7 @@ struct JSONFields {
     func intArray(_ key: String) throws -> [Int]? {
         guard let v = value(key), let a = v as? [Any] else { return nil }
         return try a.map {
-            guard let n = $0 as? NSNumber, let i = Int(exactly: n.doubleValue) else { throw typeError(key, "an integer or an array of integers") }
+            guard let n = $0 as? NSNumber, !CFGetTypeIDIsBool(n), let i = Int(exactly: n.doubleValue) else { throw typeError(key, "an integer or an array of integers") }
             return i
         }
     }

@@ -159,6 +159,8 @@ public enum Converter {
         let files = try ModelFiles.openDirectory(input)
         // Validate the config (and that the tensors form a Gemma 3 model) before writing anything.
         let config = try Gemma3Config.decode(files.configJSON, file: files.configName)
+        try checkRequiredTensors(files: files, config: config)
+        removeStaleTemporaries(of: output)
         var policy = policy
         policy.numLayers = config.numHiddenLayers
         var llamaMetadata: [(String, GGUFValue)] = []
@@ -250,6 +252,58 @@ public enum Converter {
         summary.outputBytes = size
         summary.seconds = Date().timeIntervalSince(start)
         return summary
+    }
+
+    /// Every tensor the Gemma 3 architecture needs, with the shape config.json implies (the same names
+    /// and shapes `Gemma3Model` loads), so that a checkpoint missing one is refused before the output
+    /// file is created rather than producing a GGUF that `nla` then refuses.
+    static func checkRequiredTensors(files: ModelFiles, config cfg: Gemma3Config) throws {
+        var names = try WeightNames(tensors: files.tensors, source: files.path)
+        let d = cfg.hiddenSize, hd = cfg.headDim
+        _ = try names.tensor("embed_tokens.weight", shape: [cfg.vocabSize, d])
+        for i in 0..<cfg.numHiddenLayers {
+            let p = "layers.\(i)."
+            for (name, shape) in [("self_attn.q_proj.weight", [cfg.qDim, d]), ("self_attn.k_proj.weight", [cfg.kvDim, d]),
+                                  ("self_attn.v_proj.weight", [cfg.kvDim, d]), ("self_attn.o_proj.weight", [d, cfg.qDim]),
+                                  ("mlp.gate_proj.weight", [cfg.intermediateSize, d]), ("mlp.up_proj.weight", [cfg.intermediateSize, d]),
+                                  ("mlp.down_proj.weight", [d, cfg.intermediateSize]),
+                                  ("input_layernorm.weight", [d]), ("post_attention_layernorm.weight", [d]),
+                                  ("pre_feedforward_layernorm.weight", [d]), ("post_feedforward_layernorm.weight", [d]),
+                                  ("self_attn.q_norm.weight", [hd]), ("self_attn.k_norm.weight", [hd])] {
+                _ = try names.tensor(p + name, shape: shape)
+            }
+        }
+        if files.tensors["value_head.weight"] != nil {
+            // NLA AR: no final norm or lm_head needed (the released ARs store neither).
+            _ = try names.optional([names.prefix + "norm.weight"], shape: [d])
+        } else {
+            _ = try names.tensor("norm.weight", shape: [d])
+            let head = try names.optional(Gemma3Model.lmHeadNames, shape: [cfg.vocabSize, d])
+            if head == nil && !cfg.tieWordEmbeddings {
+                throw ModelError.weights(file: files.path, reason: "missing tensor 'lm_head.weight' and tie_word_embeddings is false")
+            }
+        }
+    }
+
+    /// Remove `<output>.tmp-<pid>-<n>` files left by a writer process that no longer exists (a
+    /// `quantize` killed with SIGKILL cannot clean up; SIGINT/SIGTERM/SIGHUP already do). Files of a
+    /// live process (another `quantize` writing the same path) are left alone.
+    /// Returns the removed paths.
+    @discardableResult
+    public static func removeStaleTemporaries(of output: String) -> [String] {
+        let dir = (output as NSString).deletingLastPathComponent
+        let base = (output as NSString).lastPathComponent + ".tmp-"
+        let listDir = dir.isEmpty ? "." : dir
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: listDir) else { return [] }
+        var removed: [String] = []
+        for name in entries where name.hasPrefix(base) {
+            let parts = name.dropFirst(base.count).split(separator: "-", omittingEmptySubsequences: false)
+            guard parts.count == 2, let pid = Int32(parts[0]), pid > 0, UInt32(parts[1]) != nil else { continue }
+            guard pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            let path = (listDir as NSString).appendingPathComponent(name)
+            if unlink(path) == 0 { removed.append(path) }
+        }
+        return removed
     }
 
     /// Convert one tensor to `type` into `dst`, in chunks of rows (threaded over chunks).

@@ -2,6 +2,7 @@
 // its logits warpers in), stopping on any id of generation_config.json's `eos_token_id`.
 
 import Foundation
+import Quant
 
 /// `generation_config.json`: only the fields that change what generation does.
 public struct GenerationConfig: Sendable {
@@ -18,10 +19,25 @@ public struct GenerationConfig: Sendable {
         guard let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw ModelError.config(file: file, reason: "malformed JSON")
         }
+        if let dup = JSONDuplicateKeys.first(in: data) {
+            throw ModelError.config(file: file, reason: "duplicate key '\(dup)'")
+        }
         let f = JSONFields(obj, file: file, path: "")
-        let eos = try f.intArray("eos_token_id") ?? fallback.eosTokenIds
-        return GenerationConfig(eosTokenIds: eos, bosTokenId: try f.int("bos_token_id") ?? fallback.bosTokenId,
-                                padTokenId: try f.int("pad_token_id") ?? fallback.padTokenId)
+        let eos = try f.intArray("eos_token_id") ?? f.int("eos_token_id").map { [$0] } ?? fallback.eosTokenIds
+        let g = GenerationConfig(eosTokenIds: eos, bosTokenId: try f.int("bos_token_id") ?? fallback.bosTokenId,
+                                 padTokenId: try f.int("pad_token_id") ?? fallback.padTokenId)
+        // Ids index the vocabulary: out-of-range ids would never match (eos) or index past the embedding.
+        // (An eos id past the vocabulary can never be generated: allowed, like in config.json.)
+        if let bad = g.eosTokenIds.first(where: { $0 < 0 || $0 > Int(Int32.max) }) {
+            throw ModelError.config(file: file, reason: "eos_token_id is \(bad); must be >= 0")
+        }
+        let vocab = 0..<fallback.vocabSize
+        for (name, id) in [("bos_token_id", g.bosTokenId), ("pad_token_id", g.padTokenId)] {
+            if let id, !vocab.contains(id) {
+                throw ModelError.config(file: file, reason: "\(name) is \(id); must be in 0..<\(fallback.vocabSize) (vocab_size)")
+            }
+        }
+        return g
     }
 }
 

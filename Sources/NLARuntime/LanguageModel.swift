@@ -19,6 +19,12 @@ public final class LanguageModel: @unchecked Sendable {
         self.files = files
         model = try Gemma3Model(files: files, blocks: blocks)
         tokenizer = try Tokenizer(files: files)
+        // Every id the tokenizer can produce must have an embedding row (a tokenizer.json whose added
+        // tokens run past config.json's vocab_size would fail later, mid-generation, or index out of range).
+        if tokenizer.vocabSize > model.config.vocabSize {
+            throw ModelError.config(file: files.fileName("tokenizer.json"),
+                                    reason: "token id \(tokenizer.vocabSize - 1) is past the model's vocabulary (vocab_size \(model.config.vocabSize) in config.json)")
+        }
         if let g = files.files["generation_config.json"] {
             generation = try GenerationConfig.decode(g, file: files.fileName("generation_config.json"), fallback: model.config)
         } else {

@@ -153,7 +153,10 @@ public enum GGUFError: Error, CustomStringConvertible, Equatable, Sendable {
         }
     }
 
-    public var description: String {
+    /// One line: control characters quoted from the input (keys, names) are escaped.
+    public var description: String { oneLineMessage(unescapedDescription) }
+
+    private var unescapedDescription: String {
         switch self {
         case .cannotOpen(let f, let r): return "\(f): cannot open: \(r)"
         case .truncated(let f, let r): return "\(f): truncated GGUF file: \(r)"

@@ -16,7 +16,10 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
     case missingTensor(file: String, tensor: String)
     case badIndex(file: String, reason: String)
 
-    public var description: String {
+    /// One line: control characters quoted from the input (keys, names) are escaped.
+    public var description: String { oneLineMessage(unescapedDescription) }
+
+    private var unescapedDescription: String {
         switch self {
         case .cannotOpen(let f, let r): return "\(f): cannot open: \(r)"
         case .truncated(let f, let r): return "\(f): truncated safetensors file: \(r)"
@@ -134,6 +137,9 @@ public final class SafetensorsFile: @unchecked Sendable {
         guard let dict = json as? [String: Any] else {
             throw SafetensorsError.badHeader(file: path, reason: "header is not a JSON object")
         }
+        if let dup = JSONDuplicateKeys.first(in: headerData) {
+            throw SafetensorsError.badHeader(file: path, reason: "duplicate key '\(dup)'")
+        }
         let dataStart = 8 + headerLen
         let dataSize = m.size - dataStart
         var meta: [String: String] = [:]
@@ -166,14 +172,13 @@ public final class SafetensorsFile: @unchecked Sendable {
             }
             var shape: [Int] = []
             for d in shapeAny {
-                guard let n = d as? NSNumber, let i = Int(exactly: n.doubleValue), i >= 0 else {
+                guard let i = jsonExactInt(d), i >= 0 else {
                     throw SafetensorsError.badTensor(file: path, tensor: name, reason: "shape entry \(d) is not a non-negative integer")
                 }
                 shape.append(i)
             }
             guard let offs = info["data_offsets"] as? [Any], offs.count == 2,
-                  let b0 = offs[0] as? NSNumber, let e0 = offs[1] as? NSNumber,
-                  let begin = Int(exactly: b0.doubleValue), let end = Int(exactly: e0.doubleValue) else {
+                  let begin = jsonExactInt(offs[0]), let end = jsonExactInt(offs[1]) else {
                 throw SafetensorsError.badTensor(file: path, tensor: name, reason: "data_offsets must be two integers")
             }
             guard begin >= 0, begin <= end else {

@@ -32,14 +32,14 @@ extension QuantKernels {
                             x: UnsafePointer<Float>, ldx: Int? = nil, y: UnsafeMutablePointer<Float>, ldy: Int? = nil,
                             m: Int, n: Int, k: Int, scratch: UnsafeMutableRawPointer,
                             isa: CKernelISA? = nil, threads: Int = 0) {
-        precondition(k > 0 && k % 32 == 0, "gemv: k \(k) is not a positive multiple of 32")
-        precondition(m >= 0 && n >= 0, "gemv: negative shape m \(m) n \(n)")
-        precondition(Int(bitPattern: scratch) % 64 == 0, "gemv: scratch is not 64-byte aligned")
-        precondition(GemvActivation.weightTypes.contains(type), "gemv: no kernel for \(type)")
+        kernelRequire(k > 0 && k % 32 == 0, "gemv: k \(k) is not a positive multiple of 32")
+        kernelRequire(m >= 0 && n >= 0, "gemv: negative shape m \(m) n \(n)")
+        kernelRequire(Int(bitPattern: scratch) % 64 == 0, "gemv: scratch is not 64-byte aligned")
+        kernelRequire(GemvActivation.weightTypes.contains(type), "gemv: no kernel for \(type)")
         ck_gemv_quantize(act.rawValue, x, Int64(ldx ?? k), scratch, Int64(m), Int64(k))
         let rc = ck_gemv(type.ckID, act.rawValue, weights, scratch, y, Int64(ldy ?? n), Int64(m), Int64(n), Int64(k),
                          isa?.rawValue ?? -1, Int32(threads))
-        precondition(rc == 0, "gemv: unsupported pair \(type) × \(act)")
+        kernelRequire(rc == 0, "gemv: unsupported pair \(type) × \(act)")
     }
 }
 
@@ -89,7 +89,7 @@ public final class PackedWeights: @unchecked Sendable {
 
     /// Row `r` as f32 (exact).
     public func dequantizeRow(_ r: Int, into dst: UnsafeMutablePointer<Float>) {
-        precondition(r >= 0 && r < rows, "PackedWeights: row \(r) out of 0..<\(rows)")
+        kernelRequire(r >= 0 && r < rows, "PackedWeights: row \(r) out of 0..<\(rows)")
         ck_packed_dequantize_row(type.ckID, bytes, Int64(r), Int64(cols), dst)
     }
 
@@ -97,12 +97,12 @@ public final class PackedWeights: @unchecked Sendable {
     /// m · GemvActivation.partner(of: type).rowBytes(cols:) bytes, 64-byte aligned). Any m.
     public func matmul(x: UnsafePointer<Float>, ldx: Int? = nil, y: UnsafeMutablePointer<Float>, ldy: Int? = nil, m: Int,
                        scratch: UnsafeMutableRawPointer, threads: Int = 0) {
-        precondition(m >= 0, "PackedWeights.matmul: negative row count \(m)")
-        precondition(Int(bitPattern: scratch) % 64 == 0, "PackedWeights.matmul: scratch is not 64-byte aligned")
+        kernelRequire(m >= 0, "PackedWeights.matmul: negative row count \(m)")
+        kernelRequire(Int(bitPattern: scratch) % 64 == 0, "PackedWeights.matmul: scratch is not 64-byte aligned")
         let act = GemvActivation.partner(of: type)
         ck_gemv_quantize(act.rawValue, x, Int64(ldx ?? cols), scratch, Int64(m), Int64(cols))
         let rc = ck_packed_matmul(type.ckID, act.rawValue, bytes, scratch, y, Int64(ldy ?? rows), Int64(m), Int64(rows),
                                   Int64(cols), Int32(threads))
-        precondition(rc == 0, "PackedWeights.matmul: packed kernels unavailable")
+        kernelRequire(rc == 0, "PackedWeights.matmul: packed kernels unavailable")
     }
 }

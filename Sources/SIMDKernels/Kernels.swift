@@ -30,12 +30,14 @@ public enum Kernels {
     /// Sum of a[i]*b[i] over n elements (SIMD tier unless element-wise is `.scalar`).
     @inline(__always)
     public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-        dispatch.elementwise == .scalar ? ScalarKernels.dot(a, b, n) : VectorKernels.dot(a, b, n)
+        kernelRequire(n >= 0, "dot: negative n \(n)")
+        return dispatch.elementwise == .scalar ? ScalarKernels.dot(a, b, n) : VectorKernels.dot(a, b, n)
     }
 
     /// out = x * rsqrt(mean(x²) + eps) * weight   (out may alias x)
     public static func rmsNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                out: UnsafeMutablePointer<Float>, n: Int, eps: Float) {
+        kernelRequire(n > 0, "rmsNorm: n \(n) must be positive")
         if dispatch.elementwise == .scalar { ScalarKernels.rmsNorm(x, weight: weight, out: out, n: n, eps: eps) }
         else { VectorKernels.rmsNorm(x, weight: weight, out: out, n: n, eps: eps) }
     }
@@ -43,6 +45,8 @@ public enum Kernels {
     /// RMSNorm applied to each of `rows` consecutive vectors of length n.
     public static func rmsNormRows(_ x: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>,
                                    out: UnsafeMutablePointer<Float>, rows: Int, n: Int, eps: Float) {
+        kernelRequire(n > 0 && rows >= 0, "rmsNormRows: rows \(rows), n \(n)")
+        kernelRequire(rows.multipliedReportingOverflow(by: n).overflow == false, "rmsNormRows: rows × n overflows")
         if dispatch.elementwise == .scalar {
             ScalarKernels.rmsNormRows(x, weight: weight, out: out, rows: rows, n: n, eps: eps)
         } else {
@@ -52,16 +56,19 @@ public enum Kernels {
 
     /// a += b
     public static func add(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) {
+        kernelRequire(n >= 0, "add: negative n \(n)")
         if dispatch.elementwise == .scalar { ScalarKernels.add(a, b, n) } else { VectorKernels.add(a, b, n) }
     }
 
     /// a *= s
     public static func scale(_ a: UnsafeMutablePointer<Float>, _ s: Float, _ n: Int) {
+        kernelRequire(n >= 0, "scale: negative n \(n)")
         if dispatch.elementwise == .scalar { ScalarKernels.scale(a, s, n) } else { VectorKernels.scale(a, s, n) }
     }
 
     /// In-place softmax over n values (max-subtracted, f32). All −inf gives zeros.
     public static func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+        kernelRequire(n >= 0, "softmax: negative n \(n)")
         if dispatch.elementwise == .scalar { ScalarKernels.softmax(x, n) } else { VectorKernels.softmax(x, n) }
     }
 
@@ -70,6 +77,7 @@ public enum Kernels {
     /// out may alias gate or up.
     public static func geluTanhMul(_ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>,
                                    out: UnsafeMutablePointer<Float>, n: Int) {
+        kernelRequire(n >= 0, "geluTanhMul: negative n \(n)")
         if dispatch.elementwise == .scalar { ScalarKernels.geluTanhMul(gate, up, out: out, n: n) }
         else { VectorKernels.geluTanhMul(gate, up, out: out, n: n) }
     }
@@ -77,6 +85,7 @@ public enum Kernels {
     /// out[i] = gelu(gate[i]) * up[i] with the exact gelu 0.5·x·(1 + erf(x/√2)) (transformers' "gelu").
     public static func geluExactMul(_ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>,
                                     out: UnsafeMutablePointer<Float>, n: Int) {
+        kernelRequire(n >= 0, "geluExactMul: negative n \(n)")
         ScalarKernels.geluExactMul(gate, up, out: out, n: n)
     }
 
@@ -85,6 +94,7 @@ public enum Kernels {
     /// `cos`/`sin` hold d/2 values (the two halves of transformers' cat(freqs, freqs) are equal).
     public static func ropeRotateHalf(_ x: UnsafeMutablePointer<Float>, cos: UnsafePointer<Float>,
                                       sin: UnsafePointer<Float>, headDim d: Int) {
+        kernelRequire(d >= 0 && d % 2 == 0, "ropeRotateHalf: headDim \(d) must be even and non-negative")
         if dispatch.elementwise == .scalar { ScalarKernels.ropeRotateHalf(x, cos: cos, sin: sin, headDim: d) }
         else { VectorKernels.ropeRotateHalf(x, cos: cos, sin: sin, headDim: d) }
     }
@@ -93,6 +103,7 @@ public enum Kernels {
     public static func matmulNT(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                                 m: Int, n: Int, k: Int, ldx: Int? = nil, ldw: Int? = nil, ldy: Int? = nil, beta: Float = 0) {
         let lx = ldx ?? k, lw = ldw ?? k, ly = ldy ?? n
+        kernelCheckMatmul("matmulNT", m: m, n: n, k: k, ldx: lx, ldw: lw, minLdw: k, ldy: ly)
         switch dispatch.matmul {
         case .c: ck_sgemm_nt(Int32(m), Int32(n), Int32(k), x, Int32(lx), w, Int32(lw), y, Int32(ly), beta)
         case .simd: VectorKernels.matmulNT(x, w, y, m: m, n: n, k: k, ldx: lx, ldw: lw, ldy: ly, beta: beta)
@@ -104,6 +115,7 @@ public enum Kernels {
     public static func matmulNN(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                                 m: Int, n: Int, k: Int, ldx: Int? = nil, ldw: Int? = nil, ldy: Int? = nil, beta: Float = 0) {
         let lx = ldx ?? k, lw = ldw ?? n, ly = ldy ?? n
+        kernelCheckMatmul("matmulNN", m: m, n: n, k: k, ldx: lx, ldw: lw, minLdw: n, ldy: ly)
         switch dispatch.matmul {
         case .c: ck_sgemm_nn(Int32(m), Int32(n), Int32(k), x, Int32(lx), w, Int32(lw), y, Int32(ly), beta)
         case .simd: VectorKernels.matmulNN(x, w, y, m: m, n: n, k: k, ldx: lx, ldw: lw, ldy: ly, beta: beta)
@@ -113,6 +125,7 @@ public enum Kernels {
 
     /// bf16 bits → f32, OpenMP-threaded (exact on every tier: bf16 is the top half of f32).
     public static func bf16ToFloat(_ src: UnsafePointer<UInt16>, _ dst: UnsafeMutablePointer<Float>, count: Int) {
+        kernelRequire(count >= 0, "bf16ToFloat: negative count \(count)")
         ck_bf16_to_f32(src, dst, count)
     }
 }

@@ -48,7 +48,7 @@ extension QuantType {
 }
 
 @inline(__always) func checkC(_ rc: Int32, _ what: String, _ type: QuantType) {
-    precondition(rc == 0, "\(what): the C kernels rejected \(type) (error \(rc))")
+    kernelRequire(rc == 0, "\(what): the C kernels rejected \(type) (error \(rc))")
 }
 
 /// Entry points of the quantized kernels.
@@ -74,8 +74,9 @@ public enum QuantKernels {
     /// in `out` (`activationBytes(rows:cols:)` bytes). Bytes identical on every tier; input must be finite.
     public static func quantizeRows(_ x: UnsafePointer<Float>, rows: Int, cols: Int, ldx: Int? = nil,
                                     out: UnsafeMutableRawPointer, tier: KernelTier? = nil, threads: Int = 0) {
-        precondition(cols % 32 == 0, "quantizeRows: cols \(cols) is not a multiple of 32")
+        kernelCheckBlocks("quantizeRows", k: cols, rows: rows)
         let ld = ldx ?? cols
+        kernelRequire(ld >= cols, "quantizeRows: ldx \(ld) < cols \(cols)")
         switch tier ?? Kernels.dispatch.quantize {
         case .scalar: ScalarKernels.quantizeRowsQ8_0(x, ldx: ld, rows: rows, k: cols, out: out)
         case .simd: VectorKernels.quantizeRowsQ8_0(x, ldx: ld, rows: rows, k: cols, out: out)
@@ -88,7 +89,7 @@ public enum QuantKernels {
     public static func dequantizeRow(_ type: QuantType, _ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>,
                                      count: Int, tier: KernelTier? = nil) {
         let kind = WeightKernelKind.of(type)
-        precondition(count % type.traits.blockSize == 0, "dequantizeRow: count \(count) is not a multiple of the \(type) block size")
+        kernelCheckBlocks("dequantizeRow", k: count, block: type.traits.blockSize)
         switch (tier ?? Kernels.dispatch.quantize, kind) {
         case (.scalar, .integerBlocks): ScalarKernels.dequantizeRow(type, src, dst, count: count)
         case (.scalar, .dequantF32): type.traits.dequantizeRow(src, dst, count)
@@ -103,7 +104,8 @@ public enum QuantKernels {
     /// For tests of the integer core; `isa` picks the C path (nil = selected).
     public static func blockDots(_ type: QuantType, weights: UnsafeRawPointer, activations: UnsafeRawPointer,
                                  out: UnsafeMutablePointer<Int32>, blocks: Int, tier: KernelTier, isa: CKernelISA? = nil) {
-        precondition(WeightKernelKind.of(type) == .integerBlocks, "blockDots: \(type) has no integer block kernel")
+        kernelRequire(WeightKernelKind.of(type) == .integerBlocks, "blockDots: \(type) has no integer block kernel")
+        kernelRequire(blocks >= 0, "blockDots: negative blocks \(blocks)")
         switch tier {
         case .scalar: ScalarKernels.blockDots(type, weights: weights, activations: activations, out: out, blocks: blocks)
         case .simd: VectorKernels.blockDots(type, weights: weights, activations: activations, out: out, blocks: blocks)
@@ -117,9 +119,10 @@ public enum QuantKernels {
     public static func matmulQ8(_ type: QuantType, weights: UnsafeRawPointer, activations xq: UnsafeRawPointer,
                                 y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, ldy: Int? = nil,
                                 tier: KernelTier? = nil, isa: CKernelISA? = nil, threads: Int = 0) {
-        precondition(WeightKernelKind.of(type) == .integerBlocks, "matmulQ8: \(type) has no integer block kernel (use matmulF32)")
-        precondition(k % 32 == 0, "matmulQ8: k \(k) is not a multiple of 32")
+        kernelRequire(WeightKernelKind.of(type) == .integerBlocks, "matmulQ8: \(type) has no integer block kernel (use matmulF32)")
+        kernelCheckBlocks("matmulQ8", k: k, rows: m, n)
         let ld = ldy ?? n
+        kernelRequire(ld >= n, "matmulQ8: ldy \(ld) < n \(n)")
         switch tier ?? Kernels.dispatch.matmul {
         case .scalar: ScalarKernels.matmulQ8(type, weights: weights, activations: xq, y: y, ldy: ld, m: m, n: n, k: k)
         case .simd: VectorKernels.matmulQ8(type, weights: weights, activations: xq, y: y, ldy: ld, m: m, n: n, k: k)
@@ -135,8 +138,9 @@ public enum QuantKernels {
                                  y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, ldx: Int? = nil, ldy: Int? = nil,
                                  tier: KernelTier? = nil, isa: CKernelISA? = nil, threads: Int = 0) {
         let kind = WeightKernelKind.of(type)
-        precondition(k % type.traits.blockSize == 0, "matmulF32: k \(k) is not a multiple of the \(type) block size")
+        kernelCheckBlocks("matmulF32", k: k, block: type.traits.blockSize, rows: m, n)
         let lx = ldx ?? k, ly = ldy ?? n
+        kernelRequire(lx >= k && ly >= n, "matmulF32: ldx \(lx) < k \(k) or ldy \(ly) < n \(n)")
         switch (tier ?? Kernels.dispatch.matmul, kind) {
         case (.scalar, .integerBlocks): ScalarKernels.matmulF32(type, weights: weights, x: x, ldx: lx, y: y, ldy: ly, m: m, n: n, k: k)
         case (.scalar, .dequantF32): ScalarKernels.matmulF32Dequant(type, weights: weights, x: x, ldx: lx, y: y, ldy: ly, m: m, n: n, k: k)
@@ -159,8 +163,9 @@ public enum QuantKernels {
                                        y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, ldx: Int? = nil, ldy: Int? = nil,
                                        panel: UnsafeMutablePointer<Float>, panelFloats: Int, threads: Int = 0) {
         let kind = WeightKernelKind.of(type)
-        precondition(k % type.traits.blockSize == 0 && panelFloats >= k,
-                     "matmulF32Panels: k \(k) not a multiple of the \(type) block size or panel < k floats")
+        kernelCheckBlocks("matmulF32Panels", k: k, block: type.traits.blockSize, rows: m, n)
+        kernelRequire(panelFloats >= k && (ldx ?? k) >= k && (ldy ?? n) >= n,
+                      "matmulF32Panels: panel \(panelFloats) < k \(k) floats, or ldx/ldy smaller than the rows")
         switch kind {
         case .integerBlocks:
             checkC(ck_matmul_f32act_blas(type.ckID, weights, x, Int64(ldx ?? k), y, Int64(ldy ?? n), Int64(m), Int64(n), Int64(k),

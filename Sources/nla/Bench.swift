@@ -18,6 +18,10 @@ struct Bench: ParsableCommand {
             guard promptTokens >= 1, decodeTokens >= 0 else { throw ModelError.input("token counts must be positive") }
             guard batch >= 0 else { throw ModelError.input("--batch must be >= 0") }
             let lm = try LanguageModel(directory: options.model)
+            let ctx = lm.config.maxPositionEmbeddings
+            guard promptTokens <= ctx, decodeTokens <= ctx - promptTokens else {
+                throw ModelError.input("--prompt-tokens \(promptTokens) + --decode-tokens \(decodeTokens) exceed the model's context of \(ctx) tokens")
+            }
             if batch > 0 { try benchBatched(lm, promptTokens: promptTokens, decodeTokens: decodeTokens, sequences: batch, json: json); return }
             let base = lm.tokenizer.encode("The history of science is the study of the development of science and scientific knowledge, including both the natural and social sciences. ", addSpecialTokens: false)
             var ids = [lm.generation.bosTokenId ?? lm.config.bosTokenId]

@@ -15,10 +15,7 @@ struct NLA: ParsableCommand {
 }
 
 /// The default model: the Gemma 3 270M test checkpoint that `make test-model` builds.
-let defaultModelPath: String = {
-    let cache = ProcessInfo.processInfo.environment["NLA_CACHE"] ?? (NSHomeDirectory() + "/.cache/nla")
-    return cache + "/models/gemma-3-270m"
-}()
+let defaultModelPath: String = NLACache.root + "/models/gemma-3-270m"
 
 struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Model directory (Hugging Face layout). Default: the 270M test model.")

@@ -17,9 +17,9 @@ struct Tokenize: ParsableCommand {
             try options.validateThreads()
             let tokenizer = try Tokenizer(modelPath: options.model)
             if let jsonl {
-                guard let data = FileManager.default.contents(atPath: jsonl), let content = String(data: data, encoding: .utf8) else {
-                    throw ModelError.input("\(jsonl): cannot read file")
-                }
+                let data = jsonl == "-" ? FileHandle.standardInput.readDataToEndOfFile() : FileManager.default.contents(atPath: jsonl)
+                guard let data else { throw ModelError.input("\(jsonl): cannot read file") }
+                guard let content = String(data: data, encoding: .utf8) else { throw ModelError.input("\(jsonl): not valid UTF-8") }
                 var outLines: [String] = []
                 for (n, line) in content.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
                     let l = line.trimmingCharacters(in: .whitespaces)
@@ -28,7 +28,10 @@ struct Tokenize: ParsableCommand {
                         throw ModelError.input("\(jsonl):\(n + 1): not a JSON object")
                     }
                     let ids: [Int]
-                    if let msgs = obj["messages"] as? [[String: Any]] {
+                    if obj["messages"] != nil {
+                        guard let msgs = obj["messages"] as? [[String: Any]] else {
+                            throw ModelError.input("\(jsonl):\(n + 1): 'messages' must be an array of objects")
+                        }
                         let m = try msgs.map { m -> ChatMessage in
                             guard let r = m["role"] as? String, let c = m["content"] as? String else {
                                 throw ModelError.input("\(jsonl):\(n + 1): each message needs string 'role' and 'content'")
@@ -36,8 +39,15 @@ struct Tokenize: ParsableCommand {
                             return ChatMessage(role: r, content: c)
                         }
                         ids = try tokenizer.encodeChat(m, addGenerationPrompt: true)
-                    } else if let t = obj["text"] as? String {
-                        let special = (obj["add_special_tokens"] as? Bool) ?? true
+                    } else if obj["text"] != nil {
+                        guard let t = obj["text"] as? String else { throw ModelError.input("\(jsonl):\(n + 1): 'text' must be a string") }
+                        var special = true
+                        if let v = obj["add_special_tokens"], !(v is NSNull) {
+                            guard let b = v as? NSNumber, type(of: b) == type(of: NSNumber(value: true)) else {  // a JSON boolean, not 0/1
+                                throw ModelError.input("\(jsonl):\(n + 1): 'add_special_tokens' must be true or false")
+                            }
+                            special = b.boolValue
+                        }
                         ids = tokenizer.encode(t, addSpecialTokens: special)
                     } else {
                         throw ModelError.input("\(jsonl):\(n + 1): needs 'text' or 'messages'")

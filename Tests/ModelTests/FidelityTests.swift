@@ -14,9 +14,7 @@ import Testing
 @testable import NLARuntime
 
 enum FidelityDemo {
-    static var root: String {
-        (ProcessInfo.processInfo.environment["NLA_CACHE"] ?? (NSHomeDirectory() + "/.cache/nla")) + "/models/nla-demo"
-    }
+    static var root: String { NLACache.demoPair }
     static var av: String { root + "/av" }
     static var ar: String { root + "/ar" }
 

@@ -10,10 +10,7 @@ import Testing
 @testable import NLARuntime
 
 enum TestModel {
-    static var directory: String {
-        if let d = ProcessInfo.processInfo.environment["NLA_TEST_MODEL"] { return d }
-        return NSHomeDirectory() + "/.cache/nla/models/gemma-3-270m"
-    }
+    static var directory: String { NLACache.testModel }
 
     /// The model, loaded once. Fails (does not skip) when it is missing.
     static let shared: Result<LanguageModel, Error> = Result { try LanguageModel(directory: directory) }

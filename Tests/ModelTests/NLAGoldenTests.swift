@@ -13,10 +13,7 @@ import Testing
 @testable import NLARuntime
 
 enum NLADemoPair {
-    static var root: String {
-        let cache = ProcessInfo.processInfo.environment["NLA_CACHE"] ?? (NSHomeDirectory() + "/.cache/nla")
-        return cache + "/models/nla-demo"
-    }
+    static var root: String { NLACache.demoPair }
     static var avDir: String { root + "/av" }
     static var arDir: String { root + "/ar" }
 

@@ -50,7 +50,7 @@ enum QuantizedTestModels {
     }
 
     @Test func ggufOpensWithTheGGUFPythonPackage() throws {
-        let python = (ProcessInfo.processInfo.environment["NLA_CACHE"] ?? NSHomeDirectory() + "/.cache/nla") + "/venv/bin/python"
+        let python = NLACache.python
         guard FileManager.default.isExecutableFile(atPath: python) else {
             Issue.record("no venv python at \(python): run `make test-model`")
             return

@@ -29,9 +29,7 @@ private func synNLALog(_ s: String) { print("[synthetic] " + s) }
 
 /// The real Gemma 3 tokenizer files, taken from the test model (`make test-model`).
 enum SynNLATokenizer {
-    static var modelDirectory: String {
-        ProcessInfo.processInfo.environment["NLA_TEST_MODEL"] ?? (NSHomeDirectory() + "/.cache/nla/models/gemma-3-270m")
-    }
+    static var modelDirectory: String { NLACache.testModel }
 
     /// Fails (never skips) when the test model is missing.
     static func require() throws -> String {

@@ -23,13 +23,7 @@ enum TokTestSupport {
         }
     }
 
-    static var modelDirectory: URL {
-        if let dir = ProcessInfo.processInfo.environment["NLA_TEST_MODEL"], !dir.isEmpty {
-            return URL(fileURLWithPath: (dir as NSString).expandingTildeInPath)
-        }
-        return FileManager.default.homeDirectoryForCurrentUser
-            .appendingPathComponent(".cache/nla/models/gemma-3-270m")
-    }
+    static var modelDirectory: URL { URL(fileURLWithPath: NLACache.testModel) }
 
     static let sharedReal: Result<Tokenizer, any Error> = Result {
         let json = modelDirectory.appendingPathComponent("tokenizer.json")

@@ -2,20 +2,15 @@
 // Byte-identity with the gguf package is in QuantFixtureTests.swift.
 
 import Foundation
+import struct NLARuntime.SplitMix64
 import Testing
 @testable import Quant
 
 /// Deterministic test data (SplitMix64), so every run sees the same inputs.
 struct QuantTestRNG {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    private var generator: SplitMix64
+    init(seed: UInt64) { generator = SplitMix64(seed: seed) }
+    mutating func next() -> UInt64 { generator.next() }
     /// Uniform in [-1, 1).
     mutating func uniform() -> Float { Float(next() >> 40) / Float(1 << 23) - 1 }
     /// Standard normal (Box–Muller).

@@ -3,6 +3,7 @@
 // that names the file (or input) and says what drifted.
 
 import Foundation
+import Quant
 
 public enum NLAError: Error, CustomStringConvertible, Equatable {
     // --- sidecar (nla_meta.yaml) ---
@@ -63,7 +64,10 @@ public enum NLAError: Error, CustomStringConvertible, Equatable {
     /// The caller cancelled a running pipeline.
     case cancelled
 
-    public var description: String {
+    /// One line: control characters quoted from the input (keys, names) are escaped.
+    public var description: String { oneLineMessage(unescapedDescription) }
+
+    private var unescapedDescription: String {
         switch self {
         case .sidecarMissing(let m):
             return "\(m): no nla_meta.yaml (an NLA model needs its sidecar next to the weights, or embedded in the .gguf)"

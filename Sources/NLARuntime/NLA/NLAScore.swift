@@ -29,7 +29,8 @@ public struct NLAScore: Sendable, Equatable {
         var sq = 0.0, dot = 0.0, na = 0.0, nb = 0.0
         for i in 0..<d {
             let x = Double(a[i]), y = Double(b[i])
-            let diff = Double(a[i] - b[i])
+            let df = a[i] - b[i]  // f32 like the reference; in f64 only where f32 overflows (raw mode)
+            let diff = df.isFinite ? Double(df) : x - y
             sq += diff * diff; dot += x * y; na += x * x; nb += y * y
         }
         let mse = sq / Double(d)

@@ -33,13 +33,26 @@ public enum NLAVectorMath {
     /// one multiply per element (the golden recipe; NI's v / (‖v‖ / scale) differs by ≤ 1 ulp-scale).
     /// NOT multiplied by the embedding scale √d.
     public static func scaledForInjection(_ v: [Float], scale: Float) -> [Float] {
+        let v = withFiniteNorm(v)
         let factor = scale / max(normF32(v), 1e-12)
         return v.map { $0 * factor }
     }
 
     /// pred/‖pred‖·s in f32, norm clamped at 1e-12 (spec §4.3).
     public static func normalizedTo(_ v: [Float], scale: Float) -> [Float] {
+        let v = withFiniteNorm(v)
         let n = max(normF32(v), 1e-12)
         return v.map { ($0 / n) * scale }
+    }
+
+    /// `v` itself when its f32 norm is finite; otherwise `v` times a power of two (exact, same
+    /// direction) that brings the norm near 1, so that a finite but huge vector (values near 3e38,
+    /// whose norm overflows f32) normalizes to the same direction instead of to zeros.
+    static func withFiniteNorm(_ v: [Float]) -> [Float] {
+        let n = norm(v)
+        guard n.isFinite, n > Double(Float.greatestFiniteMagnitude) else { return v }
+        let k = Int(n.exponent)  // n in [2^k, 2^(k+1))
+        let f = Float(sign: .plus, exponent: -k, significand: 1)
+        return v.map { $0 * f }
     }
 }

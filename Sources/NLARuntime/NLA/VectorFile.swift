@@ -17,6 +17,9 @@ public enum VectorFile {
         if lower.hasSuffix(".safetensors") {
             rows = try readSafetensors(path, key: key)
         } else if lower.hasSuffix(".npy") {
+            if let key {
+                throw NLAError.vectorFile(file: path, reason: "a .npy file holds one array: --key '\(oneLine(key))' does not apply")
+            }
             rows = try readNpy(path)
         } else if lower.hasSuffix(".jsonl") || lower.hasSuffix(".ndjson") {
             rows = try readJSONL(path, key: key)
@@ -60,6 +63,7 @@ public enum VectorFile {
         case 1: return [flat]
         case 2:
             let (n, d) = (t.shape[0], t.shape[1])
+            guard n > 0, d > 0 else { throw NLAError.vectorFile(file: path, reason: "tensor '\(t.name)' has shape \(t.shape): no values") }
             return (0..<n).map { Array(flat[($0 * d)..<(($0 + 1) * d)]) }
         default:
             throw NLAError.vectorFile(file: path, reason: "tensor '\(t.name)' has shape \(t.shape); expected [n, d] or [d]")
@@ -90,48 +94,41 @@ public enum VectorFile {
             throw NLAError.vectorFile(file: path, reason: ".npy format version \(major) is not supported (1, 2 or 3)")
         }
         guard headerStart + headerLen <= bytes.count else { throw NLAError.vectorFile(file: path, reason: "truncated .npy header") }
-        let header = String(decoding: bytes[headerStart..<(headerStart + headerLen)], as: UTF8.self)
-        func field(_ name: String) -> String? {
-            guard let r = header.range(of: "'\(name)'") else { return nil }
-            let rest = header[r.upperBound...].drop { $0 == " " || $0 == ":" }
-            if rest.first == "(" {
-                guard let close = rest.firstIndex(of: ")") else { return nil }
-                return String(rest[rest.startIndex...close])
-            }
-            if rest.first == "'" || rest.first == "\"" {
-                let q = rest.first!
-                let body = rest.dropFirst()
-                guard let close = body.firstIndex(of: q) else { return nil }
-                return String(body[body.startIndex..<close])
-            }
-            return String(rest.prefix { $0 != "," && $0 != "}" }).trimmingCharacters(in: .whitespaces)
+        let header: NpyHeader
+        do { header = try NpyHeader.parse(bytes[headerStart..<(headerStart + headerLen)]) } catch let e as NpyHeader.ParseError {
+            throw NLAError.vectorFile(file: path, reason: "malformed .npy header: \(e.reason)")
         }
-        guard let descr = field("descr"), let order = field("fortran_order"), let shapeText = field("shape") else {
-            throw NLAError.vectorFile(file: path, reason: "malformed .npy header: \(header.trimmingCharacters(in: .whitespacesAndNewlines))")
-        }
-        guard order == "False" else {
+        guard !header.fortranOrder else {
             throw NLAError.vectorFile(file: path, reason: "array is in Fortran order; save it C-contiguous (np.ascontiguousarray)")
         }
+        let descr = header.descr
         let width: Int
         switch descr {
         case "<f4", "=f4", "f4": width = 4
         case "<f8", "=f8", "f8": width = 8
         case ">f4", ">f8": throw NLAError.vectorFile(file: path, reason: "array is big-endian (\(descr)); expected little-endian float32 or float64")
-        default: throw NLAError.vectorFile(file: path, reason: "dtype \(descr) is not supported; expected float32 (<f4) or float64 (<f8)")
+        default: throw NLAError.vectorFile(file: path, reason: "dtype \(oneLine(descr)) is not supported; expected float32 (<f4) or float64 (<f8)")
         }
-        let dims = shapeText.trimmingCharacters(in: CharacterSet(charactersIn: "()")).split(separator: ",")
-            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        let shape = try dims.map { s -> Int in
-            guard let v = Int(s), v >= 0 else { throw NLAError.vectorFile(file: path, reason: "bad shape \(shapeText) in the .npy header") }
-            return v
-        }
+        let shape = header.shape
+        let shapeText = "(" + shape.map(String.init).joined(separator: ", ") + (shape.count == 1 ? ",)" : ")")
         guard shape.count == 1 || shape.count == 2 else {
             throw NLAError.vectorFile(file: path, reason: "array has shape \(shapeText); expected (d,) or (n, d)")
         }
-        let count = shape.reduce(1, *)
         let dataStart = headerStart + headerLen
-        guard bytes.count - dataStart >= count * width else {
-            throw NLAError.vectorFile(file: path, reason: "data is truncated: shape \(shapeText) needs \(count * width) bytes, file has \(bytes.count - dataStart)")
+        let available = bytes.count - dataStart
+        // Overflow-checked: a header may declare any shape.
+        var count = 1
+        for v in shape {
+            let (r, o) = count.multipliedReportingOverflow(by: v)
+            guard !o else { throw NLAError.vectorFile(file: path, reason: "shape \(shapeText) is too large (element count overflows)") }
+            count = r
+        }
+        let (needed, o) = count.multipliedReportingOverflow(by: width)
+        guard !o, needed <= available else {
+            throw NLAError.vectorFile(file: path, reason: "data is truncated: shape \(shapeText) needs \(o ? "more than \(Int.max)" : String(needed)) bytes, file has \(available)")
+        }
+        guard needed == available else {
+            throw NLAError.vectorFile(file: path, reason: "\(available - needed) bytes after the array data (shape \(shapeText) needs \(needed))")
         }
         var flat = [Float](repeating: 0, count: count)
         bytes.withUnsafeBytes { raw in
@@ -146,6 +143,7 @@ public enum VectorFile {
         }
         if shape.count == 1 { return [flat] }
         let (n, d) = (shape[0], shape[1])
+        guard n > 0, d > 0 else { throw NLAError.vectorFile(file: path, reason: "array has shape \(shapeText): no values") }
         return (0..<n).map { Array(flat[($0 * d)..<(($0 + 1) * d)]) }
     }
 
@@ -167,12 +165,115 @@ public enum VectorFile {
                 throw NLAError.vectorFile(file: path, reason: "line \(i + 1) has no '\(column)' array")
             }
             rows.append(try arr.enumerated().map { j, x in
-                guard let n = x as? NSNumber else {
+                guard let n = x as? NSNumber, !jsonIsBool(n) else {
                     throw NLAError.vectorFile(file: path, reason: "line \(i + 1): '\(column)'[\(j)] is not a number")
                 }
                 return Float(n.doubleValue)
             })
         }
         return rows
+    }
+}
+
+/// One line, at most 60 characters, for quoting file contents in an error.
+func oneLine(_ s: String) -> String {
+    let flat = s.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? " " : String($0) }.joined()
+    return flat.count > 60 ? String(flat.prefix(60)) + "…" : flat
+}
+
+/// The header dict of a .npy file: a Python literal `{'descr': '<f4', 'fortran_order': False,
+/// 'shape': (3, 4), }` followed by spaces and a newline. Parsed strictly like numpy's
+/// `_read_array_header`: exactly the three keys, each once.
+struct NpyHeader {
+    struct ParseError: Error { let reason: String }
+    var descr: String
+    var fortranOrder: Bool
+    var shape: [Int]
+
+    static func parse(_ bytes: ArraySlice<UInt8>) throws -> NpyHeader {
+        let b = Array(bytes)
+        var i = 0
+        func fail(_ r: String) -> ParseError { ParseError(reason: r + " at byte \(i)") }
+        func skipSpace() { while i < b.count, b[i] == 0x20 || b[i] == 0x09 || b[i] == 0x0A || b[i] == 0x0D { i += 1 } }
+        func expect(_ c: UInt8) throws {
+            skipSpace()
+            guard i < b.count, b[i] == c else { throw fail("expected '\(Character(Unicode.Scalar(c)))'") }
+            i += 1
+        }
+        func string() throws -> String {
+            skipSpace()
+            guard i < b.count, b[i] == 0x27 || b[i] == 0x22 else { throw fail("expected a quoted string") }
+            let q = b[i]; i += 1
+            let start = i
+            while i < b.count, b[i] != q {
+                guard b[i] != 0x5C, b[i] >= 0x20 else { throw fail("unsupported character in a string") }
+                i += 1
+            }
+            guard i < b.count else { throw fail("unterminated string") }
+            defer { i += 1 }
+            return String(decoding: b[start..<i], as: UTF8.self)
+        }
+        func word() -> String {
+            skipSpace()
+            let start = i
+            while i < b.count, (b[i] >= 0x41 && b[i] <= 0x5A) || (b[i] >= 0x61 && b[i] <= 0x7A) { i += 1 }
+            return String(decoding: b[start..<i], as: UTF8.self)
+        }
+        func integer() throws -> Int {
+            skipSpace()
+            let start = i
+            while i < b.count, b[i] >= 0x30, b[i] <= 0x39 { i += 1 }
+            if i < b.count, b[i] == 0x4C { i += 1 }  // Python 2 long suffix
+            let digits = String(decoding: b[start..<i], as: UTF8.self).replacingOccurrences(of: "L", with: "")
+            guard !digits.isEmpty else { throw fail("expected a non-negative integer in shape") }
+            guard let v = Int(digits) else { throw fail("shape dimension \(oneLine(digits)) is too large") }
+            return v
+        }
+        var descr: String?, fortran: Bool?, shape: [Int]?
+        try expect(0x7B)  // {
+        while true {
+            skipSpace()
+            if i < b.count, b[i] == 0x7D { i += 1; break }  // }
+            let key = try string()
+            try expect(0x3A)  // :
+            switch key {
+            case "descr":
+                guard descr == nil else { throw fail("duplicate key 'descr'") }
+                descr = try string()
+            case "fortran_order":
+                guard fortran == nil else { throw fail("duplicate key 'fortran_order'") }
+                switch word() {
+                case "True": fortran = true
+                case "False": fortran = false
+                default: throw fail("fortran_order must be True or False")
+                }
+            case "shape":
+                guard shape == nil else { throw fail("duplicate key 'shape'") }
+                try expect(0x28)  // (
+                var dims: [Int] = []
+                while true {
+                    skipSpace()
+                    if i < b.count, b[i] == 0x29 { i += 1; break }  // )
+                    dims.append(try integer())
+                    skipSpace()
+                    if i < b.count, b[i] == 0x2C { i += 1; continue }
+                    try expect(0x29)
+                    break
+                }
+                shape = dims
+            default:
+                throw fail("unexpected key '\(oneLine(key))'")
+            }
+            skipSpace()
+            if i < b.count, b[i] == 0x2C { i += 1; continue }
+            try expect(0x7D)
+            break
+        }
+        skipSpace()
+        guard i == b.count else { throw fail("unexpected text after the header dict") }
+        guard let descr else { throw ParseError(reason: "missing key 'descr'") }
+        guard let fortran else { throw ParseError(reason: "missing key 'fortran_order'") }
+        guard let shape else { throw ParseError(reason: "missing key 'shape'") }
+        return NpyHeader(descr: descr, fortranOrder: fortran, shape: shape)
     }
 }

@@ -22,7 +22,7 @@ struct TokAddedToken: Sendable, Equatable {
     }
 
     init(_ node: TokJSONNode) throws {
-        id = Int32(try node.require("id").asInt())
+        id = try node.require("id").asTokenId()
         content = Array(try node.require("content").asString().utf8)
         singleWord = try node.bool("single_word", default: false)
         lstrip = try node.bool("lstrip", default: false)

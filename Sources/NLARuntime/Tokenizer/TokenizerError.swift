@@ -1,4 +1,5 @@
 import Foundation
+import Quant
 
 /// Errors raised while loading a tokenizer or rendering a chat.
 ///
@@ -22,7 +23,10 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable, Sendable 
     /// The conversation cannot be rendered by the chat template (e.g. roles do not alternate).
     case invalidConversation(String)
 
-    public var description: String {
+    /// One line: control characters quoted from the input (keys, names) are escaped.
+    public var description: String { oneLineMessage(unescapedDescription) }
+
+    private var unescapedDescription: String {
         switch self {
         case let .unreadableFile(file, reason):
             return "\(file): cannot read file: \(reason)"

@@ -562,6 +562,15 @@ struct TokJSONNode {
         return Int(d)
     }
 
+    /// A token id: an integer in 0...Int32.max (the token tables store Int32).
+    func asTokenId() throws -> Int32 {
+        let raw = try asInt()
+        guard let id = Int32(exactly: raw), id >= 0 else {
+            throw invalid("token id \(raw) is out of range (0...\(Int32.max))")
+        }
+        return id
+    }
+
     func asArray() throws -> [TokJSONNode] {
         guard case let .array(a) = value else { throw invalid("expected an array, found \(value.kindName)") }
         return a.enumerated().map { TokJSONNode(file: file, path: "\(path)[\($0.offset)]", value: $0.element) }

@@ -30,7 +30,7 @@ enum TokPostProcessorFactory {
                 let p = try node.require(key)
                 let items = try p.asArray()
                 guard items.count == 2 else { throw p.invalid("expected [token, id]") }
-                return Int32(try items[1].asInt())
+                return try items[1].asTokenId()
             }
             return TokWrapProcessor(prefix: [try pair("cls")], suffix: [try pair("sep")])
         case .sequence:
@@ -63,7 +63,7 @@ struct TokTemplateProcessing: TokPostProcessor {
         if let st = node.optional("special_tokens") {
             for (name, value) in try st.asObject() {
                 let entry = TokJSONNode(file: st.file, path: "\(st.path).\(name)", value: value)
-                specials[name] = try entry.require("ids").asArray().map { Int32(try $0.asInt()) }
+                specials[name] = try entry.require("ids").asArray().map { try $0.asTokenId() }
             }
         }
         single = try Self.parseTemplate(node.require("single"), specials: specials)
