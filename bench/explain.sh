@@ -52,10 +52,10 @@ for n in 1 4 16; do
   echo "  $n: $("$BIN/nla" bench --model "$AV" --threads "$THREADS" --prompt-tokens 108 --decode-tokens 64 --batch "$n")"
 done
 LLAMA_GGUF=${LLAMA_GGUF:-$CACHE/bench/270m-q8_0.llamacpp.gguf}
-if [ -f /work/briefs/PEER_READY ] && [ -f "$LLAMA_GGUF" ]; then
-  PEER=$(cat /work/briefs/PEER_READY)
+PEER=${PEER_BIN:-$CACHE/peer/build-0.3.36/bin}
+if [ -x "$PEER/llama-batched-bench" ] && [ -f "$LLAMA_GGUF" ]; then
   echo "llama.cpp llama-batched-bench -pps on $LLAMA_GGUF (108-token shared prompt, 64 generated, $THREADS threads):"
   "$PEER/llama-batched-bench" -m "$LLAMA_GGUF" -c 2048 -b 2048 -ub 512 -npp 108 -ntg 64 -npl 1,4,16 -pps -t "$THREADS" 2>/dev/null | grep '^|'
 else
-  echo "llama.cpp peer: not run (needs /work/briefs/PEER_READY and LLAMA_GGUF=<llama.cpp-named GGUF of the same weights>)"
+  echo "llama.cpp peer: not run (needs make bench-peer, or PEER_BIN=<llama.cpp bin dir>, and LLAMA_GGUF=<llama.cpp-named GGUF of the same weights>, made by make bench)"
 fi
