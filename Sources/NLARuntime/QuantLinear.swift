@@ -36,9 +36,9 @@ enum QuantLinear {
                       scratch: ActivationScratch) {
         precondition(m <= scratch.rows && w.cols <= scratch.maxCols, "activation scratch too small")
         let type = w.type
-        // NLA_KERNELS act=… overrides. Otherwise decode-sized calls (m < 16) use f32 activations, which
-        // measured faster than the integer path at m = 1 on both types (README, "Speed"), and prefill uses
-        // the type table's activation partner (Q8_0 → f32 for fidelity, Q4_0 → Q8_0 for speed).
+        // NLA_KERNELS act=… overrides. Otherwise Q4_0 (and Q8_0 with NLA_Q8_ACT=int16) runs the packed
+        // kernels (AVX-512 VNNI) or the integer gemv for decode; Q8_0 keeps f32 activations: the f32
+        // kernel for decode and dequantized panels + sgemm for prefill (README, "Kernels").
         let partner: ActivationMode = w.type.traits.activationType == .f32 ? .f32 : .q8_0
         if let p = w.packed, Kernels.dispatch.activation == nil && Kernels.dispatch.matmul == .c {
             // AVX-512 VNNI: packed 16-row tiles, integer activations of the type's partner, every m.
@@ -46,8 +46,8 @@ enum QuantLinear {
             return
         }
         if Kernels.dispatch.activation == nil && m < gemvMaxRows && Kernels.dispatch.matmul == .c
-            && GemvActivation.weightTypes.contains(type) {
-            // Decode: integer gemv with the type's decode partner (Q8_0 → int16, Q4_0 → int8 activations).
+            && GemvActivation.modelTypes.contains(type) {
+            // Decode: integer gemv with the type's decode partner (Q4_0 → int8; Q8_0 → int16 when enabled).
             QuantKernels.gemv(type, act: .partner(of: type), weights: w.blocks!, x: x, y: y, m: m, n: w.rows, k: w.cols,
                               scratch: scratch.bytes)
             return

@@ -43,7 +43,8 @@ public final class WeightMatrix: @unchecked Sendable {
             rowBytes = entry.byteCount / rows
             owned = nil
             keepAlive = entry.file
-            if let p = PackedWeights(type, blocks: entry.data, rows: rows, cols: cols, consumed: releasePages) {
+            if GemvActivation.modelTypes.contains(type),
+               let p = PackedWeights(type, blocks: entry.data, rows: rows, cols: cols, consumed: releasePages) {
                 // The mapped blocks are not read again: their pages are given back slice by slice as
                 // they are packed (they fault in again from the file if a slow path ever reads them).
                 packed = p

@@ -4,6 +4,11 @@
 // then every weight row is streamed once with integer block dot products.
 
 import CKernels
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Quant
 
 /// Integer activation formats of the decode kernels.
@@ -17,6 +22,14 @@ public enum GemvActivation: Int32, Sendable, CaseIterable, CustomStringConvertib
     public static func partner(of type: QuantType) -> GemvActivation { type == .q8_0 ? .q16 : .q8 }
     /// Weight types with gemv and packed kernels.
     public static let weightTypes: [QuantType] = [.q8_0, .q4_0]
+    /// Weight types the model runs on these kernels: Q4_0 always; Q8_0 only with NLA_Q8_ACT=int16.
+    /// By default Q8_0 keeps f32 activations: int16 activations are as accurate (same KLD) and much
+    /// faster on big matrices, but their rounding makes results depend on how rows are batched at the
+    /// 1e-5 level, which the batched-vs-sequential exactness contract for Q8_0 does not allow.
+    public static let modelTypes: [QuantType] = {
+        let env = getenv("NLA_Q8_ACT").map { String(cString: $0) }
+        return env == "int16" ? [.q8_0, .q4_0] : [.q4_0]
+    }()
 
     /// Bytes of one quantized row of `cols` values (cols % 32 == 0); rows are 64-byte multiples.
     public func rowBytes(cols: Int) -> Int { Int(ck_gemv_act_row_bytes(rawValue, Int64(cols))) }

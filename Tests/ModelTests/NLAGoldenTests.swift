@@ -172,7 +172,11 @@ enum NLAGolden {
         let gen = try ActivationCapture.capture(target: av.model, layer: 12, prompt: "What is the capital of France?", chat: true,
                                                 reply: nil, maxReplyTokens: 4)
         #expect(gen.ids.count > gen.promptLength && gen.ids.count <= gen.promptLength + 4)
-        #expect(Array(gen.vectors[0..<chat.promptLength]) == Array(chat.vectors[0..<chat.promptLength]))
+        // Same prompt positions, captured in forwards of different lengths: equal up to f32 summation
+        // order (OpenBLAS picks its blocking by the row count, so bit equality is not a contract).
+        let same = compare(gen.vectors[0..<chat.promptLength].flatMap { $0 }, chat.vectors[0..<chat.promptLength].flatMap { $0 })
+        #expect(same.cosine >= 0.9999999 && same.relMaxAbs <= 1e-5, "prompt positions of two captures: \(same)")
+        report("NLA capture, prompt positions of a 4-token generation vs a given reply: \(same)")
     }
 }
 
