@@ -133,8 +133,7 @@ public final class Gemma3Batch: @unchecked Sendable {
 
     private let cfg: Gemma3Config
     private let x, xn, q, k, v, attn, o, gate, up: UnsafeMutablePointer<Float>
-    private let scores: UnsafeMutablePointer<Float>
-    private let scoresCount: Int
+    private let attnScratch = AttentionScratch()
     private let cosS, sinS, cosF, sinF: UnsafeMutablePointer<Float>
     private let invFreqFull, invFreqSliding: [Float]
     private let actScratch: ActivationScratch
@@ -166,9 +165,6 @@ public final class Gemma3Batch: @unchecked Sendable {
         q = alloc(r * cfg.qDim); attn = alloc(r * cfg.qDim)
         k = alloc(r * cfg.kvDim); v = alloc(r * cfg.kvDim)
         gate = alloc(r * cfg.intermediateSize); up = alloc(r * cfg.intermediateSize)
-        // Scores: (chunk rows or the query heads of one KV group) × the longest visible key span.
-        scoresCount = max(self.chunk, cfg.numAttentionHeads) * capacity
-        scores = alloc(scoresCount)
         let half = cfg.headDim / 2
         cosS = alloc(r * half); sinS = alloc(r * half); cosF = alloc(r * half); sinF = alloc(r * half)
         actScratch = ActivationScratch(rows: r, maxCols: max(cfg.hiddenSize, cfg.qDim, cfg.intermediateSize))
@@ -181,7 +177,7 @@ public final class Gemma3Batch: @unchecked Sendable {
     }
 
     deinit {
-        for p in [x, xn, q, k, v, attn, o, gate, up, scores, cosS, sinS, cosF, sinF, lastRows, out] { p.deallocate() }
+        for p in [x, xn, q, k, v, attn, o, gate, up, cosS, sinS, cosF, sinF, lastRows, out] { p.deallocate() }
     }
 
     /// Whether this batch can produce logits (all blocks and the final norm loaded).
@@ -368,7 +364,6 @@ public final class Gemma3Batch: @unchecked Sendable {
 
     /// Store the piece's K/V in its ring, then softmax(q·kᵀ·scale)·v over the visible keys.
     private func attention(_ l: Int, _ p: Piece, row0: Int, sliding: Bool) {
-        let hd = cfg.headDim, nH = cfg.numAttentionHeads, nKV = cfg.numKeyValueHeads
         let qDim = cfg.qDim, kvDim = cfg.kvDim
         let cache = p.cache, t = p.rows, p0 = cache.position
         let ring = cache.ringLengths[l]
@@ -378,60 +373,7 @@ public final class Gemma3Batch: @unchecked Sendable {
             (kc + idx * kvDim).update(from: k + (row0 + r) * kvDim, count: kvDim)
             (vc + idx * kvDim).update(from: v + (row0 + r) * kvDim, count: kvDim)
         }
-        let window = cfg.slidingWindow
-        let jStart = sliding ? max(0, p0 - window + 1) : 0
-        let jEnd = p0 + t
-        let s = jEnd - jStart
-        precondition(s <= ring, "visible keys exceed the KV ring")
-        // The visible keys as at most two contiguous ring pieces.
-        let a0 = jStart % ring
-        let lenA = min(s, ring - a0), lenB = s - lenA
-        let scale = cfg.attentionScale
-        let softcap = cfg.attnLogitSoftcapping
-        let group = nH / nKV
-        let qBase = q + row0 * qDim, aBase = attn + row0 * qDim
-
-        func scoresTimesV(_ m: Int, _ src: UnsafeMutablePointer<Float>, g: Int, into dst: UnsafeMutablePointer<Float>, ldy: Int) {
-            Kernels.matmulNN(src, vc + a0 * kvDim + g * hd, dst, m: m, n: hd, k: lenA, ldx: s, ldw: kvDim, ldy: ldy)
-            if lenB > 0 {
-                Kernels.matmulNN(src + lenA, vc + g * hd, dst, m: m, n: hd, k: lenB, ldx: s, ldw: kvDim, ldy: ldy, beta: 1)
-            }
-        }
-        func qTimesK(_ m: Int, _ src: UnsafePointer<Float>, ldx: Int, g: Int) {
-            Kernels.matmulNT(src, kc + a0 * kvDim + g * hd, scores, m: m, n: lenA, k: hd, ldx: ldx, ldw: kvDim, ldy: s)
-            if lenB > 0 {
-                Kernels.matmulNT(src, kc + g * hd, scores + lenA, m: m, n: lenB, k: hd, ldx: ldx, ldw: kvDim, ldy: s)
-            }
-        }
-        func finishRow(_ row: UnsafeMutablePointer<Float>, lo: Int, hi: Int) {
-            for j in jStart..<jEnd {
-                let c = j - jStart
-                if j < lo || j > hi { row[c] = -Float.infinity; continue }
-                var val = row[c] * scale
-                if let cap = softcap { val = tanhf(val / cap) * cap }
-                row[c] = val
-            }
-            Kernels.softmax(row, s)
-        }
-
-        if t == 1 {
-            // Decode: the query heads of one KV group are contiguous rows of one small matmul.
-            for g in 0..<nKV {
-                qTimesK(group, qBase + g * group * hd, ldx: hd, g: g)
-                for r in 0..<group { finishRow(scores + r * s, lo: jStart, hi: p0) }
-                scoresTimesV(group, scores, g: g, into: aBase + g * group * hd, ldy: hd)
-            }
-            return
-        }
-        for h in 0..<nH {
-            let g = h / group
-            qTimesK(t, qBase + h * hd, ldx: qDim, g: g)
-            for r in 0..<t {
-                let i = p0 + r
-                let lo = sliding ? max(jStart, i - window + 1) : jStart
-                finishRow(scores + r * s, lo: lo, hi: i)
-            }
-            scoresTimesV(t, scores, g: g, into: aBase + h * hd, ldy: qDim)
-        }
+        Kernels.attention(cfg.attentionShape(sliding: sliding), q: q + row0 * qDim, ldq: qDim, k: kc, v: vc, ldkv: kvDim,
+                          ring: ring, out: attn + row0 * qDim, ldo: qDim, rows: t, pos0: p0, scratch: attnScratch)
     }
 }

@@ -179,7 +179,7 @@ public final class Gemma3Session {
     private var vCache: [UnsafeMutablePointer<Float>]
     // Scratch, each (chunkRows, width).
     private let x, xn, q, k, v, attn, o, gate, up: UnsafeMutablePointer<Float>
-    private let scores: UnsafeMutablePointer<Float>          // (chunkRows, capacity)
+    private let attnScratch = AttentionScratch()
     private let cosT, sinT: UnsafeMutablePointer<Float>      // (chunkRows, headDim/2)
     private let invFreqFull, invFreqSliding: [Float]
     private let actScratch: ActivationScratch                // quantized activations, (chunkRows, max width)
@@ -210,7 +210,6 @@ public final class Gemma3Session {
         q = alloc(c * cfg.qDim); attn = alloc(c * cfg.qDim)
         k = alloc(c * cfg.kvDim); v = alloc(c * cfg.kvDim)
         gate = alloc(c * cfg.intermediateSize); up = alloc(c * cfg.intermediateSize)
-        scores = alloc(c * capacity)
         cosT = alloc(c * cfg.headDim / 2); sinT = alloc(c * cfg.headDim / 2)
         actScratch = ActivationScratch(rows: c, maxCols: max(cfg.hiddenSize, cfg.qDim, cfg.intermediateSize))
         tokenRow = alloc(cfg.hiddenSize)
@@ -222,7 +221,7 @@ public final class Gemma3Session {
     deinit {
         for p in kCache { p.deallocate() }
         for p in vCache { p.deallocate() }
-        for p in [x, xn, q, k, v, attn, o, gate, up, scores, cosT, sinT, tokenRow, logitsRow] { p.deallocate() }
+        for p in [x, xn, q, k, v, attn, o, gate, up, cosT, sinT, tokenRow, logitsRow] { p.deallocate() }
     }
 
     /// inv_freq[i] = 1 / (θ ^ (2i / headDim)) / factor, in f32 as transformers computes it
@@ -360,6 +359,10 @@ public final class Gemma3Session {
         }
     }
 
+    private func attentionShape(sliding: Bool) -> AttentionShape {
+        cfg.attentionShape(sliding: sliding)
+    }
+
     /// One decoder block over `rows` rows of `x` at absolute positions start..<start+rows.
     private func block(_ l: Int, rows t: Int, start p0: Int) {
         let w = model.layers[l]
@@ -405,35 +408,9 @@ public final class Gemma3Session {
         (kc + p0 * kvDim).update(from: k, count: t * kvDim)
         (vc + p0 * kvDim).update(from: v, count: t * kvDim)
 
-        // Keys visible to this chunk: causal, and on sliding layers only j > i - window.
-        let window = cfg.slidingWindow
-        let jStart = sliding ? max(0, p0 - window + 1) : 0
-        let jEnd = p0 + t
-        let s = jEnd - jStart
-        let scale = cfg.attentionScale
-        let softcap = cfg.attnLogitSoftcapping
-        let group = nH / nKV
-        for h in 0..<nH {
-            let g = h / group
-            Kernels.matmulNT(q + h * hd, kc + jStart * kvDim + g * hd, scores, m: t, n: s, k: hd,
-                             ldx: qDim, ldw: kvDim, ldy: s)
-            for r in 0..<t {
-                let i = p0 + r
-                let row = scores + r * s
-                let lo = sliding ? max(jStart, i - window + 1) : jStart
-                let hi = i  // inclusive
-                for j in jStart..<jEnd {
-                    let c = j - jStart
-                    if j < lo || j > hi { row[c] = -Float.infinity; continue }
-                    var val = row[c] * scale
-                    if let cap = softcap { val = tanhf(val / cap) * cap }
-                    row[c] = val
-                }
-                Kernels.softmax(row, s)
-            }
-            Kernels.matmulNN(scores, vc + jStart * kvDim + g * hd, attn + h * hd, m: t, n: hd, k: s,
-                             ldx: s, ldw: kvDim, ldy: qDim)
-        }
+        // Causal attention over the cache (sliding layers: keys i − window < j ≤ i), one C call.
+        Kernels.attention(attentionShape(sliding: sliding), q: q, ldq: qDim, k: kc, v: vc, ldkv: kvDim, ring: capacity,
+                          out: attn, ldo: qDim, rows: t, pos0: p0, scratch: attnScratch)
         linear(w.oProj, attn, rows: t, into: o)
         w.postAttentionNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(o, weight: $0.baseAddress!, out: o, rows: t, n: d, eps: eps) }
         Kernels.add(x, o, t * d)
@@ -481,6 +458,14 @@ extension Gemma3Session {
             }
         }
         return HiddenStates(states: states, lastBlockRaw: raw, logits: lg)
+    }
+}
+
+extension Gemma3Config {
+    /// The attention kernel's geometry for a sliding or a global layer.
+    func attentionShape(sliding: Bool) -> AttentionShape {
+        AttentionShape(heads: numAttentionHeads, kvHeads: numKeyValueHeads, headDim: headDim,
+                       window: sliding ? slidingWindow : nil, scale: attentionScale, softcap: attnLogitSoftcapping)
     }
 }
 

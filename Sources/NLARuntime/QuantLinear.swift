@@ -36,18 +36,20 @@ enum QuantLinear {
                       scratch: ActivationScratch) {
         precondition(m <= scratch.rows && w.cols <= scratch.maxCols, "activation scratch too small")
         let type = w.type
-        // NLA_KERNELS act=… overrides. Otherwise Q4_0 (and Q8_0 with NLA_Q8_ACT=int16) runs the packed
-        // kernels (AVX-512 VNNI) or the integer gemv for decode; Q8_0 keeps f32 activations: the f32
-        // kernel for decode and dequantized panels + sgemm for prefill (README, "Kernels").
+        // NLA_KERNELS act=… overrides. Otherwise Q4_0 and Q8_0 run the packed kernels (AVX-512 VNNI) or the
+        // integer gemv, for every row count, so a row's result never depends on the rows batched with it;
+        // NLA_Q8_ACT=f32 keeps Q8_0 on f32 activations (f32 kernel for decode, dequantized panels + sgemm
+        // for prefill) (README, "Kernels").
         let partner: ActivationMode = w.type.traits.activationType == .f32 ? .f32 : .q8_0
-        if let p = w.packed, Kernels.dispatch.activation == nil && Kernels.dispatch.matmul == .c {
+        let integerPath = Kernels.dispatch.activation == nil && Kernels.dispatch.matmul == .c
+            && GemvActivation.modelTypes.contains(type)
+        if let p = w.packed, integerPath {
             // AVX-512 VNNI: packed 16-row tiles, integer activations of the type's partner, every m.
             p.matmul(x: x, y: y, m: m, scratch: scratch.bytes)
             return
         }
-        if Kernels.dispatch.activation == nil && m < gemvMaxRows && Kernels.dispatch.matmul == .c
-            && GemvActivation.modelTypes.contains(type) {
-            // Decode: integer gemv with the type's decode partner (Q4_0 → int8; Q8_0 → int16 when enabled).
+        if integerPath {
+            // The type's integer partner (Q4_0 → int8; Q8_0 → int16), gemv tiles of 4 activation rows.
             QuantKernels.gemv(type, act: .partner(of: type), weights: w.blocks!, x: x, y: y, m: m, n: w.rows, k: w.cols,
                               scratch: scratch.bytes)
             return

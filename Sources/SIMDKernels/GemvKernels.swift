@@ -22,13 +22,14 @@ public enum GemvActivation: Int32, Sendable, CaseIterable, CustomStringConvertib
     public static func partner(of type: QuantType) -> GemvActivation { type == .q8_0 ? .q16 : .q8 }
     /// Weight types with gemv and packed kernels.
     public static let weightTypes: [QuantType] = [.q8_0, .q4_0]
-    /// Weight types the model runs on these kernels: Q4_0 always; Q8_0 only with NLA_Q8_ACT=int16.
-    /// By default Q8_0 keeps f32 activations: int16 activations are as accurate (same KLD) and much
-    /// faster on big matrices, but their rounding makes results depend on how rows are batched at the
-    /// 1e-5 level, which the batched-vs-sequential exactness contract for Q8_0 does not allow.
+    /// Weight types the model runs on these kernels (packed on AVX-512 VNNI, else gemv, for every row
+    /// count): Q4_0 and Q8_0. NLA_Q8_ACT=f32 keeps Q8_0 on f32 activations (the slower reference path).
+    /// Int16 activations are as accurate for Q8_0 (same KLD); since every kernel on this path and the
+    /// attention kernel compute a row the same way whatever rows come with it, batched and sequential
+    /// runs agree bit for bit, so the int16 rounding cannot turn batching differences into jumps.
     public static let modelTypes: [QuantType] = {
         let env = getenv("NLA_Q8_ACT").map { String(cString: $0) }
-        return env == "int16" ? [.q8_0, .q4_0] : [.q4_0]
+        return env == "f32" ? [.q4_0] : [.q8_0, .q4_0]
     }()
 
     /// Bytes of one quantized row of `cols` values (cols % 32 == 0); rows are 64-byte multiples.

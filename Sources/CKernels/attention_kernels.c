@@ -1,0 +1,207 @@
+// Causal multi-head attention over a KV cache: contract in include/attention_kernels.h.
+// One work item = one (query row, head): scores over exactly its visible keys, softmax, weighted sum
+// of values. The items never share partial sums, so the result of a row does not depend on the rows
+// computed with it (batch invariance) nor on the thread count.
+
+#include "attention_kernels.h"
+#include "quant_kernels.h"
+#include "ckernels.h"
+#include <math.h>
+#include <stdlib.h>
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#define AT_X86 1
+#include <immintrin.h>
+#else
+#define AT_X86 0
+#endif
+
+int omp_get_thread_num(void);
+
+typedef struct {
+    int64_t lo, n;  // first visible key, number of visible keys
+} span;
+
+static inline span visible(const ck_attn_params *p, int64_t r) {
+    const int64_t i = p->pos0 + r;
+    const int64_t lo = p->window > 0 && i - p->window + 1 > 0 ? i - p->window + 1 : 0;
+    return (span){lo, i - lo + 1};
+}
+
+static int64_t max_span(const ck_attn_params *p) {
+    const int64_t last = p->pos0 + p->rows;  // keys 0..<last exist
+    return p->window > 0 && p->window < last ? p->window : last;
+}
+
+int64_t ck_attention_scratch_floats(const ck_attn_params *p, int nthreads) {
+    const int nt = nthreads > 0 ? nthreads : ck_get_threads();
+    // one score row per thread, rounded to 16 floats so rows never share a cache line
+    return (int64_t)nt * ((max_span(p) + 15) & ~(int64_t)15);
+}
+
+static inline float capped(float v, float softcap) { return softcap > 0 ? tanhf(v / softcap) * softcap : v; }
+
+// MARK: - portable C
+
+static void item_generic(const ck_attn_params *p, const float *q, const float *kc, const float *vc, float *out,
+                         float *s, int64_t r, int64_t h) {
+    const int64_t hd = p->head_dim, g = h / (p->heads / p->kv_heads);
+    const span sp = visible(p, r);
+    const float *qv = q + r * p->ldq + h * hd;
+    int64_t idx = sp.lo % p->ring;
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < sp.n; j++) {
+        const float *kj = kc + idx * p->ldkv + g * hd;
+        float acc = 0;
+        for (int64_t d = 0; d < hd; d++) acc += qv[d] * kj[d];
+        const float v = capped(acc * p->scale, p->softcap);
+        s[j] = v;
+        if (v > mx) mx = v;
+        if (++idx == p->ring) idx = 0;
+    }
+    float sum = 0;
+    for (int64_t j = 0; j < sp.n; j++) {
+        s[j] = expf(s[j] - mx);
+        sum += s[j];
+    }
+    const float inv = 1 / sum;
+    float *o = out + r * p->ldo + h * hd;
+    for (int64_t d = 0; d < hd; d++) o[d] = 0;
+    idx = sp.lo % p->ring;
+    for (int64_t j = 0; j < sp.n; j++) {
+        const float w = s[j] * inv;
+        const float *vj = vc + idx * p->ldkv + g * hd;
+        for (int64_t d = 0; d < hd; d++) o[d] += w * vj[d];
+        if (++idx == p->ring) idx = 0;
+    }
+}
+
+// MARK: - AVX-512F
+
+#if AT_X86
+#define T512 __attribute__((target("avx512f,avx512dq,fma")))
+
+// e^x for x ≤ 0 (softmax arguments), Cephes-style: x = n·ln2 + f, |f| ≤ ln2/2, degree-6 polynomial,
+// scaled by 2^n. ≤ 2 ulp on [-87, 0]; x < -87.3 (results below 2^-126) and -inf give 0; NaN stays NaN.
+T512 static inline __m512 exp_neg512(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.3f);
+    const __mmask16 tiny = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    const __m512 xc = _mm512_max_ps(x, lo);  // NaN in x: max returns the second operand; fixed below
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+    f = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), f);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(f, f), _mm512_add_ps(f, _mm512_set1_ps(1.0f)));
+    y = _mm512_scalef_ps(y, n);
+    y = _mm512_maskz_mov_ps((__mmask16)~tiny, y);
+    const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    return _mm512_mask_mov_ps(y, nan, x);
+}
+
+T512 static inline float dot512(const float *a, const float *b, int64_t n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    int64_t d = 0;
+    for (; d + 64 <= n; d += 64) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + d + 16), _mm512_loadu_ps(b + d + 16), a1);
+        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + d + 32), _mm512_loadu_ps(b + d + 32), a2);
+        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + d + 48), _mm512_loadu_ps(b + d + 48), a3);
+    }
+    for (; d < n; d += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), a0);
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+T512 static void item_512(const ck_attn_params *p, const float *q, const float *kc, const float *vc, float *out,
+                          float *s, int64_t r, int64_t h) {
+    const int64_t hd = p->head_dim, g = h / (p->heads / p->kv_heads);
+    const span sp = visible(p, r);
+    const float *qv = q + r * p->ldq + h * hd;
+    int64_t idx = sp.lo % p->ring;
+    for (int64_t j = 0; j < sp.n; j++) {
+        s[j] = capped(dot512(qv, kc + idx * p->ldkv + g * hd, hd) * p->scale, p->softcap);
+        if (++idx == p->ring) idx = 0;
+    }
+    // max, then exp and sum in 16 lanes (lane = j % 16), padding lanes -inf → 0
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    int64_t j = 0;
+    for (; j + 16 <= sp.n; j += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(s + j));
+    __mmask16 tail = (__mmask16)((1u << (sp.n - j)) - 1);
+    if (j < sp.n) mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail, s + j));
+    const float mx = _mm512_reduce_max_ps(mv);
+    const __m512 m = _mm512_set1_ps(mx);
+    __m512 acc = _mm512_setzero_ps();
+    for (j = 0; j + 16 <= sp.n; j += 16) {
+        const __m512 e = exp_neg512(_mm512_sub_ps(_mm512_loadu_ps(s + j), m));
+        _mm512_storeu_ps(s + j, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    if (j < sp.n) {
+        const __m512 e = exp_neg512(_mm512_sub_ps(_mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail, s + j), m));
+        _mm512_mask_storeu_ps(s + j, tail, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    const float inv = 1 / _mm512_reduce_add_ps(acc);
+    float *o = out + r * p->ldo + h * hd;
+    // out = Σ_j (e_j · inv) · v_j, 128 values (8 registers) at a time
+    for (int64_t d0 = 0; d0 < hd; d0 += 128) {
+        const int64_t w = hd - d0 < 128 ? hd - d0 : 128;
+        const int nr = (int)(w / 16);
+        __m512 o8[8];
+        for (int k = 0; k < 8; k++) o8[k] = _mm512_setzero_ps();
+        idx = sp.lo % p->ring;
+        for (j = 0; j < sp.n; j++) {
+            const __m512 pj = _mm512_set1_ps(s[j] * inv);
+            const float *vj = vc + idx * p->ldkv + g * hd + d0;
+            if (nr == 8) {
+                for (int k = 0; k < 8; k++) o8[k] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16 * k), o8[k]);
+            } else {
+                for (int k = 0; k < nr; k++) o8[k] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16 * k), o8[k]);
+            }
+            if (++idx == p->ring) idx = 0;
+        }
+        for (int k = 0; k < nr; k++) _mm512_storeu_ps(o + d0 + 16 * k, o8[k]);
+    }
+}
+#endif
+
+// MARK: - entry point
+
+int ck_attention(const ck_attn_params *p, const float *q, const float *kc, const float *vc, float *out,
+                 float *scratch, int64_t scratch_floats, int isa, int nthreads) {
+    if (!p || p->rows < 0 || p->pos0 < 0 || p->heads <= 0 || p->kv_heads <= 0 || p->heads % p->kv_heads ||
+        p->head_dim <= 0 || p->window < 0 || p->ring < max_span(p) || p->ring <= 0 ||
+        p->ldq < p->heads * p->head_dim || p->ldo < p->heads * p->head_dim || p->ldkv < p->kv_heads * p->head_dim)
+        return -1;
+    if (p->rows == 0) return 0;
+    const int nt = nthreads > 0 ? nthreads : ck_get_threads();
+    const int64_t stride = (max_span(p) + 15) & ~(int64_t)15;
+    if (scratch_floats < (int64_t)nt * stride) return -1;
+    if (isa == CK_ISA_AUTO) isa = ck_quant_isa_selected();
+#if AT_X86
+    const int use512 = isa >= CK_ISA_AVX512VNNI && ck_quant_isa_available(CK_ISA_AVX512VNNI) && p->head_dim % 16 == 0;
+#else
+    const int use512 = 0;
+#endif
+    const int64_t items = p->rows * p->heads;
+    // Threads only when there is enough work to pay for waking them (visible keys × head_dim × items).
+    const int64_t work = items * max_span(p) * p->head_dim;
+    const int par = nt > 1 && work >= 65536;
+// static, 1: rows interleave across threads, which balances the causal triangle (dynamic scheduling
+    // needs a newer libomp than Debian ships).
+#pragma omp parallel for schedule(static, 1) num_threads(nt) if (par)
+    for (int64_t it = 0; it < items; it++) {
+        const int64_t r = it / p->heads, h = it % p->heads;
+        float *s = scratch + (par ? omp_get_thread_num() : 0) * stride;
+#if AT_X86
+        if (use512) { item_512(p, q, kc, vc, out, s, r, h); continue; }
+#endif
+        item_generic(p, q, kc, vc, out, s, r, h);
+    }
+    return 0;
+}

@@ -1,0 +1,65 @@
+// Causal multi-head attention over a KV cache in one C call per layer (contract in
+// CKernels/include/attention_kernels.h): every (query row, head) is computed from that row, its
+// position and the cached keys/values only, so a row's output is bit-identical whether it runs in a
+// long prefill, in a batch of sequences or alone in a decode step.
+
+import CKernels
+
+/// Geometry of one attention call.
+public struct AttentionShape: Sendable {
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    /// Sliding window (nil: global attention).
+    public var window: Int?
+    /// Multiplies q·k.
+    public var scale: Float
+    /// Attention logit soft-capping (nil: none).
+    public var softcap: Float?
+
+    public init(heads: Int, kvHeads: Int, headDim: Int, window: Int?, scale: Float, softcap: Float?) {
+        self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
+        self.window = window; self.scale = scale; self.softcap = softcap
+    }
+}
+
+/// Scratch for `Kernels.attention` (one score row per thread); grows on demand, never shrinks.
+public final class AttentionScratch: @unchecked Sendable {
+    public private(set) var floats = 0
+    public private(set) var pointer: UnsafeMutablePointer<Float>?
+
+    public init() {}
+    deinit { pointer?.deallocate() }
+
+    func reserve(_ n: Int) -> UnsafeMutablePointer<Float> {
+        if n > floats || pointer == nil {
+            pointer?.deallocate()
+            floats = max(n, 16)
+            pointer = UnsafeMutablePointer<Float>.allocate(capacity: floats)
+        }
+        return pointer!
+    }
+}
+
+extension Kernels {
+    /// out[r, h·hd ..< (h+1)·hd] = softmax over the visible keys j of (q[r,h]·k[j,g]·scale, soft-capped)
+    /// applied to v[j,g], for rows r < `rows` at positions pos0 + r. Key/value j live at row j % `ring`
+    /// of `k` / `v` (row stride `ldkv`); visible keys are lo...i with lo = i − window + 1 on sliding layers.
+    public static func attention(_ shape: AttentionShape, q: UnsafePointer<Float>, ldq: Int,
+                                 k: UnsafePointer<Float>, v: UnsafePointer<Float>, ldkv: Int, ring: Int,
+                                 out: UnsafeMutablePointer<Float>, ldo: Int, rows: Int, pos0: Int,
+                                 scratch: AttentionScratch, isa: CKernelISA? = nil, threads: Int = 0) {
+        var p = ck_attn_params(rows: Int64(rows), pos0: Int64(pos0), heads: Int64(shape.heads),
+                               kv_heads: Int64(shape.kvHeads), head_dim: Int64(shape.headDim), ldq: Int64(ldq),
+                               ldo: Int64(ldo), ldkv: Int64(ldkv), ring: Int64(ring),
+                               window: Int64(shape.window ?? 0), scale: shape.scale, softcap: shape.softcap ?? 0)
+        kernelRequire(rows >= 0 && pos0 >= 0 && shape.heads > 0 && shape.kvHeads > 0
+                      && shape.heads % shape.kvHeads == 0 && shape.headDim > 0, "attention: invalid shape \(shape)")
+        kernelRequire(ldq >= shape.heads * shape.headDim && ldo >= shape.heads * shape.headDim
+                      && ldkv >= shape.kvHeads * shape.headDim, "attention: row strides too small")
+        let n = Int(ck_attention_scratch_floats(&p, Int32(threads)))
+        let s = scratch.reserve(n)
+        let rc = ck_attention(&p, q, k, v, out, s, Int64(scratch.floats), isa?.rawValue ?? -1, Int32(threads))
+        kernelRequire(rc == 0, "attention: the KV ring of \(ring) rows cannot hold the visible keys (rows \(rows), pos0 \(pos0), window \(shape.window ?? 0))")
+    }
+}

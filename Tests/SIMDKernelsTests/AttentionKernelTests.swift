@@ -1,0 +1,154 @@
+// The attention kernel (CKernels/attention_kernels.c): every instruction-set path against a float64
+// reference (causal + sliding window, GQA, soft-capping, a wrapped KV ring), and its batch-invariance
+// contract — a row's output is bit-identical whether computed in a multi-row call or alone, with 1 or
+// 2 threads — which the batched-vs-sequential exactness of the model rests on.
+
+import CKernels
+import Foundation
+import Testing
+import SIMDKernels
+
+private struct AttnCase: CustomStringConvertible, Sendable {
+    var heads: Int, kvHeads: Int, headDim: Int
+    var window: Int?, softcap: Float?
+    var rows: Int, pos0: Int, ring: Int
+    var description: String {
+        "H\(heads)/G\(kvHeads) hd\(headDim) win \(window.map(String.init) ?? "-") cap \(softcap.map { "\($0)" } ?? "-") rows \(rows) pos0 \(pos0) ring \(ring)"
+    }
+    var shape: AttentionShape {
+        AttentionShape(heads: heads, kvHeads: kvHeads, headDim: headDim, window: window, scale: 1 / Float(headDim).squareRoot(), softcap: softcap)
+    }
+}
+
+private let attnCases: [AttnCase] = [
+    AttnCase(heads: 4, kvHeads: 1, headDim: 256, window: nil, softcap: nil, rows: 9, pos0: 0, ring: 9),
+    AttnCase(heads: 4, kvHeads: 2, headDim: 128, window: 5, softcap: nil, rows: 7, pos0: 11, ring: 11 + 7),
+    AttnCase(heads: 2, kvHeads: 2, headDim: 48, window: 6, softcap: 50, rows: 3, pos0: 20, ring: 8),   // ring wraps
+    AttnCase(heads: 8, kvHeads: 4, headDim: 16, window: nil, softcap: 30, rows: 1, pos0: 40, ring: 41),
+    AttnCase(heads: 3, kvHeads: 1, headDim: 20, window: 4, softcap: nil, rows: 5, pos0: 2, ring: 12),  // hd % 16 != 0: generic
+]
+
+/// Random q (rows × H·hd) and a KV ring (ring × G·hd) holding keys/values of positions 0..<pos0+rows.
+private func operands(_ c: AttnCase, seed: UInt64) -> (q: [Float], k: [Float], v: [Float]) {
+    var rng = TestRNG(seed: seed)
+    let q = rng.gaussians(c.rows * c.heads * c.headDim, scale: 2)
+    let k = rng.gaussians(c.ring * c.kvHeads * c.headDim, scale: 2)
+    let v = rng.gaussians(c.ring * c.kvHeads * c.headDim)
+    return (q, k, v)
+}
+
+private func referenceAttention(_ c: AttnCase, q: [Float], k: [Float], v: [Float]) -> [Double] {
+    let hd = c.headDim, qd = c.heads * hd, kvd = c.kvHeads * hd, group = c.heads / c.kvHeads
+    var out = [Double](repeating: 0, count: c.rows * qd)
+    for r in 0..<c.rows {
+        let i = c.pos0 + r
+        let lo = c.window.map { max(0, i - $0 + 1) } ?? 0
+        for h in 0..<c.heads {
+            let g = h / group
+            var s = [Double]()
+            for j in lo...i {
+                var dot = 0.0
+                for d in 0..<hd { dot += Double(q[r * qd + h * hd + d]) * Double(k[(j % c.ring) * kvd + g * hd + d]) }
+                var x = dot * Double(c.shape.scale)
+                if let cap = c.softcap { x = Foundation.tanh(x / Double(cap)) * Double(cap) }
+                s.append(x)
+            }
+            let m = s.max()!
+            let e = s.map { Foundation.exp($0 - m) }
+            let sum = e.reduce(0, +)
+            for (n, j) in (lo...i).enumerated() {
+                for d in 0..<hd { out[r * qd + h * hd + d] += e[n] / sum * Double(v[(j % c.ring) * kvd + g * hd + d]) }
+            }
+        }
+    }
+    return out
+}
+
+private func run(_ c: AttnCase, q: [Float], k: [Float], v: [Float], rows: Int? = nil, rowOffset: Int = 0,
+                 isa: CKernelISA?, threads: Int) -> [Float] {
+    let qd = c.heads * c.headDim, n = rows ?? c.rows
+    var out = [Float](repeating: .nan, count: n * qd)
+    let scratch = AttentionScratch()
+    q.withUnsafeBufferPointer { qp in
+        k.withUnsafeBufferPointer { kp in
+            v.withUnsafeBufferPointer { vp in
+                out.withUnsafeMutableBufferPointer { op in
+                    Kernels.attention(c.shape, q: qp.baseAddress! + rowOffset * qd, ldq: qd, k: kp.baseAddress!, v: vp.baseAddress!,
+                                      ldkv: c.kvHeads * c.headDim, ring: c.ring, out: op.baseAddress!, ldo: qd,
+                                      rows: n, pos0: c.pos0 + rowOffset, scratch: scratch, isa: isa, threads: threads)
+                }
+            }
+        }
+    }
+    return out
+}
+
+@Suite("Attention kernel")
+struct AttentionKernelTests {
+    @Test("every path matches a float64 reference (causal, sliding window, GQA, soft-capping, wrapped ring)",
+          arguments: attnCases)
+    fileprivate func matchesReference(_ c: AttnCase) {
+        let (q, k, v) = operands(c, seed: 0xA77E + UInt64(c.headDim))
+        let ref = referenceAttention(c, q: q, k: k, v: v)
+        for isa in CKernelISA.available {
+            for threads in [1, 2] {
+                let got = run(c, q: q, k: k, v: v, isa: isa, threads: threads)
+                var worst = 0.0
+                for i in 0..<ref.count { worst = max(worst, abs(Double(got[i]) - ref[i])) }
+                // |v| ~ 1 and weights sum to 1: f32 dot (hd terms), exp (≤ 2 ulp) and the weighted sum
+                // give a few 1e-6 absolute at most.
+                #expect(worst < 2e-5, "\(c) \(isa) threads \(threads): max |Δ| \(worst)")
+            }
+        }
+    }
+
+    @Test("a row's output is bit-identical alone, in a multi-row call, and with 1 or 2 threads", arguments: attnCases)
+    fileprivate func batchInvariant(_ c: AttnCase) {
+        let (q, k, v) = operands(c, seed: 0xB47C + UInt64(c.rows))
+        for isa in CKernelISA.available {
+            let all = run(c, q: q, k: k, v: v, isa: isa, threads: 2)
+            let one = run(c, q: q, k: k, v: v, isa: isa, threads: 1)
+            #expect(all == one, "\(c) \(isa): 1 vs 2 threads differ")
+            let qd = c.heads * c.headDim
+            for r in 0..<c.rows {
+                let alone = run(c, q: q, k: k, v: v, rows: 1, rowOffset: r, isa: isa, threads: 2)
+                #expect(Array(all[(r * qd)..<((r + 1) * qd)]) == alone, "\(c) \(isa): row \(r) differs alone")
+            }
+        }
+    }
+
+    @Test("NaN in a visible key poisons exactly the rows that see it")
+    func nanPropagates() {
+        let c = AttnCase(heads: 2, kvHeads: 1, headDim: 32, window: 3, softcap: nil, rows: 6, pos0: 0, ring: 6)
+        var (q, k, v) = operands(c, seed: 7)
+        k[1 * 32 + 5] = .nan  // key of position 1: seen by rows 1, 2, 3 (window 3)
+        for isa in CKernelISA.available {
+            let out = run(c, q: q, k: k, v: v, isa: isa, threads: 1)
+            for r in 0..<c.rows {
+                let nan = out[(r * 64)..<((r + 1) * 64)].contains { $0.isNaN }
+                let sees = r >= 1 && r <= 3
+                #expect(nan == sees, "\(isa): row \(r) NaN \(nan)")
+            }
+        }
+    }
+
+    @Test("a KV ring shorter than the visible span or a bad shape is refused, nothing written")
+    func refusesBadParameters() {
+        var p = ck_attn_params(rows: 4, pos0: 10, heads: 2, kv_heads: 1, head_dim: 16, ldq: 32, ldo: 32, ldkv: 16,
+                               ring: 8, window: 0, scale: 1, softcap: 0)
+        var scratch = [Float](repeating: 0, count: 4096)
+        var out = [Float](repeating: 7, count: 4 * 32)
+        let q = [Float](repeating: 1, count: 4 * 32), kv = [Float](repeating: 1, count: 64 * 16)
+        let rc = ck_attention(&p, q, kv, kv, &out, &scratch, Int64(scratch.count), -1, 1)
+        #expect(rc == -1)
+        #expect(out.allSatisfy { $0 == 7 })
+        p.ring = 14; p.kv_heads = 2; p.heads = 3  // heads not a multiple of KV heads
+        #expect(ck_attention(&p, q, kv, kv, &out, &scratch, Int64(scratch.count), -1, 1) == -1)
+        p.kv_heads = 1; p.heads = 4  // q / out rows shorter than heads × head_dim
+        #expect(ck_attention(&p, q, kv, kv, &out, &scratch, Int64(scratch.count), -1, 1) == -1)
+        #expect(out.allSatisfy { $0 == 7 })
+        p.heads = 2
+        #expect(ck_attention(&p, q, kv, kv, &out, &scratch, 4, -1, 1) == -1)  // scratch too small
+        #expect(ck_attention(&p, q, kv, kv, &out, &scratch, Int64(scratch.count), -1, 1) == 0)
+    }
+}
