@@ -1,5 +1,10 @@
 #include "ckernels.h"
 #include <cblas.h>
+#include <math.h>
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#include <immintrin.h>
+#define CK_X86_TOP2 1
+#endif
 
 // Declared here rather than through <omp.h>, whose location depends on the compiler install.
 int omp_get_num_procs(void);
@@ -36,4 +41,63 @@ void ck_bf16_to_f32(const uint16_t *src, float *dst, size_t n) {
     uint32_t *d = (uint32_t *)dst;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) d[i] = ((uint32_t)src[i]) << 16;
+}
+
+static void top2_scalar(const float *x, int64_t n, int64_t *index, float *first, float *second) {
+    float a = -INFINITY, b = -INFINITY;
+    int64_t best = 0;
+    for (int64_t j = 0; j < n; j++) {
+        const float v = x[j];
+        if (v > a) { b = a; a = v; best = j; }
+        else if (v > b) b = v;
+    }
+    *index = best; *first = a; *second = b;
+}
+
+#ifdef CK_X86_TOP2
+// Per lane (position j in lane j % 16): the scalar loop's a, b and index; then merged. The first global
+// position of the maximum is the smallest lane index among the lanes holding it.
+__attribute__((target("avx512f"))) static void top2_512(const float *x, int64_t n, int64_t *index, float *first,
+                                                        float *second) {
+    __m512 t1 = _mm512_set1_ps(-INFINITY), t2 = t1;
+    __m512i i1 = _mm512_setzero_si512(), idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i step = _mm512_set1_epi32(16);
+    for (int64_t j = 0; j < n; j += 16) {
+        const __mmask16 live = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+        const __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), live, x + j);
+        const __mmask16 gt1 = _mm512_cmp_ps_mask(v, t1, _CMP_GT_OQ);
+        const __mmask16 gt2 = (__mmask16)(~gt1 & _mm512_cmp_ps_mask(v, t2, _CMP_GT_OQ));
+        t2 = _mm512_mask_mov_ps(t2, gt1, t1);
+        t2 = _mm512_mask_mov_ps(t2, gt2, v);
+        t1 = _mm512_mask_mov_ps(t1, gt1, v);
+        i1 = _mm512_mask_mov_epi32(i1, gt1, idx);
+        idx = _mm512_add_epi32(idx, step);
+    }
+    float a[16], b[16];
+    int32_t ia[16];
+    _mm512_storeu_ps(a, t1);
+    _mm512_storeu_ps(b, t2);
+    _mm512_storeu_si512(ia, i1);
+    float m = -INFINITY;
+    for (int l = 0; l < 16; l++) m = a[l] > m ? a[l] : m;
+    int64_t best = 0;
+    int lane = -1;
+    if (m > -INFINITY) {
+        for (int l = 0; l < 16; l++)
+            if (a[l] == m && (lane < 0 || ia[l] < best)) { best = ia[l]; lane = l; }
+    }
+    float sec = -INFINITY;
+    for (int l = 0; l < 16; l++) {
+        if (l != lane && a[l] > sec) sec = a[l];
+        if (b[l] > sec) sec = b[l];
+    }
+    *index = best; *first = m; *second = sec;
+}
+#endif
+
+void ck_top2(const float *x, int64_t n, int64_t *index, float *first, float *second) {
+#ifdef CK_X86_TOP2
+    if (n >= 64 && __builtin_cpu_supports("avx512f")) { top2_512(x, n, index, first, second); return; }
+#endif
+    top2_scalar(x, n, index, first, second);
 }

@@ -53,6 +53,56 @@ static inline act_row row_view(int act, const uint8_t *base, int64_t k) {
     return r;
 }
 
+// One block of 32 values: scale, quants, sum. Written so the compiler vectorizes it (clones for AVX-512,
+// AVX2 and baseline x86-64, picked at load time) while every clone produces the same bytes: only exact
+// IEEE operations in a fixed order, no fused multiply-add (FP_CONTRACT OFF), and round-half-away-from-
+// zero (C roundf) done without libm: round-half-even through the 1.5·2^23 magic number, then a tie that
+// went toward zero is pushed away (|v| < 2^22 always holds here: |v| ≤ qmax + 1).
+#pragma STDC FP_CONTRACT OFF
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void quantize_block(const float *xb, float qmax, int64_t qb, float *d_out, int32_t *s_out, void *q_out) {
+    float amax = 0.0f;
+    int finite = 1;
+    for (int j = 0; j < QK; j++) {
+        const float a = fabsf(xb[j]);
+        finite &= a <= 3.4028235e38f;  // false for NaN and inf
+        amax = a > amax ? a : amax;
+    }
+    if (!finite) {
+        *d_out = NAN;
+        *s_out = 0;
+        memset(q_out, 0, (size_t)(QK * qb));
+        return;
+    }
+    float db = amax / qmax;
+    float id = db != 0.0f ? 1.0f / db : 0.0f;
+    if (!(id <= 3.4028235e38f)) db = id = 0.0f;  // amax below ~qmax·2^-128: 1/d overflows; the block is 0
+    *d_out = db;
+    int32_t iv[QK];
+    for (int j = 0; j < QK; j++) {
+        const float v = xb[j] * id;
+        const float magic = 12582912.0f;  // 1.5 * 2^23
+        float r = v + magic;
+        r = r - magic;                      // nearest, ties to even
+        const float diff = v - r;           // exact
+        const float away = v >= 0.0f ? 1.0f : -1.0f;
+        r = (diff == 0.5f || diff == -0.5f) && (r * away < v * away) ? r + away : r;
+        r = r > qmax ? qmax : (r < -qmax ? -qmax : r);
+        iv[j] = (int32_t)r;
+    }
+    int32_t sum = 0;
+    for (int j = 0; j < QK; j++) sum += iv[j];
+    *s_out = sum;
+    if (qb == 2) {
+        for (int j = 0; j < QK; j++) ((int16_t *)q_out)[j] = (int16_t)iv[j];
+    } else {
+        for (int j = 0; j < QK; j++) ((int8_t *)q_out)[j] = (int8_t)iv[j];
+    }
+}
+#pragma STDC FP_CONTRACT DEFAULT
+
 void ck_gemv_quantize(int act, const float *x, int64_t ldx, void *out, int64_t rows, int64_t k) {
     const int64_t qb = quant_bytes(act), rb = (int64_t)ck_gemv_act_row_bytes(act, k), nb = k / QK;
     if (rb == 0) return;
@@ -61,37 +111,9 @@ void ck_gemv_quantize(int act, const float *x, int64_t ldx, void *out, int64_t r
         uint8_t *base = (uint8_t *)out + r * rb;
         float *d = (float *)base;
         int32_t *s = (int32_t *)(base + pad64(nb * 4));
-        void *q = base + 2 * pad64(nb * 4);
+        uint8_t *q = base + 2 * pad64(nb * 4);
         const float *xr = x + r * ldx;
-        for (int64_t b = 0; b < nb; b++) {
-            const float *xb = xr + b * QK;
-            float amax = 0.0f;
-            int finite = 1;
-            for (int j = 0; j < QK; j++) {
-                float a = fabsf(xb[j]);
-                if (!(a <= 3.4028235e38f)) finite = 0;  // NaN or inf
-                amax = a > amax ? a : amax;
-            }
-            int32_t sum = 0;
-            if (!finite) {
-                d[b] = NAN;
-                memset((uint8_t *)q + b * QK * qb, 0, (size_t)(QK * qb));
-            } else {
-                float db = amax / qmax;
-                float id = db != 0.0f ? 1.0f / db : 0.0f;
-                d[b] = db;
-                for (int j = 0; j < QK; j++) {
-                    float v = roundf(xb[j] * id);
-                    v = v > qmax ? qmax : (v < -qmax ? -qmax : v);
-                    int32_t iv = (int32_t)v;
-                    sum += iv;
-                    if (qb == 2) ((int16_t *)q)[b * QK + j] = (int16_t)iv;
-                    else ((int8_t *)q)[b * QK + j] = (int8_t)iv;
-                }
-            }
-            s[b] = sum;
-        }
-        (void)qb;
+        for (int64_t b = 0; b < nb; b++) quantize_block(xr + b * QK, qmax, qb, d + b, s + b, q + b * QK * qb);
     }
 }
 

@@ -5,6 +5,7 @@
 // fails alone; the others run.
 
 import Foundation
+import SIMDKernels
 
 /// One generation request for `BatchDecoder`.
 public struct DecodeJob {
@@ -124,10 +125,7 @@ public enum BatchDecoder {
 
     /// Largest minus second-largest logit.
     public static func topTwoMargin(_ row: UnsafeBufferPointer<Float>) -> Float {
-        var a = -Float.infinity, b = -Float.infinity
-        for x in row {
-            if x > a { b = a; a = x } else if x > b { b = x }
-        }
-        return a - b
+        let t = Kernels.top2(row)
+        return t.first - t.second
     }
 }

@@ -3,6 +3,7 @@
 
 import Foundation
 import Quant
+import SIMDKernels
 
 /// `generation_config.json`: only the fields that change what generation does.
 public struct GenerationConfig: Sendable {
@@ -91,10 +92,7 @@ public struct Sampler {
     }
 
     public static func argmax(_ logits: UnsafeBufferPointer<Float>) -> Int {
-        var best = 0
-        var bv = -Float.infinity
-        for i in 0..<logits.count where logits[i] > bv { bv = logits[i]; best = i }
-        return best
+        Kernels.top2(logits).index
     }
 
     public mutating func sample(_ logits: [Float]) -> Int {

@@ -27,6 +27,16 @@ public enum Kernels {
     public static func setThreads(_ n: Int) { ck_set_threads(Int32(n)) }
     public static var threads: Int { Int(ck_get_threads()) }
 
+    /// The first index of the largest value, that value, and the largest value at any other index
+    /// (equal to the first when the maximum repeats). NaNs never win; no value above −inf gives
+    /// (0, −inf, −inf). Vectorized in C (greedy sampling and top-2 margins over a 262k vocabulary).
+    public static func top2(_ x: UnsafeBufferPointer<Float>) -> (index: Int, first: Float, second: Float) {
+        var i: Int64 = 0
+        var a: Float = 0, b: Float = 0
+        ck_top2(x.baseAddress ?? UnsafePointer(bitPattern: 64)!, Int64(x.count), &i, &a, &b)
+        return (Int(i), a, b)
+    }
+
     /// Sum of a[i]*b[i] over n elements (SIMD tier unless element-wise is `.scalar`).
     @inline(__always)
     public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {

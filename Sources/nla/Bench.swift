@@ -35,11 +35,12 @@ struct Bench: ParsableCommand {
             _ = try session.forward(ids: [Sampler.argmax(wl)], logits: .last)
             session.reset()
             let t0 = DispatchTime.now().uptimeNanoseconds
-            var logits = try session.forward(ids: ids, logits: .last)
+            let prompt = try session.forward(ids: ids, logits: .last)
             let t1 = DispatchTime.now().uptimeNanoseconds
+            // Decode as generation does: the allocation-free step API, greedy.
+            var next = Sampler.argmax(prompt)
             for _ in 0..<decodeTokens {
-                let next = Sampler.argmax(logits)
-                logits = try session.forward(ids: [next], logits: .last)
+                next = Sampler.argmax(try session.decodeStep(next))
             }
             let t2 = DispatchTime.now().uptimeNanoseconds
             let prefill = Double(promptTokens) / (Double(t1 - t0) / 1e9)

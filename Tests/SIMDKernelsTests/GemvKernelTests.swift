@@ -94,6 +94,45 @@ struct GemvKernelTests {
         }
     }
 
+    @Test("activation quantizer: exactly C roundf(x / d) clamped, d = amax / qmax, sums exact (ties and tiny values included)")
+    func activationQuantizationBytes() {
+        let k = 128, rows = 3
+        var x = activationRows(rows, k, seed: 11)
+        // Block 0 of row 0: exact ties after scaling (amax = qmax·d with d = 1 → v = x); block 1 all zero;
+        // row 1 block 2: values so small that 1/d overflows.
+        for j in 0..<32 { x[j] = Float(j % 5) - 2.5 }
+        x[31] = 127  // amax for Q8: d = 1, so the ±0.5, ±1.5, ±2.5 above are ties
+        for j in 32..<64 { x[j] = 0 }
+        for j in 0..<32 { x[k + 64 + j] = Float(j - 16) * 1e-40 }
+        for act in GemvActivation.allCases {
+            let qmax: Float = act == .q16 ? 32767 : 127
+            var buf = [UInt8](repeating: 0xAB, count: rows * act.rowBytes(cols: k))
+            buf.withUnsafeMutableBytes { b in x.withUnsafeBufferPointer { ck_gemv_quantize(act.rawValue, $0.baseAddress!, Int64(k), b.baseAddress!, Int64(rows), Int64(k)) } }
+            let nb = k / 32, pad = (nb * 4 + 63) / 64 * 64, rb = act.rowBytes(cols: k)
+            buf.withUnsafeBytes { raw in
+                for r in 0..<rows {
+                    let base = raw.baseAddress! + r * rb
+                    for b in 0..<nb {
+                        let xb = (0..<32).map { x[r * k + b * 32 + $0] }
+                        let amax = xb.map { abs($0) }.max()!
+                        var d = amax / qmax
+                        var id: Float = d != 0 ? 1 / d : 0
+                        if !id.isFinite { d = 0; id = 0 }  // contract: blocks too small for 1/d are zero
+                        let want = xb.map { max(-qmax, min(qmax, ($0 * id).rounded(.toNearestOrAwayFromZero))) }
+                        #expect(base.loadUnaligned(fromByteOffset: b * 4, as: Float.self) == d, "\(act) r\(r) b\(b) scale")
+                        let got = (0..<32).map { j in
+                            act == .q16 ? Float(base.loadUnaligned(fromByteOffset: 2 * pad + 2 * (b * 32 + j), as: Int16.self))
+                                        : Float(base.loadUnaligned(fromByteOffset: 2 * pad + b * 32 + j, as: Int8.self))
+                        }
+                        #expect(got == want, "\(act) r\(r) b\(b) quants")
+                        let sum = base.loadUnaligned(fromByteOffset: pad + b * 4, as: Int32.self)
+                        #expect(Int(sum) == want.reduce(0) { $0 + Int($1) }, "\(act) r\(r) b\(b) sum")
+                    }
+                }
+            }
+        }
+    }
+
     @Test("activation quantizer: within half a step (amax / (2·qmax)) of the input; NaN propagates")
     func activationQuantizationError() {
         let k = 96

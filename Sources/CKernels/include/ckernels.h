@@ -22,6 +22,12 @@ void ck_sgemm_nt(int M, int N, int K, const float *A, int lda, const float *B, i
 void ck_sgemm_nn(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                  float *C, int ldc, float beta);
 
+/// Over x[0..<n] (n < 2^31): *index = the first position of the largest value, *first = that value,
+/// *second = the largest value among the other positions (equal to *first when the maximum repeats).
+/// NaNs never win; with no value above -inf: index 0, both -inf. Same result as the scalar loop
+/// `if v > a { b = a; a = v; i = j } else if v > b { b = v }`, on every instruction-set path.
+void ck_top2(const float *x, int64_t n, int64_t *index, float *first, float *second);
+
 /// dst[i] = f32(src[i]) for bf16 bits, threaded with OpenMP (exact: bf16 is the top half of f32).
 void ck_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
 

@@ -11,6 +11,9 @@
 // A row of the activation buffer is laid out as [f32 d[nb]] [int32 s[nb]] [quants], each part padded
 // to 64 bytes. A block that holds a NaN or an infinity gets d = NaN (and zero quants), so the outputs
 // it feeds are NaN, as in the f32 product.
+// A block whose amax is so small that 1/d would overflow (below ~qmax·2^-128) is stored as d = 0, zero
+// quants. Quants are round-half-away-from-zero of x·(1/d), clamped to ±qmax; every ISA path writes
+// the same bytes.
 //
 // Pairings (what the model uses by default): Q8_0 weights with Q16 activations — as accurate as f32
 // activations for the model (the int16 rounding is ~2^-16 of a block's largest value); Q4_0 weights
