@@ -174,7 +174,11 @@ public final class Gemma3Session {
     public let chunkRows: Int
 
     private let cfg: Gemma3Config
-    // KV cache: per loaded block, (capacity, kvDim).
+    /// Positions the KV cache keeps per loaded block: the capacity on global blocks; on sliding blocks
+    /// min(capacity, window + chunkRows − 1), all a chunk can see (query i sees i − window < j ≤ i),
+    /// as a ring (position j at row j % ringLength). Long conversations cost O(window) there.
+    public let ringLengths: [Int]
+    // KV cache: per loaded block, (ringLengths[l], kvDim).
     private var kCache: [UnsafeMutablePointer<Float>]
     private var vCache: [UnsafeMutablePointer<Float>]
     // Scratch, each (chunkRows, width).
@@ -204,8 +208,12 @@ public final class Gemma3Session {
             p.initialize(repeating: 0, count: max(n, 1))
             return p
         }
-        kCache = (0..<model.loadedBlocks).map { _ in alloc(capacity * cfg.kvDim) }
-        vCache = (0..<model.loadedBlocks).map { _ in alloc(capacity * cfg.kvDim) }
+        let rings = (0..<model.loadedBlocks).map { l in
+            cfg.layerTypes[l] == .sliding ? min(capacity, cfg.slidingWindow + c - 1) : capacity
+        }
+        ringLengths = rings
+        kCache = rings.map { alloc($0 * cfg.kvDim) }
+        vCache = rings.map { alloc($0 * cfg.kvDim) }
         x = alloc(c * cfg.hiddenSize); xn = alloc(c * cfg.hiddenSize); o = alloc(c * cfg.hiddenSize)
         q = alloc(c * cfg.qDim); attn = alloc(c * cfg.qDim)
         k = alloc(c * cfg.kvDim); v = alloc(c * cfg.kvDim)
@@ -241,9 +249,20 @@ public final class Gemma3Session {
     /// Forget all cached positions.
     public func reset() { position = 0; cachedDepth = Int.max }
 
-    /// Roll the cache back to `position` (e.g. to reuse a prompt prefix).
-    public func truncate(to newPosition: Int) {
-        precondition(newPosition >= 0 && newPosition <= position)
+    /// Bytes of K and V this session holds.
+    public var kvBytes: Int { ringLengths.reduce(0, +) * cfg.kvDim * 2 * MemoryLayout<Float>.size }
+
+    /// Roll the cache back to `newPosition` (e.g. to reuse a prompt prefix). Fails when a sliding
+    /// block's ring no longer holds the keys the next row at `newPosition` must see (rolled back more
+    /// than `chunkRows` positions past a window's worth of tokens).
+    public func truncate(to newPosition: Int) throws {
+        guard newPosition >= 0 && newPosition <= position else {
+            throw ModelError.input("cannot roll back to position \(newPosition): the session holds 0...\(position)")
+        }
+        let needed = max(0, newPosition - cfg.slidingWindow + 1)
+        for ring in ringLengths where ring < capacity && needed < position - ring {
+            throw ModelError.input("cannot roll back to position \(newPosition): the sliding-window ring of \(ring) positions no longer holds position \(needed)")
+        }
         position = newPosition
         if position == 0 { cachedDepth = Int.max }
     }
@@ -404,12 +423,15 @@ public final class Gemma3Session {
                 }
             }
         }
-        let kc = kCache[l], vc = vCache[l]
-        (kc + p0 * kvDim).update(from: k, count: t * kvDim)
-        (vc + p0 * kvDim).update(from: v, count: t * kvDim)
+        let kc = kCache[l], vc = vCache[l], ring = ringLengths[l]
+        for r in 0..<t {
+            let idx = (p0 + r) % ring
+            (kc + idx * kvDim).update(from: k + r * kvDim, count: kvDim)
+            (vc + idx * kvDim).update(from: v + r * kvDim, count: kvDim)
+        }
 
         // Causal attention over the cache (sliding layers: keys i − window < j ≤ i), one C call.
-        Kernels.attention(attentionShape(sliding: sliding), q: q, ldq: qDim, k: kc, v: vc, ldkv: kvDim, ring: capacity,
+        Kernels.attention(attentionShape(sliding: sliding), q: q, ldq: qDim, k: kc, v: vc, ldkv: kvDim, ring: ring,
                           out: attn, ldo: qDim, rows: t, pos0: p0, scratch: attnScratch)
         linear(w.oProj, attn, rows: t, into: o)
         w.postAttentionNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(o, weight: $0.baseAddress!, out: o, rows: t, n: d, eps: eps) }

@@ -637,13 +637,38 @@ enum SyntheticFieldChange: String, CaseIterable, Sendable, CustomTestStringConve
         }
     }
 
+    @Test func slidingRingKVAcrossTheWindowBoundary() throws {
+        try Self.withModel { model in
+            let n = Self.ids.count, w = Self.spec.slidingWindow
+            let cfg = model.config
+            // Chunks of 3 rows: sliding blocks keep window + 2 positions, so the ring wraps several times.
+            let ring = try Gemma3Session(model: model, capacity: n, chunkRows: 3)
+            let full = try model.makeSession(capacity: n)
+            for l in 0..<model.loadedBlocks {
+                #expect(ring.ringLengths[l] == (cfg.layerTypes[l] == .sliding ? w + 2 : n), "block \(l)")
+            }
+            #expect(ring.kvBytes < full.kvBytes)
+            let a = try ring.syntheticRun(ids: Self.ids)
+            let b = try full.syntheticRun(ids: Self.ids)
+            #expect(syntheticRelDeviation(a.logits, b.logits) <= syntheticPathTolerance)
+            let ref = SyntheticReference(Self.spec).forward(ids: Self.ids)
+            #expect(SyntheticComparison(a, ref).worst <= syntheticReferenceTolerance, "\(SyntheticComparison(a, ref))")
+            // Rolling back within the ring works; past what the ring still holds it is refused.
+            try ring.truncate(to: n - 2)
+            let again = try ring.syntheticRun(ids: Array(Self.ids[(n - 2)...]))
+            #expect(syntheticRelDeviation(again.logits, Array(a.logits[((n - 2) * Self.spec.vocabSize)...])) <= syntheticPathTolerance)
+            #expect(throws: ModelError.self) { try ring.truncate(to: 1) }
+            #expect(ring.position == n)
+        }
+    }
+
     @Test func resetAndTruncateReuseTheCache() throws {
         try Self.withModel { model in
             let oneShot = try model.makeSession(capacity: 13).forward(ids: Self.ids, logits: .all)
             let v = Self.spec.vocabSize
             let s = try model.makeSession(capacity: 13)
             _ = try s.forward(ids: Array(Self.ids[..<8]) + [0, 1, 2])
-            s.truncate(to: 8)
+            try s.truncate(to: 8)
             let tail = try s.forward(ids: Array(Self.ids[8...]), logits: .all)
             #expect(syntheticRelDeviation(tail, Array(oneShot[(8 * v)...])) <= syntheticPathTolerance)
             s.reset()
