@@ -4,55 +4,7 @@
 import Foundation
 import Quant
 import Testing
-
-struct CLIResult {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
-
-enum CLI {
-    static var binary: String {
-        let here = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for dir in [here, here.deletingLastPathComponent(), Bundle.main.bundleURL] {
-            let p = dir.appendingPathComponent("nla").path
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-        }
-        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent(".build/release/nla").path
-    }
-
-    static func run(_ args: [String], stdin: String? = nil) throws -> CLIResult {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = args
-        let out = Pipe(), err = Pipe(), inp = Pipe()
-        p.standardOutput = out; p.standardError = err; p.standardInput = inp
-        try p.run()
-        if let stdin { inp.fileHandleForWriting.write(Data(stdin.utf8)) }
-        try inp.fileHandleForWriting.close()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return CLIResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-    }
-
-    static func tempDir() -> String {
-        let d = FileManager.default.temporaryDirectory.appendingPathComponent("nla-cli-\(UUID().uuidString)").path
-        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
-    }
-}
-
-/// A failing command: non-zero exit (not a crash signal), exactly one stderr line naming `mentions`.
-func expectCleanFailure(_ r: CLIResult, mentions: [String], sourceLocation: SourceLocation = #_sourceLocation) {
-    #expect(r.status == 1, "exit status \(r.status), stderr: \(r.stderr)", sourceLocation: sourceLocation)
-    let lines = r.stderr.split(separator: "\n")
-    #expect(lines.count == 1, "stderr should be one line: \(r.stderr)", sourceLocation: sourceLocation)
-    for m in mentions {
-        #expect(r.stderr.contains(m), "stderr should mention '\(m)': \(r.stderr)", sourceLocation: sourceLocation)
-    }
-}
+import NLATestSupport
 
 @Suite(.serialized) struct CLITests {
     var model: String { TestModel.directory }

@@ -10,21 +10,17 @@
 import Foundation
 import Quant
 import Testing
+import NLATestSupport
 @testable import NLARuntime
 
 enum NLADemoPair {
-    static var root: String { NLACache.demoPair }
+    static var root: String { TestPaths.demoPair }
     static var avDir: String { root + "/av" }
     static var arDir: String { root + "/ar" }
 
     static func requirePair() throws {
-        let fm = FileManager.default
-        for dir in [avDir, arDir] {
-            for f in ["model.safetensors", "nla_meta.yaml", "config.json", "tokenizer.json"] where !fm.fileExists(atPath: dir + "/" + f) {
-                Issue.record("demo NLA pair missing (\(dir)/\(f)): run `make demo-models`")
-                throw ModelError.input("demo NLA pair missing: run `make demo-models`")
-            }
-        }
+        try TestPaths.requireFiles([avDir, arDir].flatMap { d in ["model.safetensors", "nla_meta.yaml", "config.json", "tokenizer.json"].map { d + "/" + $0 } },
+                                   what: "demo NLA pair", hint: "run `make demo-models`")
     }
 
     /// Loaded once (fails, never skips, when the pair is missing).

@@ -4,15 +4,12 @@
 import Foundation
 import Quant
 import Testing
+import NLATestSupport
 @testable import NLARuntime
 
 /// Q8_0 and Q4_0 files of the test model, made once per test run with the same code as `quantize`.
 enum QuantizedTestModels {
-    static let dir: String = {
-        let d = FileManager.default.temporaryDirectory.appendingPathComponent("nla-quant-\(getpid())").path
-        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
-    }()
+    static let dir: String = TestPaths.processScratch("quant")
 
     static let q8: Result<String, Error> = Result { try make(.q8_0) }
     static let q4: Result<String, Error> = Result { try make(.q4_0) }

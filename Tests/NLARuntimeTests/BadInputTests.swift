@@ -5,12 +5,11 @@
 import Foundation
 import Quant
 import Testing
+import NLATestSupport
 @testable import NLARuntime
 
 private func tmpPath(_ name: String) -> String {
-    let dir = NSTemporaryDirectory() + "nla-badinput-\(ProcessInfo.processInfo.processIdentifier)"
-    try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    return dir + "/" + name
+    TestPaths.processScratch("badinput") + "/" + name
 }
 
 private func write(_ data: Data, _ name: String) throws -> String {
@@ -19,69 +18,41 @@ private func write(_ data: Data, _ name: String) throws -> String {
     return p
 }
 
-private func f32le(_ values: [Float]) -> [UInt8] { values.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian) { Array($0) } } }
-
-/// A .npy file (format 1.0) with the header dict text given verbatim.
-private func npy(header dict: String, payload: [UInt8]) -> Data {
-    var header = dict
-    while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
-    header += "\n"
-    var d = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0])
-    let n = UInt16(header.utf8.count)
-    d.append(contentsOf: [UInt8(n & 0xFF), UInt8(n >> 8)])
-    d.append(contentsOf: Array(header.utf8))
-    d.append(contentsOf: payload)
-    return d
-}
-
 /// Expect an error of type E, one line, mentioning every string; returns its description.
 @discardableResult
 private func expectOneLineError<E: Error & CustomStringConvertible>(
     _ errorType: E.Type, _ mentions: [String], sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void
 ) -> String? {
-    do {
-        try body()
-        Issue.record("expected \(E.self), nothing was thrown", sourceLocation: sourceLocation)
-    } catch let e as E {
-        let text = e.description
-        #expect(!text.contains("\n"), "error spans several lines: \(text)", sourceLocation: sourceLocation)
-        for m in mentions {
-            #expect(text.contains(m), "'\(text)' does not mention '\(m)'", sourceLocation: sourceLocation)
-        }
-        return text
-    } catch {
-        Issue.record("expected \(E.self), got \(type(of: error)): \(error)", sourceLocation: sourceLocation)
-    }
-    return nil
+    expectError(errorType, mentioning: mentions, sourceLocation: sourceLocation, body)?.description
 }
 
 @Suite struct NpyBadInputTests {
     @Test(arguments: ["(4611686018427387904,)", "(4294967296, 4294967296)", "(9223372036854775807, 2)"])
     func shapeOverflowIsAnError(shape: String) throws {
-        let p = try write(npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }", payload: f32le([1, 2, 3])),
+        let p = try write(NpyBytes.file(header: "{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }", payload: f32le([1, 2, 3])),
                           "overflow.npy")
         expectOneLineError(NLAError.self, [p]) { _ = try VectorFile.read(path: p, key: nil) }
     }
 
     @Test func dimensionPastIntIsAnError() throws {
-        let p = try write(npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999,), }",
+        let p = try write(NpyBytes.file(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999,), }",
                               payload: f32le([1])), "huge.npy")
         expectOneLineError(NLAError.self, [p, "too large"]) { _ = try VectorFile.read(path: p, key: nil) }
     }
 
     @Test func zeroWidthRowsAreAnError() throws {
         // (huge, 0) needs 0 bytes: must not build 2^62 empty rows.
-        let p = try write(npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 0), }", payload: []),
+        let p = try write(NpyBytes.file(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 0), }", payload: []),
                           "zero.npy")
         expectOneLineError(NLAError.self, [p, "no values"]) { _ = try VectorFile.read(path: p, key: nil) }
     }
 
     @Test func trailingBytesAreAnError() throws {
-        let p = try write(npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", payload: f32le([1, 2, 3])),
+        let p = try write(NpyBytes.file(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", payload: f32le([1, 2, 3])),
                           "trailing.npy")
         expectOneLineError(NLAError.self, [p, "4 bytes after the array data"]) { _ = try VectorFile.read(path: p, key: nil) }
         // The exact size still reads.
-        let q = try write(npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", payload: f32le([1, 2])),
+        let q = try write(NpyBytes.file(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", payload: f32le([1, 2])),
                           "exact.npy")
         #expect(try VectorFile.read(path: q, key: nil) == [[1, 2]])
     }
@@ -92,23 +63,23 @@ private func expectOneLineError<E: Error & CustomStringConvertible>(
         "{'descr': '<f4', 'fortran_order': False, 'fortran_order': True, 'shape': (2,), }",
     ])
     func duplicateHeaderKeysAreAnError(header: String) throws {
-        let p = try write(npy(header: header, payload: f32le([1, 2])), "dup.npy")
+        let p = try write(NpyBytes.file(header: header, payload: f32le([1, 2])), "dup.npy")
         expectOneLineError(NLAError.self, [p, "duplicate key"]) { _ = try VectorFile.read(path: p, key: nil) }
     }
 
     @Test func malformedHeaderIsOneLineAndDoesNotEchoTheHeader() throws {
         // The header has newlines inside: the message must stay on one line.
         let header = "{'descr':\n '<f4',\n 'fortran_order': False,\n 'shapes': (2,)\n}"
-        let p = try write(npy(header: header, payload: f32le([1, 2])), "malformed.npy")
+        let p = try write(NpyBytes.file(header: header, payload: f32le([1, 2])), "malformed.npy")
         let text = expectOneLineError(NLAError.self, [p, "malformed .npy header"]) { _ = try VectorFile.read(path: p, key: nil) }
         #expect(text?.contains("fortran_order") == false)
-        let q = try write(npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'extra': 1}", payload: f32le([1, 2])),
+        let q = try write(NpyBytes.file(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'extra': 1}", payload: f32le([1, 2])),
                           "extra.npy")
         expectOneLineError(NLAError.self, [q, "unexpected key 'extra'"]) { _ = try VectorFile.read(path: q, key: nil) }
     }
 
     @Test func keyDoesNotApplyToNpy() throws {
-        let p = try write(npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", payload: f32le([1, 2])), "k.npy")
+        let p = try write(NpyBytes.file(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", payload: f32le([1, 2])), "k.npy")
         expectOneLineError(NLAError.self, [p, "--key"]) { _ = try VectorFile.read(path: p, key: "x") }
     }
 }

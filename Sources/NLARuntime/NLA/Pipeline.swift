@@ -371,26 +371,3 @@ public enum NLAPipeline {
                              fveBaseline: baseline, batch: batch)
     }
 }
-
-extension ActivationVerbalizer {
-    /// Sequential decode of exactly `maxNewTokens` tokens, ignoring stop ids (the bench's forced mode at batch 1).
-    public func verbalizeIgnoringStops(_ v: [Float], options: SamplingOptions) throws -> Verbalization {
-        try options.validate()
-        let e = try inputEmbeddings(for: v)
-        let session = try model.session(for: promptIds, extra: options.maxNewTokens)
-        var sampler = Sampler(options: options)
-        var out: [Int] = []
-        if options.maxNewTokens > 0 {
-            var logits = try e.withUnsafeBufferPointer {
-                try session.forward(embeddings: $0.baseAddress!, rows: promptIds.count, logits: .last)
-            }
-            while out.count < options.maxNewTokens {
-                let next = sampler.sample(logits)
-                out.append(next)
-                if out.count == options.maxNewTokens || session.position >= session.capacity { break }
-                logits = try session.forward(ids: [next], logits: .last)
-            }
-        }
-        return verbalization(ids: out, stopped: false, maxNewTokens: options.maxNewTokens)
-    }
-}
