@@ -10,6 +10,9 @@ package struct CLIResult {
     package var stderr: String
 }
 
+/// Bytes filled by one reader thread and read after it is joined.
+private final class DataBox: @unchecked Sendable { var data = Data() }
+
 package enum CLI {
     package static var binary: String { TestPaths.nlaBinary }
 
@@ -23,27 +26,28 @@ package enum CLI {
     }
 
     /// Run `nla args…` with `stdin` (closed after writing) and wait for it.
-    package static func run(_ args: [String], stdin: String? = nil) throws -> CLIResult {
-        try run(args, stdinData: stdin.map { Data($0.utf8) })
+    package static func run(_ args: [String], stdin: String? = nil, executable: String? = nil) throws -> CLIResult {
+        try run(args, stdinData: stdin.map { Data($0.utf8) }, executable: executable)
     }
 
-    package static func run(_ args: [String], stdinData: Data?) throws -> CLIResult {
+    /// Run `executable` (default: the `nla` binary) with `args` and `stdinData` on standard input.
+    package static func run(_ args: [String], stdinData: Data?, executable: String? = nil) throws -> CLIResult {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
+        p.executableURL = URL(fileURLWithPath: executable ?? binary)
         p.arguments = args
         let out = Pipe(), err = Pipe(), inp = Pipe()
         p.standardOutput = out; p.standardError = err; p.standardInput = inp
         try p.run()
         // Read both pipes while writing stdin, so neither side blocks on a full pipe.
-        var o = Data(), e = Data()
+        let o = DataBox(), e = DataBox()
         let group = DispatchGroup()
-        DispatchQueue.global().async(group: group) { o = out.fileHandleForReading.readDataToEndOfFile() }
-        DispatchQueue.global().async(group: group) { e = err.fileHandleForReading.readDataToEndOfFile() }
+        DispatchQueue.global().async(group: group) { o.data = out.fileHandleForReading.readDataToEndOfFile() }
+        DispatchQueue.global().async(group: group) { e.data = err.fileHandleForReading.readDataToEndOfFile() }
         if let stdinData { try? inp.fileHandleForWriting.write(contentsOf: stdinData) }
         try? inp.fileHandleForWriting.close()
         group.wait()
         p.waitUntilExit()
-        return CLIResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        return CLIResult(status: p.terminationStatus, stdout: String(decoding: o.data, as: UTF8.self), stderr: String(decoding: e.data, as: UTF8.self))
     }
 
     /// A fresh temporary directory for a command's files.
@@ -79,20 +83,21 @@ extension CLI {
         p.standardInput = FileHandle.nullDevice
         try p.run()
         close(slave)
-        var o = Data(), tty = Data()
+        let o = DataBox(), tty = DataBox()
         let group = DispatchGroup()
-        DispatchQueue.global().async(group: group) { o = out.fileHandleForReading.readDataToEndOfFile() }
+        let fd = master
+        DispatchQueue.global().async(group: group) { o.data = out.fileHandleForReading.readDataToEndOfFile() }
         DispatchQueue.global().async(group: group) {
             var buf = [UInt8](repeating: 0, count: 4096)
             while true {
-                let n = read(master, &buf, buf.count)   // EIO once the child has exited and the slave is closed
+                let n = read(fd, &buf, buf.count)   // EIO once the child has exited and the slave is closed
                 if n <= 0 { break }
-                tty.append(contentsOf: buf[0..<n])
+                tty.data.append(contentsOf: buf[0..<n])
             }
         }
         p.waitUntilExit()
         group.wait()
         close(master)
-        return CLIResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: tty, as: UTF8.self))
+        return CLIResult(status: p.terminationStatus, stdout: String(decoding: o.data, as: UTF8.self), stderr: String(decoding: tty.data, as: UTF8.self))
     }
 }

@@ -43,6 +43,11 @@ package enum TestPaths {
         return repoRoot + "/.build/release/nla"
     }
 
+    /// The `quantize` binary beside the `nla` binary.
+    package static var quantizeBinary: String {
+        (nlaBinary as NSString).deletingLastPathComponent + "/quantize"
+    }
+
     /// A fresh, empty directory under the system temporary directory (`nla-<tag>-<uuid>`).
     package static func tempDirectory(_ tag: String) -> String {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("nla-\(tag)-\(UUID().uuidString)")

@@ -34,6 +34,7 @@ public enum NLAPositionSpec: Sendable, Equatable {
                 out.append(Item(first: p, last: p, single: true))
             }
         }
+        guard !out.isEmpty else { throw ModelError.input("positions: '\(spec)' lists no position") }
         return .items(out)
     }
 
@@ -52,6 +53,10 @@ public enum NLAPositionSpec: Sendable, Equatable {
         }
         for p in out where p >= count {
             throw ModelError.input("positions: \(p) is past the last position \(count - 1)")
+        }
+        var seen = Set<Int>()
+        for p in out where !seen.insert(p).inserted {
+            throw ModelError.input("positions: \(p) is listed more than once")
         }
         return out
     }
@@ -282,6 +287,7 @@ public enum NLAPipeline {
                                isCancelled: () -> Bool = { false }) throws -> ExplainReport {
         try req.sampling.validate()
         guard req.maxReplyTokens >= 0 else { throw ModelError.input("max reply tokens must be >= 0") }
+        try NLAScore.validateBaseline(req.fveBaseline)
         let avSidecar = try NLASidecar.load(files: try ModelFiles.open(req.av, tensors: false))
         let arSidecar = try NLASidecar.load(files: try ModelFiles.open(req.ar, tensors: false))
         guard let layer = avSidecar.extractionLayer ?? arSidecar.extractionLayer else {
