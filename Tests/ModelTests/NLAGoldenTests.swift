@@ -14,14 +14,11 @@ import NLATestSupport
 @testable import NLARuntime
 
 enum NLADemoPair {
-    static var root: String { TestPaths.demoPair }
-    static var avDir: String { root + "/av" }
-    static var arDir: String { root + "/ar" }
+    static var avDir: String { FidelityDemo.av }
+    static var arDir: String { FidelityDemo.ar }
 
-    static func requirePair() throws {
-        try TestPaths.requireFiles([avDir, arDir].flatMap { d in ["model.safetensors", "nla_meta.yaml", "config.json", "tokenizer.json"].map { d + "/" + $0 } },
-                                   what: "demo NLA pair", hint: "run `make demo-models`")
-    }
+    /// Fails (never skips) when the demo pair is missing.
+    static func requirePair() throws { try FidelityDemo.require() }
 
     /// Loaded once (fails, never skips, when the pair is missing).
     static let avResult: Result<ActivationVerbalizer, Error> = Result { try ActivationVerbalizer(path: avDir) }

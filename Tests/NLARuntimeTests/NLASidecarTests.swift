@@ -102,23 +102,7 @@ enum NLAFixtures {
           injection_right_neighbor_id: 954
           critic_suffix_ids: null
         prompt_templates:
-          av: 'You are a meticulous AI researcher conducting an important investigation into
-            activation vectors from a language model. Your overall task is to describe the
-            semantic content of that activation vector.
-
-
-            We will pass the vector enclosed in <concept> tags into your context. You must
-            then produce an explanation for the vector, enclosed within <explanation> tags.
-            The explanation consists of 2-3 text snippets describing that vector.
-
-
-            Here is the vector:
-
-
-            <concept>{injection_char}</concept>
-
-
-            Please provide an explanation.'
+        \(ReleasedSidecarYAML.avTemplateEntry)
           ar: 'Summary of the following text: <text>{explanation}</text> <summary>'
 
         """

@@ -150,23 +150,7 @@ struct SynNLAPair: Sendable {
         - synthetic
         prompt_templates:
           ar: 'Summary of the following text: <text>{explanation}</text> <summary>'
-          av: 'You are a meticulous AI researcher conducting an important investigation into
-            activation vectors from a language model. Your overall task is to describe the
-            semantic content of that activation vector.
-
-
-            We will pass the vector enclosed in <concept> tags into your context. You must
-            then produce an explanation for the vector, enclosed within <explanation> tags.
-            The explanation consists of 2-3 text snippets describing that vector.
-
-
-            Here is the vector:
-
-
-            <concept>{injection_char}</concept>
-
-
-            Please provide an explanation.'
+        \(ReleasedSidecarYAML.avTemplateEntry)
         role: av
         schema_version: 2
         stage: rl
@@ -204,23 +188,7 @@ struct SynNLAPair: Sendable {
         - synthetic
         prompt_templates:
           ar: 'Summary of the following text: <text>{explanation}</text> <summary>'
-          av: 'You are a meticulous AI researcher conducting an important investigation into
-            activation vectors from a language model. Your overall task is to describe the
-            semantic content of that activation vector.
-
-
-            We will pass the vector enclosed in <concept> tags into your context. You must
-            then produce an explanation for the vector, enclosed within <explanation> tags.
-            The explanation consists of 2-3 text snippets describing that vector.
-
-
-            Here is the vector:
-
-
-            <concept>{injection_char}</concept>
-
-
-            Please provide an explanation.'
+        \(ReleasedSidecarYAML.avTemplateEntry)
         role: ar
         schema_version: 2
         stage: sl
