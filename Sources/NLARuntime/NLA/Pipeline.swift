@@ -21,7 +21,7 @@ public enum NLAPositionSpec: Sendable, Equatable {
     public static func parse(_ spec: String) throws -> NLAPositionSpec {
         if spec == "all" { return .all }
         var out: [Item] = []
-        for part in spec.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+        for part in spec.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !part.isEmpty {
             if let dash = part.firstIndex(of: "-") {
                 let a = Int(part[..<dash]), bStr = part[part.index(after: dash)...]
                 let b = bStr.isEmpty ? nil : Int(bStr)
