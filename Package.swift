@@ -82,17 +82,20 @@ let package = Package(
             dependencies: ["NLARuntime", "Quant", "CFuzzSupport"],
             path: "fuzz/Sources/nla-fuzz"
         ),
+        // Test support shared by the test targets: paths (fixtures, cache, temp dirs, the nla binary), the
+        // CLI runner, error expectations, synthetic checkpoints and their f64 reference, the decode reference.
+        .target(name: "NLATestSupport", dependencies: ["NLARuntime", "Quant"], path: "Tests/NLATestSupport"),
         // (NLARuntime only for the one shared SplitMix64 of the test data generators)
-        .testTarget(name: "QuantTests", dependencies: ["Quant", "NLARuntime"], path: "Tests/QuantTests"),
+        .testTarget(name: "QuantTests", dependencies: ["Quant", "NLARuntime", "NLATestSupport"], path: "Tests/QuantTests"),
         .testTarget(name: "SIMDKernelsTests", dependencies: ["SIMDKernels", "CKernels", "Quant", "NLARuntime"], path: "Tests/SIMDKernelsTests"),
         .testTarget(
             name: "NLARuntimeTests",
-            dependencies: ["NLARuntime", "Quant", "SIMDKernels"],
+            dependencies: ["NLARuntime", "Quant", "SIMDKernels", "NLATestSupport"],
             path: "Tests/NLARuntimeTests"
         ),
         .testTarget(
             name: "ModelTests",
-            dependencies: ["NLARuntime", "Quant", "nla"],
+            dependencies: ["NLARuntime", "Quant", "nla", "NLATestSupport"],
             path: "Tests/ModelTests"
         ),
     ]

@@ -91,6 +91,17 @@ put("tokenizer_config", "list_template.json", json.dumps({"bos_token": {"content
                                                          "chat_template": [{"name": "default", "template": "{% for m in messages %}{{ m.content }}{% endfor %}"}]}))
 put("tokenizer_config", "special_tokens_map.json", json.dumps({"bos_token": {"content": "<bos>", "lstrip": False}, "eos_token": "<eos>"}))
 
+# generation_config.json on its own (GenerationConfig over a fixed config.json)
+put("generation_config", "gemma3.json", json.dumps({"bos_token_id": 2, "eos_token_id": [1, 106], "pad_token_id": 0,
+                                                    "cache_implementation": "hybrid", "top_k": 64, "top_p": 0.95, "transformers_version": "4.50.0"}))
+put("generation_config", "int_eos.json", json.dumps({"eos_token_id": 1, "bos_token_id": 2}))
+put("generation_config", "nulls.json", json.dumps({"eos_token_id": None, "pad_token_id": None, "do_sample": True}))
+
+# special_tokens_map.json on its own (read when tokenizer_config.json has no bos_token)
+put("special_tokens_map", "objects.json", json.dumps({"bos_token": {"content": "<bos>", "lstrip": False, "normalized": False, "rstrip": False,
+                                                                    "single_word": False}, "eos_token": {"content": "<eos>"}, "pad_token": "<pad>"}))
+put("special_tokens_map", "strings.json", json.dumps({"bos_token": "<bos>", "eos_token": "<eos>", "additional_special_tokens": ["<start_of_turn>"]}))
+
 # nla_meta.yaml
 for name in ("av", "ar"):
     src = os.path.expanduser(f"~/.cache/nla/models/nla-demo/{name}/nla_meta.yaml")

@@ -25,6 +25,9 @@ public enum Divergence {
             throw ModelError.input("the two models have different vocabularies or widths")
         }
         guard !ids.isEmpty else { throw ModelError.input("empty text: no positions to compare") }
+        for (m, role) in [(reference, "reference"), (quantized, "quantized")] where !m.producesLogits {
+            throw ModelError.input("the \(role) model runs \(m.loadedBlocks) of \(m.config.numHiddenLayers) blocks without the final norm (an NLA AR?): it has no next-token distribution to compare")
+        }
         let v = reference.config.vocabSize, d = reference.config.hiddenSize
         let sr = try reference.makeSession(capacity: ids.count)
         let sq = try quantized.makeSession(capacity: ids.count)
@@ -87,4 +90,10 @@ public func cosine(_ a: [Float], _ b: [Float]) -> Double {
         dot += Double(a[i]) * Double(b[i]); na += Double(a[i]) * Double(a[i]); nb += Double(b[i]) * Double(b[i])
     }
     return na == 0 || nb == 0 ? 0 : dot / (na.squareRoot() * nb.squareRoot())
+}
+
+extension Gemma3Model {
+    /// Whether a forward pass can produce next-token logits: every block loaded and the final norm applied
+    /// (an NLA AR runs blocks 0…K and stops, without them).
+    public var producesLogits: Bool { loadedBlocks == config.numHiddenLayers && finalNorm != nil }
 }

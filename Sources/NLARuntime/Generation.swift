@@ -30,7 +30,7 @@ public struct GenerationConfig: Sendable {
         // Ids index the vocabulary: out-of-range ids would never match (eos) or index past the embedding.
         // (An eos id past the vocabulary can never be generated: allowed, like in config.json.)
         if let bad = g.eosTokenIds.first(where: { $0 < 0 || $0 > Int(Int32.max) }) {
-            throw ModelError.config(file: file, reason: "eos_token_id is \(bad); must be >= 0")
+            throw ModelError.config(file: file, reason: "eos_token_id is \(bad); must be in 0...\(Int32.max)")
         }
         let vocab = 0..<fallback.vocabSize
         for (name, id) in [("bos_token_id", g.bosTokenId), ("pad_token_id", g.padTokenId)] {

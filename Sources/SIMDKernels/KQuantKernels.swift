@@ -117,10 +117,10 @@ extension VectorKernels {
                 var i = 0
                 while i < m {
                     let mt = Swift.min(4, m - i)
-                    var acc = (SIMD8<Float>(), SIMD8<Float>(), SIMD8<Float>(), SIMD8<Float>())
+                    var tile = RowTile4(rows: mt)
                     for b in 0..<nb {
                         decodeBlock(type, wr + b * bb, wf)
-                        @inline(__always) func row(_ r: Int, _ a: inout SIMD8<Float>) {
+                        tile.accumulate { r, a in
                             let xb = x + (i + r) * ldx + b * bs
                             var c = 0
                             while c < bs {
@@ -128,15 +128,8 @@ extension VectorKernels {
                                 c += 16
                             }
                         }
-                        row(0, &acc.0)
-                        if mt > 1 { row(1, &acc.1) }
-                        if mt > 2 { row(2, &acc.2) }
-                        if mt > 3 { row(3, &acc.3) }
                     }
-                    y[i * ldy + j] = VectorMath.sum(acc.0)
-                    if mt > 1 { y[(i + 1) * ldy + j] = VectorMath.sum(acc.1) }
-                    if mt > 2 { y[(i + 2) * ldy + j] = VectorMath.sum(acc.2) }
-                    if mt > 3 { y[(i + 3) * ldy + j] = VectorMath.sum(acc.3) }
+                    tile.store(y, row: i, column: j, ldy: ldy)
                     i += mt
                 }
             }

@@ -335,23 +335,16 @@ extension VectorKernels {
             var i = 0
             while i < m {
                 let mt = Swift.min(4, m - i)
-                var acc = (SIMD8<Float>(), SIMD8<Float>(), SIMD8<Float>(), SIMD8<Float>())
+                var tile = RowTile4(rows: mt)
                 for b in 0..<nb {
                     let wb = wr + b * bb
                     let (w0, w1, w2, w3) = dequantBlock(type, wb, QK.f16(wb))
-                    @inline(__always) func row(_ r: Int, _ a: inout SIMD8<Float>) {
+                    tile.accumulate { r, a in
                         let xb = x + (i + r) * ldx + b * QK.block
                         a = a + (load8(xb, 0) * w0 + load8(xb, 8) * w1) + (load8(xb, 16) * w2 + load8(xb, 24) * w3)
                     }
-                    row(0, &acc.0)
-                    if mt > 1 { row(1, &acc.1) }
-                    if mt > 2 { row(2, &acc.2) }
-                    if mt > 3 { row(3, &acc.3) }
                 }
-                y[i * ldy + j] = VectorMath.sum(acc.0)
-                if mt > 1 { y[(i + 1) * ldy + j] = VectorMath.sum(acc.1) }
-                if mt > 2 { y[(i + 2) * ldy + j] = VectorMath.sum(acc.2) }
-                if mt > 3 { y[(i + 3) * ldy + j] = VectorMath.sum(acc.3) }
+                tile.store(y, row: i, column: j, ldy: ldy)
                 i += mt
             }
         }

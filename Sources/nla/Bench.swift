@@ -18,9 +18,21 @@ struct Bench: ParsableCommand {
             guard promptTokens >= 1, decodeTokens >= 0 else { throw ModelError.input("token counts must be positive") }
             guard batch >= 0 else { throw ModelError.input("--batch must be >= 0") }
             let lm = try LanguageModel(directory: options.model)
+            try requireLogits(lm, options.model)
             let ctx = lm.config.maxPositionEmbeddings
             guard promptTokens <= ctx, decodeTokens <= ctx - promptTokens else {
                 throw ModelError.input("--prompt-tokens \(promptTokens) + --decode-tokens \(decodeTokens) exceed the model's context of \(ctx) tokens")
+            }
+            if batch > 0 {
+                // Every sequence holds its own KV cache: refuse a count whose caches cannot fit in memory
+                // (`--batch 1000000000` aborted in the allocator).
+                let capacity = min(promptTokens + decodeTokens + 1, ctx)
+                let perSequence = KVCache.bytes(config: lm.config, blocks: lm.model.loadedBlocks, capacity: capacity, chunk: min(256, capacity))
+                let ram = Int(clamping: ProcessInfo.processInfo.physicalMemory)
+                guard batch <= max(1, ram / max(perSequence, 1)) else {
+                    throw ModelError.input(String(format: "--batch %d needs %.1f GB of KV cache (%.2f MB per sequence); this machine has %.1f GB",
+                                                  batch, Double(batch) * Double(perSequence) / 1e9, Double(perSequence) / 1e6, Double(ram) / 1e9))
+                }
             }
             if batch > 0 { try benchBatched(lm, promptTokens: promptTokens, decodeTokens: decodeTokens, sequences: batch, json: json); return }
             let base = lm.tokenizer.encode("The history of science is the study of the development of science and scientific knowledge, including both the natural and social sciences. ", addSpecialTokens: false)

@@ -25,23 +25,11 @@ struct FidelityPair {
 }
 
 func readPairs(_ path: String) throws -> [FidelityPair] {
-    guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
-        throw ModelError.input("\(path): cannot read file")
-    }
-    var pairs: [FidelityPair] = []
-    for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-        let l = line.trimmingCharacters(in: .whitespaces)
-        if l.isEmpty { continue }
-        guard let obj = (try? JSONSerialization.jsonObject(with: Data(l.utf8))) as? [String: Any] else {
-            throw ModelError.input("\(path):\(n + 1): not a JSON object")
-        }
-        guard let e = obj["explanation"] as? String else { throw ModelError.input("\(path):\(n + 1): missing string 'explanation'") }
-        guard let arr = obj["activation_vector"] as? [Any] else { throw ModelError.input("\(path):\(n + 1): missing array 'activation_vector'") }
-        let v = try arr.map { x -> Float in
-            guard let num = x as? NSNumber else { throw ModelError.input("\(path):\(n + 1): activation_vector holds a non-number") }
-            return num.floatValue
-        }
-        pairs.append(FidelityPair(explanation: e, gold: v))
+    guard let data = FileManager.default.contents(atPath: path) else { throw ModelError.input("\(path): cannot read file") }
+    let pairs = try VectorFile.jsonlObjects(data, file: path).map { line, obj -> FidelityPair in
+        guard let e = obj["explanation"] as? String else { throw ModelError.input("\(path):\(line): missing string 'explanation'") }
+        guard obj[VectorFile.jsonlColumn] != nil else { throw ModelError.input("\(path):\(line): missing array 'activation_vector'") }
+        return FidelityPair(explanation: e, gold: try VectorFile.numbers(obj[VectorFile.jsonlColumn], field: VectorFile.jsonlColumn, file: path, line: line))
     }
     guard !pairs.isEmpty else { throw ModelError.input("\(path): no pairs") }
     return pairs
@@ -76,6 +64,14 @@ struct Fidelity: ParsableCommand {
         try runReportingErrors {
             try threads.apply()
             guard !arQuant.isEmpty else { throw ModelError.input("give at least one --ar-quant file") }
+            for (flag, v) in [("--min-cos-q8", minCosQ8), ("--min-cos-q4", minCosQ4)] where !(v >= -1 && v <= 1) {
+                throw ModelError.input("\(flag) is \(v); a cosine threshold must be in [-1, 1]")
+            }
+            try validateFVEBaselineFlag(fveBaselineFlag)
+            if pairs != nil, target != nil || prompt != nil {
+                throw ModelError.input("--pairs and --target/--prompt are two sources of pairs: give one")
+            }
+            guard maxPairs >= 1 else { throw ModelError.input("--max-pairs must be >= 1 (got \(maxPairs))") }
             let sampling = SamplingOptions(maxNewTokens: maxNewTokens)
             if let batch, batch < 1 { throw ModelError.input("--batch must be >= 1") }
             var announced = false

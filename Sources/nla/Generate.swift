@@ -30,6 +30,7 @@ struct Generate: ParsableCommand {
             let sampling = samplingArgs.sampling
             try sampling.validate()
             let lm = try LanguageModel(directory: options.model)
+            try requireLogits(lm, options.model)
             let promptIds: [Int]
             if let ids {
                 if prompt != nil { throw ModelError.input("give either --ids or a PROMPT, not both") }
@@ -71,6 +72,7 @@ struct Chat: ParsableCommand {
             let sampling = samplingArgs.sampling
             try sampling.validate()
             let lm = try LanguageModel(directory: options.model)
+            try requireLogits(lm, options.model)
             var history: [ChatMessage] = []
             if let system { history.append(ChatMessage(role: "system", content: system)) }
             func answer(_ text: String) throws {

@@ -20,6 +20,7 @@ struct Hidden: ParsableCommand {
             try options.validateThreads()
             guard out.hasSuffix(".safetensors") else { throw ModelError.input("--out must name a .safetensors file") }
             let lm = try LanguageModel(directory: options.model)
+            try requireLogits(lm, options.model)
             let inputIds: [Int]
             if let ids {
                 if text != nil { throw ModelError.input("give either --ids or TEXT, not both") }

@@ -24,10 +24,9 @@ struct ImatrixCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            guard threads >= 0 else { throw ModelError.input("--threads must be >= 0") }
+            try applyThreadsFlag(threads)
             guard maxTokens >= 2 else { throw ModelError.input("--max-tokens must be >= 2") }
             guard out.hasSuffix(".safetensors") else { throw ModelError.input("\(out): the output file must end in .safetensors") }
-            Kernels.setThreads(threads)
             guard let data = FileManager.default.contents(atPath: textFile) else { throw ModelError.input("\(textFile): cannot read file") }
             guard let text = String(data: data, encoding: .utf8) else { throw ModelError.input("\(textFile): not valid UTF-8") }
             let paragraphs = text.components(separatedBy: "\n\n").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }

@@ -16,12 +16,14 @@ struct Kld: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            guard threads >= 0 else { throw ModelError.input("--threads must be >= 0") }
-            Kernels.setThreads(threads)
+            try applyThreadsFlag(threads)
             guard let data = FileManager.default.contents(atPath: textFile) else { throw ModelError.input("\(textFile): cannot read file") }
             guard let text = String(data: data, encoding: .utf8) else { throw ModelError.input("\(textFile): not valid UTF-8") }
             let ref = try LanguageModel(directory: model)
             let q = try LanguageModel(directory: modelQ)
+            for (m, path) in [(ref, model), (q, modelQ)] where !m.model.producesLogits {
+                throw ModelError.input("\(path): runs \(m.model.loadedBlocks) of \(m.config.numHiddenLayers) blocks without the final norm (an NLA AR?): no next-token distribution to compare")
+            }
             let ids = ref.tokenizer.encode(text)
             guard q.tokenizer.encode(text) == ids else { throw ModelError.input("the two models tokenize \(textFile) differently") }
             guard ids.count <= ref.config.maxPositionEmbeddings else {

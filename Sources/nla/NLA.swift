@@ -12,6 +12,30 @@ struct NLA: ParsableCommand {
         commandName: "nla",
         abstract: "Gemma 3 and Natural Language Autoencoders on the CPU.",
         subcommands: [Tokenize.self, Generate.self, Chat.self, Hidden.self, Explain.self, Verbalize.self, Reconstruct.self, Score.self, Fidelity.self, Kld.self, Bench.self, BenchKernels.self, ImatrixCommand.self])
+
+    /// Like ArgumentParser's `main`, but a command-line error (unknown option, missing or malformed value,
+    /// e.g. `--threads -1`, which reads as an option) is one line on stderr, like every other error, with
+    /// the usage exit code (64); help and version requests print as usual.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            let code = exitCode(for: error)
+            if code != .success, !(error is ExitCode) {
+                FileHandle.standardError.write(Data("nla: \(usageErrorLine(error))\n".utf8))
+                Foundation.exit(code.rawValue)
+            }
+            exit(withError: error)
+        }
+    }
+
+    /// ArgumentParser's message for a command-line error on one line, with where to find the usage.
+    static func usageErrorLine(_ error: Error) -> String {
+        let lines = message(for: error).split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+        let text = lines.filter { !$0.isEmpty && !$0.hasPrefix("Usage:") && !$0.hasPrefix("See '") }.joined(separator: " ")
+        return (text.isEmpty ? "invalid command line" : text) + " (nla help for usage)"
+    }
 }
 
 /// The default model: the Gemma 3 270M test checkpoint that `make test-model` builds.
@@ -25,8 +49,27 @@ struct ModelOptions: ParsableArguments {
     var threads: Int = 0
 
     func validateThreads() throws {
-        guard threads >= 0 else { throw ModelError.input("--threads must be >= 0") }
-        Kernels.setThreads(threads)
+        try applyThreadsFlag(threads)
+    }
+}
+
+/// Most threads `--threads` may ask for: every kernel pass starts this many OpenMP threads, and a huge
+/// count exhausts the process/thread limit of the machine (`--threads 100000` did).
+let maxThreadsFlag = 1024
+
+/// `--threads N`: 0 = all cores, else 1…`maxThreadsFlag`.
+func applyThreadsFlag(_ threads: Int) throws {
+    guard threads >= 0, threads <= maxThreadsFlag else {
+        throw ModelError.input("--threads is \(threads); it must be 0 (all cores) to \(maxThreadsFlag)")
+    }
+    Kernels.setThreads(threads)
+}
+
+/// A model that must produce next-token logits (generate, chat, bench, hidden --last-logits); an NLA AR
+/// (blocks 0…K, no final norm) cannot, and running it for logits crashed.
+func requireLogits(_ lm: LanguageModel, _ path: String) throws {
+    guard lm.model.producesLogits else {
+        throw ModelError.input("\(path): runs \(lm.model.loadedBlocks) of \(lm.config.numHiddenLayers) blocks without the final norm (an NLA AR?): it cannot produce next-token logits")
     }
 }
 

@@ -10,8 +10,7 @@ import SIMDKernels
 struct ThreadsOption: ParsableArguments {
     @Option(help: "Threads for the matmul kernels (0 = all cores).") var threads: Int = 0
     func apply() throws {
-        guard threads >= 0 else { throw ModelError.input("--threads must be >= 0") }
-        Kernels.setThreads(threads)
+        try applyThreadsFlag(threads)
     }
 }
 
@@ -63,6 +62,11 @@ func median(_ xs: [Double]) -> Double {
 
 func mean(_ xs: [Double]) -> Double { xs.isEmpty ? .nan : xs.reduce(0, +) / Double(xs.count) }
 
+/// `--fve-baseline B`: B must be a positive finite number (fve_nrm = 1 − mse_nrm / B).
+func validateFVEBaselineFlag(_ b: Double?) throws {
+    if let b, !(b.isFinite && b > 0) { throw ModelError.input("--fve-baseline is \(b); it must be a positive finite number") }
+}
+
 /// The fve baseline: the flag, else the built-in table for the released pairs, else none.
 func fveBaseline(_ flag: Double?, dModel: Int, layer: Int?) -> Double? {
     flag ?? layer.flatMap { FVEBaselines.builtIn(dModel: dModel, layer: $0) }
@@ -100,6 +104,7 @@ struct Explain: ParsableCommand {
             try sampling.validate()
             guard maxReplyTokens >= 0 else { throw ModelError.input("--max-reply-tokens must be >= 0") }
             if let batch, batch < 1 { throw ModelError.input("--batch must be >= 1") }
+            try validateFVEBaselineFlag(fveBaselineFlag)
             let spec: NLAPositionSpec
             do { spec = try NLAPositionSpec.parse(positions) } catch { throw ModelError.input("--\(error)") }
             let req = ExplainRequest(target: target, av: av, ar: ar, prompt: text, chat: chat, reply: reply,
@@ -276,6 +281,7 @@ struct Score: ParsableCommand {
         try runReportingErrors {
             try threads.apply()
             let text = try readText(explanation)
+            try validateFVEBaselineFlag(fveBaselineFlag)
             let golds = try VectorFile.read(path: gold, key: key)
             guard let g = golds.first else { throw ModelError.input("\(gold): no vector") }
             let r = try ActivationReconstructor(path: ar)

@@ -9,6 +9,7 @@
 import Foundation
 import Testing
 @testable import NLARuntime
+import NLATestSupport
 
 private func demoBatchLog(_ s: String) { print("[batched-demo] " + s) }
 
@@ -20,22 +21,6 @@ enum BatchedDemo {
 
     static func av(_ q8: Bool) throws -> ActivationVerbalizer { try (q8 ? avQ8 : avF32).get() }
     static func ar(_ q8: Bool) throws -> ActivationReconstructor { try (q8 ? arQ8 : arF32).get() }
-
-    /// The sequential decode with each step's top-2 logit margin.
-    static func reference(_ av: ActivationVerbalizer, _ v: [Float], maxNew: Int) throws -> (ids: [Int], margins: [Float]) {
-        let e = try av.inputEmbeddings(for: v)
-        let session = try av.model.session(for: av.promptIds, extra: maxNew)
-        var logits = try e.withUnsafeBufferPointer { try session.forward(embeddings: $0.baseAddress!, rows: av.promptIds.count, logits: .last) }
-        var ids: [Int] = [], margins: [Float] = []
-        while ids.count < maxNew {
-            let tok = Sampler.argmax(logits)
-            ids.append(tok)
-            margins.append(logits.withUnsafeBufferPointer { BatchDecoder.topTwoMargin($0) })
-            if av.stopIds.contains(tok) || ids.count == maxNew || session.position >= session.capacity { break }
-            logits = try session.forward(ids: [tok], logits: .last)
-        }
-        return (ids, margins)
-    }
 }
 
 @Suite(.serialized) struct BatchedDemoTests {
@@ -46,7 +31,7 @@ enum BatchedDemo {
         let rows = try FidelityDemo.rows()
         let vs = rows.map(\.gold)
         let maxNew = 24
-        let refs = try vs.map { try BatchedDemo.reference(av, $0, maxNew: maxNew) }
+        let refs = try vs.map { try referenceDecode(av, $0, maxNew: maxNew) }
         #expect(try av.verbalize(vs[0], options: SamplingOptions(maxNewTokens: maxNew)).ids == refs[0].ids)
         for batch in [8, 3] {
             let start = Date()
@@ -54,20 +39,7 @@ enum BatchedDemo {
             let got = try av.verbalizeBatch(vs, options: SamplingOptions(maxNewTokens: maxNew), batch: batch, onEvent: { e in
                 if case .token(let i, _, let m) = e { batchedMargins[i, default: []].append(m) }
             })
-            var identical = 0
-            for (i, (r, g)) in zip(refs, got).enumerated() {
-                let ids = try g.get().ids
-                var div: (Int, Float)? = nil
-                for j in 0..<max(r.ids.count, ids.count) where j >= r.ids.count || j >= ids.count || r.ids[j] != ids[j] {
-                    div = (j, j < r.margins.count ? r.margins[j] : .infinity); break
-                }
-                if let (j, m) = div {
-                    demoBatchLog(String(format: "%@ batch %d: vector %d diverges at step %d (sequential top-2 margin %.3g)", label, batch, i, j, m))
-                    #expect(m < 1e-3, "\(label) batch \(batch): vector \(i) diverges at step \(j) where the top-2 margin is \(m)")
-                } else {
-                    identical += 1
-                }
-            }
+            let identical = expectGreedyMatches("\(label) batch \(batch)", refs: refs, got: try got.map { try $0.get().ids }, tag: "batched-demo")
             let minMargin = refs.flatMap(\.margins).min()!
             demoBatchLog(String(format: "%@ batch %d: %d/%d greedy explanations identical to sequential (%d tokens each at most; smallest sequential margin %.3g); %.1f s",
                                 label, batch, identical, vs.count, maxNew, minMargin, Date().timeIntervalSince(start)))

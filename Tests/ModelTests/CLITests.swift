@@ -4,55 +4,7 @@
 import Foundation
 import Quant
 import Testing
-
-struct CLIResult {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
-
-enum CLI {
-    static var binary: String {
-        let here = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for dir in [here, here.deletingLastPathComponent(), Bundle.main.bundleURL] {
-            let p = dir.appendingPathComponent("nla").path
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-        }
-        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent(".build/release/nla").path
-    }
-
-    static func run(_ args: [String], stdin: String? = nil) throws -> CLIResult {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = args
-        let out = Pipe(), err = Pipe(), inp = Pipe()
-        p.standardOutput = out; p.standardError = err; p.standardInput = inp
-        try p.run()
-        if let stdin { inp.fileHandleForWriting.write(Data(stdin.utf8)) }
-        try inp.fileHandleForWriting.close()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return CLIResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-    }
-
-    static func tempDir() -> String {
-        let d = FileManager.default.temporaryDirectory.appendingPathComponent("nla-cli-\(UUID().uuidString)").path
-        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
-    }
-}
-
-/// A failing command: non-zero exit (not a crash signal), exactly one stderr line naming `mentions`.
-func expectCleanFailure(_ r: CLIResult, mentions: [String], sourceLocation: SourceLocation = #_sourceLocation) {
-    #expect(r.status == 1, "exit status \(r.status), stderr: \(r.stderr)", sourceLocation: sourceLocation)
-    let lines = r.stderr.split(separator: "\n")
-    #expect(lines.count == 1, "stderr should be one line: \(r.stderr)", sourceLocation: sourceLocation)
-    for m in mentions {
-        #expect(r.stderr.contains(m), "stderr should mention '\(m)': \(r.stderr)", sourceLocation: sourceLocation)
-    }
-}
+import NLATestSupport
 
 @Suite(.serialized) struct CLITests {
     var model: String { TestModel.directory }
@@ -163,5 +115,118 @@ func expectCleanFailure(_ r: CLIResult, mentions: [String], sourceLocation: Sour
         expectCleanFailure(try CLI.run(["hidden", "--model", model, "--out", dir + "/l.safetensors", "-"], stdin: long),
                            mentions: ["context"])
         #expect(!FileManager.default.fileExists(atPath: dir + "/l.safetensors"))
+    }
+
+    // MARK: the inputs probed in the second round (issue 11)
+
+    /// Probe: `tokenize --jsonl` accepted duplicate keys, unknown (misspelt) keys, 'text' together with
+    /// 'messages', unknown message keys, and a TEXT argument it then ignored.
+    @Test func tokenizeJSONLRefusesAmbiguousLines() throws {
+        let dir = CLI.tempDir()
+        func jsonl(_ line: String) throws -> String {
+            let p = dir + "/in-\(UUID().uuidString).jsonl"
+            try ("{\"text\": \"ok\"}\n" + line + "\n").write(toFile: p, atomically: true, encoding: .utf8)
+            return p
+        }
+        for (line, mention) in [(#"{"text": "a", "text": "b"}"#, "duplicate key 'text'"),
+                                (#"{"text": "a", "add_special_token": false}"#, "unknown key 'add_special_token'"),
+                                (#"{"text": "a", "messages": [{"role": "user", "content": "hi"}]}"#, "'messages' goes alone"),
+                                (#"{"messages": [{"role": "user", "content": "hi", "name": "x"}]}"#, "messages[0]: unknown key 'name'"),
+                                (#"{"messages": []}"#, "no messages")] {
+            let p = try jsonl(line)
+            expectCleanFailure(try CLI.run(["tokenize", "--model", model, "--jsonl", p]), mentions: [p + ":2", mention])
+            // Standard input is named as such, with the line.
+            expectCleanFailure(try CLI.run(["tokenize", "--model", model, "--jsonl", "-"], stdin: try String(contentsOfFile: p, encoding: .utf8)),
+                               mentions: ["standard input:2", mention])
+        }
+        let ok = try jsonl(#"{"text": "Hello world", "add_special_tokens": false}"#)
+        let r = try CLI.run(["tokenize", "--model", model, "--jsonl", ok])
+        let okIds = try CLI.run(["tokenize", "--model", model, "--json", "ok"]).stdout
+        #expect(r.status == 0 && r.stdout == okIds + "{\"ids\":[9259,1902]}\n", "\(r.stdout) \(r.stderr)")
+        expectCleanFailure(try CLI.run(["tokenize", "--model", model, "--jsonl", ok, "hi"]), mentions: ["--jsonl", "TEXT"])
+        expectCleanFailure(try CLI.run(["tokenize", "--model", model, "--jsonl", ok, "--chat"]), mentions: ["--jsonl", "--chat"])
+    }
+
+    /// Probe: a bos_token in the model's tokenizer_config.json that is no token was rendered by the chat
+    /// template as plain text (`tokenize --chat` gave 7 text pieces instead of <bos>).
+    @Test func modelWithABosTokenThatIsNoTokenIsRefused() throws {
+        let dir = CLI.tempDir()
+        for f in ["config.json", "model.safetensors", "tokenizer.json", "generation_config.json", "special_tokens_map.json"] {
+            try FileManager.default.createSymbolicLink(atPath: dir + "/" + f, withDestinationPath: model + "/" + f)
+        }
+        var cfg = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: model + "/tokenizer_config.json"))) as? [String: Any])
+        cfg["bos_token"] = "zzz-not-a-token"
+        try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
+        expectCleanFailure(try CLI.run(["tokenize", "--model", dir, "--chat", "--json", "hi"]),
+                           mentions: ["tokenizer_config.json", "bos_token", "zzz-not-a-token", "is not a token"])
+    }
+
+    /// Probe: a negative number where an option expects one (`--threads -1`) reads as an unknown option;
+    /// ArgumentParser printed three lines (error, help, usage). Every command-line error is one line now.
+    @Test func commandLineErrorsAreOneLine() throws {
+        for args in [["explain", "--target", "t", "--av", "a", "--ar", "r", "--threads", "-1", "hi"],
+                     ["tokenize", "--bogus"], ["score", "--ar", "r", "--json"], ["explain", "--positions", "-3", "hi"]] {
+            let r = try CLI.run(args)
+            #expect(r.status == 64, "\(args): status \(r.status)")
+            let lines = r.stderr.split(separator: "\n")
+            #expect(lines.count == 1 && r.stderr.hasPrefix("nla: ") && r.stderr.contains("nla help"), "\(args): \(r.stderr)")
+        }
+        let help = try CLI.run(["explain", "--help"])
+        #expect(help.status == 0 && help.stdout.lowercased().contains("usage"), "\(help.stdout)")
+    }
+
+    /// Probe: `--fve-baseline 0 / -1 / nan / inf` (explain, score, fidelity) reached the JSON writer (a two-line
+    /// encoder error, or exit 64 for -1); fidelity thresholds NaN or > 1 always failed, < -1 always passed;
+    /// fidelity pairs with `true` for a number or a duplicate key were read.
+    @Test func nlaCommandNumbersAndPairsAreChecked() throws {
+        let dir = CLI.tempDir()
+        for b in ["0", "-1", "nan", "inf"] {
+            expectCleanFailure(try CLI.run(["explain", "--target", "t", "--av", "a", "--ar", "r", "--fve-baseline=\(b)", "hi"]),
+                               mentions: ["--fve-baseline", "positive finite"])
+            expectCleanFailure(try CLI.run(["score", "--ar", "r", "--gold", "g.npy", "--fve-baseline=\(b)", "x"]),
+                               mentions: ["--fve-baseline", "positive finite"])
+            expectCleanFailure(try CLI.run(["fidelity", "--ar", "r", "--ar-quant", "q.gguf", "--pairs", "p.jsonl", "--fve-baseline=\(b)"]),
+                               mentions: ["--fve-baseline", "positive finite"])
+        }
+        for (flag, v) in [("--min-cos-q8", "nan"), ("--min-cos-q8", "2"), ("--min-cos-q4", "-5")] {
+            expectCleanFailure(try CLI.run(["fidelity", "--ar", "r", "--ar-quant", "q.gguf", "--pairs", "p.jsonl", "\(flag)=\(v)"]),
+                               mentions: [flag, "[-1, 1]"])
+        }
+        let vec = (0..<640).map { _ in "0.5" }.joined(separator: ", ")
+        for (line, mention) in [("{\"explanation\": \"x\", \"activation_vector\": [true, \(vec)]}", "'activation_vector'[0] is not a number"),
+                                ("{\"explanation\": \"x\", \"explanation\": \"y\", \"activation_vector\": [\(vec)]}", "duplicate key 'explanation'")] {
+            let p = dir + "/pairs-\(UUID().uuidString).jsonl"
+            try (line + "\n").write(toFile: p, atomically: true, encoding: .utf8)
+            expectCleanFailure(try CLI.run(["fidelity", "--ar", "r", "--ar-quant", "q.gguf", "--pairs", p]), mentions: [p, "line 1", mention])
+        }
+        // Probe: --pairs with --target/--prompt silently ignored the latter; --max-pairs 0 blamed the prompt.
+        expectCleanFailure(try CLI.run(["fidelity", "--ar", "r", "--ar-quant", "q.gguf", "--pairs", "p.jsonl", "--target", "t", "--prompt", "hi"]),
+                           mentions: ["--pairs", "--target"])
+        expectCleanFailure(try CLI.run(["fidelity", "--ar", "r", "--ar-quant", "q.gguf", "--target", "t", "--av", "a", "--prompt", "hi", "--max-pairs", "0"]),
+                           mentions: ["--max-pairs", ">= 1"])
+        expectCleanFailure(try CLI.run(["explain", "--target", "t", "--av", "a", "--ar", "r", "--positions", "", "hi"]),
+                           mentions: ["--positions", "lists no position"])
+    }
+
+    /// Probe: `kld` with an NLA AR (blocks 0…K, no final norm) on either side crashed (SIGBUS / SIGSEGV), and so
+    /// did `generate` / `hidden` on the AR; `--threads 100000` started threads until the machine's limit;
+    /// `bench --batch 1000000000` aborted in the allocator.
+    @Test func modelsWithoutLogitsAndHugeCountsAreRefused() throws {
+        try FidelityDemo.require()
+        let ar = FidelityDemo.ar
+        let dir = CLI.tempDir()
+        let text = dir + "/t.txt"
+        try "The quick brown fox.".write(toFile: text, atomically: true, encoding: .utf8)
+        expectCleanFailure(try CLI.run(["kld", "--model", model, "--model-q", ar, "--text-file", text]), mentions: [ar, "final norm"])
+        expectCleanFailure(try CLI.run(["kld", "--model", ar, "--model-q", model, "--text-file", text]), mentions: [ar, "final norm"])
+        expectCleanFailure(try CLI.run(["generate", "--model", ar, "--max-new-tokens", "2", "hi"]), mentions: [ar, "next-token logits"])
+        expectCleanFailure(try CLI.run(["hidden", "--model", ar, "--out", dir + "/h.safetensors", "hi"]), mentions: [ar, "next-token logits"])
+        #expect(!FileManager.default.fileExists(atPath: dir + "/h.safetensors"))
+        expectCleanFailure(try CLI.run(["bench", "--model", model, "--prompt-tokens", "8", "--decode-tokens", "2", "--threads", "100000"]),
+                           mentions: ["--threads", "100000"])
+        expectCleanFailure(try CLI.run(["kld", "--model", model, "--model-q", model, "--text-file", text, "--threads", "5000"]),
+                           mentions: ["--threads", "5000"])
+        expectCleanFailure(try CLI.run(["bench", "--model", model, "--prompt-tokens", "8", "--decode-tokens", "2", "--batch", "1000000000"]),
+                           mentions: ["--batch 1000000000", "GB of KV cache"])
     }
 }

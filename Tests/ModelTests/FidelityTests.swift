@@ -11,10 +11,11 @@
 import Foundation
 import Quant
 import Testing
+import NLATestSupport
 @testable import NLARuntime
 
 enum FidelityDemo {
-    static var root: String { NLACache.demoPair }
+    static var root: String { TestPaths.demoPair }
     static var av: String { root + "/av" }
     static var ar: String { root + "/ar" }
 
@@ -23,16 +24,12 @@ enum FidelityDemo {
         let need = [av + "/config.json", av + "/model.safetensors", av + "/nla_meta.yaml", av + "/tokenizer.json",
                     ar + "/config.json", ar + "/model.safetensors", ar + "/nla_meta.yaml", ar + "/tokenizer.json",
                     ar + "/value_head.safetensors"]
-        for f in need where !FileManager.default.fileExists(atPath: f) {
-            Issue.record("demo NLA pair missing (\(f)): run `make demo-models`")
-            throw ModelError.input("demo NLA pair missing (\(f)): run `make demo-models`")
-        }
+        try TestPaths.requireFiles(need, what: "demo NLA pair", hint: "run `make demo-models`")
     }
 
     /// Scratch directory for this process (the GGUFs are a few hundred MB), removed at exit.
     static let dir: String = {
-        let d = FileManager.default.temporaryDirectory.appendingPathComponent("nla-fidelity-\(getpid())").path
-        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        let d = TestPaths.processScratch("fidelity")
         atexit { try? FileManager.default.removeItem(atPath: FidelityDemo.dir) }
         return d
     }()

@@ -12,14 +12,11 @@
 import Foundation
 import Quant
 import Testing
+import NLATestSupport
 @testable import NLARuntime
 
 enum LlamaCppTestFiles {
-    static let dir: String = {
-        let d = FileManager.default.temporaryDirectory.appendingPathComponent("nla-llamacpp-\(getpid())").path
-        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
-    }()
+    static let dir: String = TestPaths.processScratch("llamacpp")
     static let q8: Result<String, Error> = Result { try make(.q8_0) }
     static let f32: Result<String, Error> = Result { try make(.f32) }
     static let q8Stripped: Result<String, Error> = Result {
@@ -51,12 +48,12 @@ enum LlamaCppTestFiles {
         }
     }
 
-    static var python: String { (ProcessInfo.processInfo.environment["NLA_CACHE"] ?? NSHomeDirectory() + "/.cache/nla") + "/venv/bin/python" }
+    static var python: String { TestPaths.python }
 
     /// The PyPI package's llama.cpp GGUF of the 270M (Q4_K_M: Q8_0/Q5_0/Q4_K/Q6_K tensors), assembled
     /// from its chunks into the test directory; nil when the venv lacks the package.
     static let pypiGGUF: String? = {
-        let site = (ProcessInfo.processInfo.environment["NLA_CACHE"] ?? NSHomeDirectory() + "/.cache/nla") + "/venv/lib"
+        let site = TestPaths.cache + "/venv/lib"
         guard let pys = try? FileManager.default.contentsOfDirectory(atPath: site) else { return nil }
         var parts: [String] = []
         for py in pys {
@@ -200,8 +197,7 @@ private let prompts = ["The quick brown fox", "The capital of France is", "def f
     }
 
     var goldenPath: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures/tokenizer_golden.json").path
+        TestPaths.fixture("tokenizer_golden.json")
     }
 
     @Test func ggufPackageReadsItAndTheVocabularyEqualsLlamaCppsConversion() throws {

@@ -7,10 +7,11 @@
 import Foundation
 import Quant
 import Testing
+import NLATestSupport
 @testable import NLARuntime
 
 enum TestModel {
-    static var directory: String { NLACache.testModel }
+    static var directory: String { TestPaths.testModel }
 
     /// The model, loaded once. Fails (does not skip) when it is missing.
     static let shared: Result<LanguageModel, Error> = Result { try LanguageModel(directory: directory) }
@@ -25,10 +26,7 @@ enum TestModel {
 }
 
 enum Fixtures {
-    static let dir: String = {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures").path
-    }()
+    static let dir: String = TestPaths.fixtures
 
     static func json(_ name: String) throws -> [String: Any] {
         let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + name))

@@ -10,22 +10,15 @@
 import Foundation
 import Quant
 import Testing
+import NLATestSupport
 @testable import NLARuntime
 
 enum NLADemoPair {
-    static var root: String { NLACache.demoPair }
-    static var avDir: String { root + "/av" }
-    static var arDir: String { root + "/ar" }
+    static var avDir: String { FidelityDemo.av }
+    static var arDir: String { FidelityDemo.ar }
 
-    static func requirePair() throws {
-        let fm = FileManager.default
-        for dir in [avDir, arDir] {
-            for f in ["model.safetensors", "nla_meta.yaml", "config.json", "tokenizer.json"] where !fm.fileExists(atPath: dir + "/" + f) {
-                Issue.record("demo NLA pair missing (\(dir)/\(f)): run `make demo-models`")
-                throw ModelError.input("demo NLA pair missing: run `make demo-models`")
-            }
-        }
-    }
+    /// Fails (never skips) when the demo pair is missing.
+    static func requirePair() throws { try FidelityDemo.require() }
 
     /// Loaded once (fails, never skips, when the pair is missing).
     static let avResult: Result<ActivationVerbalizer, Error> = Result { try ActivationVerbalizer(path: avDir) }

@@ -5,10 +5,11 @@
 
 import Foundation
 import Testing
+import NLATestSupport
 @testable import NLARuntime
 
 enum PermutedModels {
-    static var cache: String { ProcessInfo.processInfo.environment["NLA_CACHE"] ?? (NSHomeDirectory() + "/.cache/nla") }
+    static var cache: String { TestPaths.cache }
     static var model: String { cache + "/models/gemma-3-270m-permuted" }
     static var ar: String { cache + "/models/nla-demo-permuted/ar" }
     static func exists(_ dir: String) -> Bool { FileManager.default.fileExists(atPath: dir + "/model.safetensors") }

@@ -4,15 +4,12 @@
 import Foundation
 import Quant
 import Testing
+import NLATestSupport
 @testable import NLARuntime
 
 /// Q8_0 and Q4_0 files of the test model, made once per test run with the same code as `quantize`.
 enum QuantizedTestModels {
-    static let dir: String = {
-        let d = FileManager.default.temporaryDirectory.appendingPathComponent("nla-quant-\(getpid())").path
-        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
-    }()
+    static let dir: String = TestPaths.processScratch("quant")
 
     static let q8: Result<String, Error> = Result { try make(.q8_0) }
     static let q4: Result<String, Error> = Result { try make(.q4_0) }
@@ -164,19 +161,7 @@ enum QuantizedTestModels {
 
     @Test func quantizeRefusesBadInput() throws {
         let dir = CLI.tempDir()
-        let quantize = CLI.binary.replacingOccurrences(of: "/nla", with: "/quantize", options: .backwards)
-        func run(_ args: [String]) throws -> CLIResult {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: quantize)
-            p.arguments = args
-            let err = Pipe()
-            p.standardError = err
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
-            let e = err.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            return CLIResult(status: p.terminationStatus, stdout: "", stderr: String(decoding: e, as: UTF8.self))
-        }
+        func run(_ args: [String]) throws -> CLIResult { try CLI.run(args, executable: TestPaths.quantizeBinary) }
         let r1 = try run([dir + "/missing", dir + "/o.gguf", "--type", "q8_0"])
         #expect(r1.status == 1 && r1.stderr.contains("missing"))
         let r2 = try run([TestModel.directory, dir + "/o.gguf", "--type", "q3_k"])

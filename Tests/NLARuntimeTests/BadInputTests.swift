@@ -5,12 +5,11 @@
 import Foundation
 import Quant
 import Testing
+import NLATestSupport
 @testable import NLARuntime
 
 private func tmpPath(_ name: String) -> String {
-    let dir = NSTemporaryDirectory() + "nla-badinput-\(ProcessInfo.processInfo.processIdentifier)"
-    try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    return dir + "/" + name
+    TestPaths.processScratch("badinput") + "/" + name
 }
 
 private func write(_ data: Data, _ name: String) throws -> String {
@@ -19,69 +18,41 @@ private func write(_ data: Data, _ name: String) throws -> String {
     return p
 }
 
-private func f32le(_ values: [Float]) -> [UInt8] { values.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian) { Array($0) } } }
-
-/// A .npy file (format 1.0) with the header dict text given verbatim.
-private func npy(header dict: String, payload: [UInt8]) -> Data {
-    var header = dict
-    while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
-    header += "\n"
-    var d = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0])
-    let n = UInt16(header.utf8.count)
-    d.append(contentsOf: [UInt8(n & 0xFF), UInt8(n >> 8)])
-    d.append(contentsOf: Array(header.utf8))
-    d.append(contentsOf: payload)
-    return d
-}
-
 /// Expect an error of type E, one line, mentioning every string; returns its description.
 @discardableResult
 private func expectOneLineError<E: Error & CustomStringConvertible>(
     _ errorType: E.Type, _ mentions: [String], sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void
 ) -> String? {
-    do {
-        try body()
-        Issue.record("expected \(E.self), nothing was thrown", sourceLocation: sourceLocation)
-    } catch let e as E {
-        let text = e.description
-        #expect(!text.contains("\n"), "error spans several lines: \(text)", sourceLocation: sourceLocation)
-        for m in mentions {
-            #expect(text.contains(m), "'\(text)' does not mention '\(m)'", sourceLocation: sourceLocation)
-        }
-        return text
-    } catch {
-        Issue.record("expected \(E.self), got \(type(of: error)): \(error)", sourceLocation: sourceLocation)
-    }
-    return nil
+    expectError(errorType, mentioning: mentions, sourceLocation: sourceLocation, body)?.description
 }
 
 @Suite struct NpyBadInputTests {
     @Test(arguments: ["(4611686018427387904,)", "(4294967296, 4294967296)", "(9223372036854775807, 2)"])
     func shapeOverflowIsAnError(shape: String) throws {
-        let p = try write(npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }", payload: f32le([1, 2, 3])),
+        let p = try write(NpyBytes.file(header: "{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }", payload: f32le([1, 2, 3])),
                           "overflow.npy")
         expectOneLineError(NLAError.self, [p]) { _ = try VectorFile.read(path: p, key: nil) }
     }
 
     @Test func dimensionPastIntIsAnError() throws {
-        let p = try write(npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999,), }",
+        let p = try write(NpyBytes.file(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999,), }",
                               payload: f32le([1])), "huge.npy")
         expectOneLineError(NLAError.self, [p, "too large"]) { _ = try VectorFile.read(path: p, key: nil) }
     }
 
     @Test func zeroWidthRowsAreAnError() throws {
         // (huge, 0) needs 0 bytes: must not build 2^62 empty rows.
-        let p = try write(npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 0), }", payload: []),
+        let p = try write(NpyBytes.file(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 0), }", payload: []),
                           "zero.npy")
         expectOneLineError(NLAError.self, [p, "no values"]) { _ = try VectorFile.read(path: p, key: nil) }
     }
 
     @Test func trailingBytesAreAnError() throws {
-        let p = try write(npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", payload: f32le([1, 2, 3])),
+        let p = try write(NpyBytes.file(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", payload: f32le([1, 2, 3])),
                           "trailing.npy")
         expectOneLineError(NLAError.self, [p, "4 bytes after the array data"]) { _ = try VectorFile.read(path: p, key: nil) }
         // The exact size still reads.
-        let q = try write(npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", payload: f32le([1, 2])),
+        let q = try write(NpyBytes.file(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", payload: f32le([1, 2])),
                           "exact.npy")
         #expect(try VectorFile.read(path: q, key: nil) == [[1, 2]])
     }
@@ -92,23 +63,23 @@ private func expectOneLineError<E: Error & CustomStringConvertible>(
         "{'descr': '<f4', 'fortran_order': False, 'fortran_order': True, 'shape': (2,), }",
     ])
     func duplicateHeaderKeysAreAnError(header: String) throws {
-        let p = try write(npy(header: header, payload: f32le([1, 2])), "dup.npy")
+        let p = try write(NpyBytes.file(header: header, payload: f32le([1, 2])), "dup.npy")
         expectOneLineError(NLAError.self, [p, "duplicate key"]) { _ = try VectorFile.read(path: p, key: nil) }
     }
 
     @Test func malformedHeaderIsOneLineAndDoesNotEchoTheHeader() throws {
         // The header has newlines inside: the message must stay on one line.
         let header = "{'descr':\n '<f4',\n 'fortran_order': False,\n 'shapes': (2,)\n}"
-        let p = try write(npy(header: header, payload: f32le([1, 2])), "malformed.npy")
+        let p = try write(NpyBytes.file(header: header, payload: f32le([1, 2])), "malformed.npy")
         let text = expectOneLineError(NLAError.self, [p, "malformed .npy header"]) { _ = try VectorFile.read(path: p, key: nil) }
         #expect(text?.contains("fortran_order") == false)
-        let q = try write(npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'extra': 1}", payload: f32le([1, 2])),
+        let q = try write(NpyBytes.file(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'extra': 1}", payload: f32le([1, 2])),
                           "extra.npy")
         expectOneLineError(NLAError.self, [q, "unexpected key 'extra'"]) { _ = try VectorFile.read(path: q, key: nil) }
     }
 
     @Test func keyDoesNotApplyToNpy() throws {
-        let p = try write(npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", payload: f32le([1, 2])), "k.npy")
+        let p = try write(NpyBytes.file(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", payload: f32le([1, 2])), "k.npy")
         expectOneLineError(NLAError.self, [p, "--key"]) { _ = try VectorFile.read(path: p, key: "x") }
     }
 }
@@ -397,5 +368,121 @@ private func expectOneLineError<E: Error & CustomStringConvertible>(
         let bad = yaml.replacingOccurrences(of: "mse_scale: null", with: "mse_scale: \"one\\ntwo\"")
         #expect(bad != yaml)
         expectOneLineError(NLAError.self, ["nla_meta.yaml", "mse_scale"]) { _ = try NLASidecar.decode(yaml: bad, file: "nla_meta.yaml") }
+    }
+}
+
+// MARK: - The inputs probed in the second round (issue 11 "not probed yet"): tokenizer_config.json,
+// special_tokens_map.json, generation_config.json, JSONL vector and pair files, fve baselines, positions.
+
+@Suite struct SecondProbeFindingTests {
+    typealias S = TokTestSupport
+    static var model: [String: Any] { S.bpe(["<bos>": 0, "a": 1, "<start_of_turn>": 2, "<end_of_turn>": 3], merges: [String]()) }
+
+    static func tokenizer(config: String?, map: String? = nil) throws -> Tokenizer {
+        try Tokenizer(tokenizerJSON: TokenizerSourceFile(data: Data(try S.tokenizerJSON(model: model, addedTokens: [S.added(0, "<bos>")]).utf8),
+                                                         name: "tokenizer.json"),
+                      tokenizerConfig: config.map { TokenizerSourceFile(data: Data($0.utf8), name: "/m/tokenizer_config.json") },
+                      specialTokensMap: map.map { TokenizerSourceFile(data: Data($0.utf8), name: "/m/special_tokens_map.json") })
+    }
+
+    @Test func validConfigAndMapStillLoad() throws {
+        #expect(try Self.tokenizer(config: #"{"bos_token": "<bos>"}"#).bosTokenId == 0)
+        #expect(try Self.tokenizer(config: "{}", map: #"{"bos_token": {"content": "<bos>"}}"#).bosTokenId == 0)
+        #expect(try Self.tokenizer(config: #"{"bos_token": null}"#).bosTokenId == nil)
+    }
+
+    /// Probe: a bos_token naming no token was accepted, and the chat template then rendered it as plain text.
+    @Test(arguments: [#"{"bos_token": "zzz-not-a-token"}"#, #"{"bos_token": ""}"#, #"{"bos_token": {"content": "<s>"}}"#])
+    func bosTokenThatIsNoTokenIsAnError(config: String) throws {
+        expectError(TokenizerError.self, mentioning: ["/m/tokenizer_config.json", "bos_token", "is not a token of tokenizer.json"]) {
+            _ = try Self.tokenizer(config: config)
+        }
+    }
+
+    @Test func specialTokensMapBosThatIsNoTokenIsAnError() throws {
+        expectError(TokenizerError.self, mentioning: ["/m/special_tokens_map.json", "bos_token", "'<nope>'"]) {
+            _ = try Self.tokenizer(config: "{}", map: #"{"bos_token": "<nope>"}"#)
+        }
+    }
+
+    /// Probe: duplicate keys in tokenizer_config.json and special_tokens_map.json were accepted (one value silently won).
+    @Test func duplicateKeysInTokenizerConfigAndMapAreErrors() throws {
+        expectError(TokenizerError.self, mentioning: ["/m/tokenizer_config.json", "bos_token", "duplicate key"]) {
+            _ = try Self.tokenizer(config: #"{"bos_token": "a", "bos_token": "<bos>"}"#)
+        }
+        expectError(TokenizerError.self, mentioning: ["/m/tokenizer_config.json", "chat_template", "duplicate key"]) {
+            _ = try Self.tokenizer(config: #"{"bos_token": "<bos>", "chat_template": "x", "chat_template": "y"}"#)
+        }
+        expectError(TokenizerError.self, mentioning: ["/m/special_tokens_map.json", "eos_token", "duplicate key"]) {
+            _ = try Self.tokenizer(config: "{}", map: #"{"bos_token": "<bos>", "eos_token": "a", "eos_token": "<eos>"}"#)
+        }
+    }
+
+    /// Probe: a special_tokens_map.json holding an array (not an object) was accepted.
+    @Test func specialTokensMapMustBeAnObject() throws {
+        expectError(TokenizerError.self, mentioning: ["/m/special_tokens_map.json", "JSON object"]) {
+            _ = try Self.tokenizer(config: "{}", map: "[1, 2]")
+        }
+    }
+
+    /// Probe: a chat_template list with non-object items ([-1]) was accepted.
+    @Test func chatTemplateListItemsMustBeObjects() throws {
+        expectError(TokenizerError.self, mentioning: ["/m/tokenizer_config.json", "chat_template"]) {
+            _ = try Self.tokenizer(config: #"{"bos_token": "<bos>", "chat_template": [-1]}"#)
+        }
+        expectError(TokenizerError.self, mentioning: ["/m/tokenizer_config.json", "name"]) {
+            _ = try Self.tokenizer(config: #"{"bos_token": "<bos>", "chat_template": [{"template": "x"}]}"#)
+        }
+    }
+
+    /// Probe: an eos_token_id above 2³¹−1 was refused with "must be >= 0", which is not the problem.
+    @Test func hugeEosIdMessageStatesTheRange() throws {
+        let cfg = try Gemma3Config.decode(Data(#"{"model_type": "gemma3_text", "vocab_size": 300}"#.utf8), file: "/m/config.json")
+        expectError(ModelError.self, mentioning: ["generation_config.json", "eos_token_id is 99999999999", "0...2147483647"]) {
+            _ = try GenerationConfig.decode(Data(#"{"eos_token_id": [1, 99999999999]}"#.utf8), file: "/m/generation_config.json", fallback: cfg)
+        }
+    }
+
+    /// Probe: JSONL vector files with a duplicate key, invalid UTF-8, or a value past the f32 range.
+    @Test func jsonlVectorFileFindings() throws {
+        func file(_ bytes: [UInt8], _ name: String) throws -> String {
+            let p = TestPaths.processScratch("badinput") + "/" + name
+            try Data(bytes).write(to: URL(fileURLWithPath: p))
+            return p
+        }
+        let dup = try file(Array(#"{"activation_vector": [1, 2], "activation_vector": [3, 4]}"#.utf8), "dup.jsonl")
+        expectError(NLAError.self, mentioning: ["dup.jsonl", "line 1", "duplicate key 'activation_vector'"]) { _ = try VectorFile.read(path: dup, key: nil) }
+        let utf = try file(Array(#"{"activation_vector": [1, 2], "note": ""#.utf8) + [0xFF] + Array("\"}\n".utf8), "utf.jsonl")
+        expectError(NLAError.self, mentioning: ["utf.jsonl", "not valid UTF-8"]) { _ = try VectorFile.read(path: utf, key: nil) }
+        let big = try file(Array(#"{"activation_vector": [1, 1e39]}"#.utf8), "big.jsonl")
+        expectError(NLAError.self, mentioning: ["big.jsonl", "line 1", "'activation_vector'[1]", "outside the f32 range"]) {
+            _ = try VectorFile.read(path: big, key: nil)
+        }
+        let ok = try file(Array("{\"activation_vector\": [1, 2.5], \"other\": [3, 4]}\n\n{\"activation_vector\": [5, 6], \"other\": [7, 8]}\n".utf8), "ok.jsonl")
+        #expect(try VectorFile.read(path: ok, key: nil) == [[1, 2.5], [5, 6]])
+        #expect(try VectorFile.read(path: ok, key: "other") == [[3, 4], [7, 8]])
+    }
+
+    /// Probe: --fve-baseline 0 / −1 / NaN / inf reached the JSON writer (a two-line encoder error) or
+    /// gave fve = ±inf; the library refuses such a B (and the pipeline before loading any model).
+    @Test(arguments: [0.0, -1.0, Double.nan, Double.infinity])
+    func fveBaselineMustBePositiveAndFinite(b: Double) throws {
+        let v: [Float] = [1, 2, 3, 4]
+        expectError(ModelError.self, mentioning: ["fve baseline"]) {
+            _ = try NLAScore.compute(prediction: v, gold: v, mseScale: 2, d: 4, fveBaseline: b)
+        }
+        let req = ExplainRequest(target: "/nonexistent", av: "/nonexistent", ar: "/nonexistent", prompt: "hi", fveBaseline: b)
+        expectError(ModelError.self, mentioning: ["fve baseline"]) { _ = try NLAPipeline.explain(req) }
+        #expect(try NLAScore.compute(prediction: v, gold: v, mseScale: 2, d: 4, fveBaseline: 0.5).fveNrm == 1)
+    }
+
+    /// Probe: `--positions ""` and `","` explained nothing and exited 0; `1,1` explained position 1 twice.
+    @Test func positionsThatListNothingOrRepeatAreErrors() throws {
+        for spec in ["", ",", " , "] {
+            expectError(ModelError.self, mentioning: ["positions", "lists no position"]) { _ = try NLAPositionSpec.parse(spec) }
+        }
+        expectError(ModelError.self, mentioning: ["positions", "1 is listed more than once"]) { _ = try NLAPositionSpec.parse("1,1").resolve(count: 5) }
+        expectError(ModelError.self, mentioning: ["positions", "3 is listed more than once"]) { _ = try NLAPositionSpec.parse("2-4,3").resolve(count: 5) }
+        #expect(try NLAPositionSpec.parse("0,2-3,4-").resolve(count: 6) == [0, 2, 3, 4, 5])
     }
 }

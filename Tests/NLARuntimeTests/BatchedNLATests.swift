@@ -12,49 +12,9 @@ import Foundation
 import Testing
 import SIMDKernels
 @testable import NLARuntime
+import NLATestSupport
 
 private func batchLog(_ s: String) { print("[batched] " + s) }
-
-/// The sequential reference decode with each step's top-2 margin (same steps as `verbalize`).
-func referenceDecode(_ av: ActivationVerbalizer, _ v: [Float], maxNew: Int, stops: Set<Int>) throws -> (ids: [Int], margins: [Float]) {
-    let e = try av.inputEmbeddings(for: v)
-    let session = try av.model.session(for: av.promptIds, extra: maxNew)
-    var logits = try e.withUnsafeBufferPointer { try session.forward(embeddings: $0.baseAddress!, rows: av.promptIds.count, logits: .last) }
-    var ids: [Int] = [], margins: [Float] = []
-    while ids.count < maxNew {
-        let tok = Sampler.argmax(logits)
-        ids.append(tok)
-        margins.append(logits.withUnsafeBufferPointer { BatchDecoder.topTwoMargin($0) })
-        if stops.contains(tok) || ids.count == maxNew || session.position >= session.capacity { break }
-        logits = try session.forward(ids: [tok], logits: .last)
-    }
-    return (ids, margins)
-}
-
-/// First step where `got` differs from the reference, with the reference's top-2 margin there.
-func firstDivergence(ref: [Int], margins: [Float], got: [Int]) -> (step: Int, margin: Float)? {
-    for j in 0..<max(ref.count, got.count) where j >= ref.count || j >= got.count || ref[j] != got[j] {
-        return (j, j < margins.count ? margins[j] : .infinity)
-    }
-    return nil
-}
-
-/// The margin rule of issue 8; returns the number of vectors identical to the end.
-@discardableResult
-func expectGreedyMatches(_ label: String, refs: [(ids: [Int], margins: [Float])], got: [[Int]],
-                         sourceLocation: SourceLocation = #_sourceLocation) -> Int {
-    var identical = 0
-    for (i, (r, g)) in zip(refs, got).enumerated() {
-        if let div = firstDivergence(ref: r.ids, margins: r.margins, got: g) {
-            batchLog(String(format: "%@: vector %d diverges at step %d (sequential top-2 margin %.3g)", label, i, div.step, div.margin))
-            #expect(div.margin < 1e-3, "\(label): vector \(i) diverges at step \(div.step) where the top-2 margin is \(div.margin) ≥ 1e-3",
-                    sourceLocation: sourceLocation)
-        } else {
-            identical += 1
-        }
-    }
-    return identical
-}
 
 @Suite(.serialized) struct BatchedNLATests {
     static let positions = [4, 6, 8, 10, 12, 14, 16]
@@ -264,20 +224,11 @@ func expectGreedyMatches(_ label: String, refs: [(ids: [Int], margins: [Float])]
     /// returns for the same request; the automatic choice is printed too.
     @Test func cliExplainBatchedIsThePipeline() throws {
         let p = try SynNLAPair.get()
-        let binary = SyntheticNLATests.nlaBinary
-        try #require(FileManager.default.isExecutableFile(atPath: binary), "no nla binary at \(binary): swift build -c release")
+        try #require(CLI.require())
         func run(_ extra: [String]) throws -> (Int32, Data, String) {
-            let proc = Process()
-            proc.executableURL = URL(fileURLWithPath: binary)
-            proc.arguments = ["explain", "--target", p.target, "--av", p.avQ8, "--ar", p.arQ8, "--chat", "--reply", SynNLAModels.chatReply,
-                              "--positions", "4-10", "--max-new-tokens", "12", "--fve-baseline", "0.0579", "--json"] + extra + [SynNLAModels.chatPrompt]
-            let out = Pipe(), err = Pipe()
-            proc.standardOutput = out; proc.standardError = err
-            try proc.run()
-            let o = out.fileHandleForReading.readDataToEndOfFile()
-            let e = err.fileHandleForReading.readDataToEndOfFile()
-            proc.waitUntilExit()
-            return (proc.terminationStatus, o, String(decoding: e, as: UTF8.self))
+            let r = try CLI.run(["explain", "--target", p.target, "--av", p.avQ8, "--ar", p.arQ8, "--chat", "--reply", SynNLAModels.chatReply,
+                                 "--positions", "4-10", "--max-new-tokens", "12", "--fve-baseline", "0.0579", "--json"] + extra + [SynNLAModels.chatPrompt])
+            return (r.status, Data(r.stdout.utf8), r.stderr)
         }
         let (status, o, e) = try run(["--batch", "3"])
         #expect(status == 0, "\(e)")
@@ -303,11 +254,76 @@ func expectGreedyMatches(_ label: String, refs: [(ids: [Int], margins: [Float])]
         #expect(Set(libObj.keys) == Set(obj.keys))
         #expect(Set((libObj["positions"] as! [[String: Any]])[0].keys) == Set(rows[0].keys))
         #expect(Set(rows[0].keys) == ["position", "segment", "token", "id", "norm", "mse_nrm", "cos", "fve_nrm", "explanation", "text", "warnings"])
+        #expect(!e.contains("ETA") && !e.contains("\r"), "no progress bar when stderr is not a terminal: \(e)")
         let (s2, _, e2) = try run([])
         #expect(s2 == 0 && e2.contains("nla: batch 7 (automatic"), "\(e2)")
         let (s3, _, e3) = try run(["--batch", "0"])
         #expect(s3 != 0 && e3.contains("--batch must be >= 1"), "\(e3)")
         // Cancellation from the progress callback's side stops the pipeline with its own error.
         #expect(throws: NLAError.cancelled) { _ = try NLAPipeline.explain(req, isCancelled: { true }) }
+    }
+
+    /// On a terminal, explain shows a progress bar: positions done/total, tok/s and ETA (issue 8).
+    @Test func explainShowsAProgressBarOnATerminal() throws {
+        let p = try SynNLAPair.get()
+        try #require(CLI.require())
+        let r = try CLI.runWithTTYStderr(["explain", "--target", p.target, "--av", p.avQ8, "--ar", p.arQ8, "--chat", "--reply", SynNLAModels.chatReply,
+                                          "--positions", "4-10", "--max-new-tokens", "12", "--fve-baseline", "0.0579", "--batch", "3", "--json",
+                                          SynNLAModels.chatPrompt])
+        #expect(r.status == 0, "\(r.stderr)")
+        let tty = r.stderr
+        // The bar is redrawn in place (carriage returns) and ends at 7/7 positions with a rate and an ETA.
+        #expect(tty.contains("\r"), "no in-place redraw on the terminal: \(tty.debugDescription)")
+        let frames = tty.split(whereSeparator: { $0 == "\r" || $0 == "\n" }).map(String.init).filter { $0.hasPrefix("explain [") }
+        #expect(!frames.isEmpty, "no explain progress frame: \(tty.debugDescription)")
+        let last = try #require(frames.last)
+        #expect(last.contains("7/7") && last.contains("tok/s") && last.contains("ETA"), "last frame: \(last)")
+        #expect(frames.first?.contains("0/7") == true, "first frame: \(String(describing: frames.first))")
+        // The rate is a positive number once tokens were generated.
+        let rate = last.components(separatedBy: "tok/s")[0].split(separator: " ").last.flatMap { Double($0) }
+        #expect((rate ?? 0) > 0, "tok/s in \(last)")
+        // stdout still carries exactly the JSON report.
+        #expect((try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])?["batch"] as? Int == 3)
+    }
+
+    /// A sequence that stops on a stop id (not its cap) frees its slot for the next waiting vector, and
+    /// its outcome says it stopped on the stop id.
+    @Test func stopOnStopIdFreesTheSlot() throws {
+        let av = try SynNLAModels.verbalizer(.full)
+        let cap = try SynNLAModels.captured.get()
+        let vs = [4, 5, 6, 7].map { cap.vectors[$0] }
+        let refs = try vs.map { try referenceDecode(av, $0, maxNew: 10, stops: []) }
+        // Job 0 stops on the first token of its reference decode that had not come before (made a stop id for
+        // that job only), well before its cap; the others run to their cap.
+        let k = (1..<refs[0].ids.count).first { !refs[0].ids[..<$0].contains(refs[0].ids[$0]) } ?? 0
+        let stop0 = refs[0].ids[k]
+        #expect(k + 1 < 10, "job 0 would not stop before its cap")
+        let batch = try av.makeBatch(sequences: 2, options: SamplingOptions(maxNewTokens: 10))
+        let prefix = try av.storedPrefixCache(on: batch)
+        let p = av.injectionPosition
+        let tail = try av.model.model.embed(Array(av.promptIds[p...]))
+        var log: [String] = [], outcomes: [Int: DecodeOutcome] = [:], slotOf: [Int: Int] = [:]
+        try BatchDecoder.run(batch: batch, count: vs.count, prepare: { i in
+            var rows = tail
+            rows.replaceSubrange(0..<av.dModel, with: NLAVectorMath.scaledForInjection(vs[i], scale: av.injectionScale))
+            return DecodeJob(rows: rows, prefix: prefix, prefixLength: p, options: SamplingOptions(maxNewTokens: 10),
+                             stopIds: i == 0 ? [stop0] : [])
+        }, onEvent: { e in
+            switch e {
+            case .started(let i, let s): log.append("start \(i)"); slotOf[i] = s
+            case .finished(let i, let o): log.append("done \(i)"); outcomes[i] = o
+            case .failed(let i, let err): Issue.record("job \(i) failed: \(err)")
+            default: break
+            }
+        })
+        let o0 = try #require(outcomes[0])
+        #expect(o0.stoppedOnStopId && o0.ids == Array(refs[0].ids[...k]), "job 0: \(o0), reference \(refs[0].ids), stop at \(k)")
+        // Job 2 starts in job 0's slot right after job 0 stops, while job 1 is still running.
+        #expect(slotOf[2] == slotOf[0], "slots \(slotOf)")
+        let d0 = log.firstIndex(of: "done 0")!, s2 = log.firstIndex(of: "start 2")!, d1 = log.firstIndex(of: "done 1")!
+        #expect(d0 < s2 && s2 < d1, "\(log)")
+        #expect(log.filter { $0.hasPrefix("start") } == ["start 0", "start 1", "start 2", "start 3"], "\(log)")
+        for i in 1..<4 { #expect(outcomes[i]?.ids.count == 10 && outcomes[i]?.stoppedOnStopId == false) }
+        expectGreedyMatches("stop-id queue", refs: Array(refs[1...]), got: (1..<4).map { outcomes[$0]?.ids ?? [] })
     }
 }

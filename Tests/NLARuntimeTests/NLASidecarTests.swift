@@ -5,31 +5,18 @@
 import Foundation
 import Quant
 import Testing
+import NLATestSupport
 @testable import NLARuntime
 
-/// Expect `body` to throw an NLAError; returns it (nil + a recorded issue otherwise).
+/// Expect `body` to throw an NLAError (one line, mentioning every string); returns it.
 @discardableResult
 func expectNLAError(sourceLocation: SourceLocation = #_sourceLocation, mentioning: [String] = [],
                     _ body: () throws -> Void) -> NLAError? {
-    do {
-        try body()
-        Issue.record("expected an NLAError, nothing was thrown", sourceLocation: sourceLocation)
-        return nil
-    } catch let e as NLAError {
-        #expect(!e.description.contains("\n"), "multi-line message: \(e.description)", sourceLocation: sourceLocation)
-        for m in mentioning {
-            #expect(e.description.contains(m), "'\(e.description)' does not mention '\(m)'", sourceLocation: sourceLocation)
-        }
-        return e
-    } catch {
-        Issue.record("expected an NLAError, got \(type(of: error)): \(error)", sourceLocation: sourceLocation)
-        return nil
-    }
+    expectError(NLAError.self, mentioning: mentioning, sourceLocation: sourceLocation, body)
 }
 
 enum NLAFixtures {
-    static let dir: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures/nla-demo").path
+    static let dir: String = TestPaths.fixture("nla-demo")
     static var avPath: String { dir + "/av/nla_meta.yaml" }
     static var arPath: String { dir + "/ar/nla_meta.yaml" }
 
@@ -115,23 +102,7 @@ enum NLAFixtures {
           injection_right_neighbor_id: 954
           critic_suffix_ids: null
         prompt_templates:
-          av: 'You are a meticulous AI researcher conducting an important investigation into
-            activation vectors from a language model. Your overall task is to describe the
-            semantic content of that activation vector.
-
-
-            We will pass the vector enclosed in <concept> tags into your context. You must
-            then produce an explanation for the vector, enclosed within <explanation> tags.
-            The explanation consists of 2-3 text snippets describing that vector.
-
-
-            Here is the vector:
-
-
-            <concept>{injection_char}</concept>
-
-
-            Please provide an explanation.'
+        \(ReleasedSidecarYAML.avTemplateEntry)
           ar: 'Summary of the following text: <text>{explanation}</text> <summary>'
 
         """
@@ -422,45 +393,29 @@ enum NLAFixtures {
 
 @Suite struct VectorFileTests {
     static func tmp(_ name: String) -> String {
-        let dir = NSTemporaryDirectory() + "nla-vecfile-\(ProcessInfo.processInfo.processIdentifier)"
-        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        return dir + "/" + name
+        TestPaths.processScratch("vecfile") + "/" + name
     }
-
-    static func npy(descr: String, shape: String, payload: [UInt8], fortran: Bool = false) -> Data {
-        var header = "{'descr': '\(descr)', 'fortran_order': \(fortran ? "True" : "False"), 'shape': \(shape), }"
-        while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
-        header += "\n"
-        var d = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0])
-        let n = UInt16(header.utf8.count)
-        d.append(contentsOf: [UInt8(n & 0xFF), UInt8(n >> 8)])
-        d.append(contentsOf: Array(header.utf8))
-        d.append(contentsOf: payload)
-        return d
-    }
-
-    static func le<T: FixedWidthInteger>(_ x: T) -> [UInt8] { withUnsafeBytes(of: x.littleEndian) { Array($0) } }
 
     @Test func npyFloat32And64() throws {
-        let f4 = [Float(1.5), -2, 3.25, 4, 5, 6].flatMap { Self.le($0.bitPattern) }
+        let f4 = [Float(1.5), -2, 3.25, 4, 5, 6].flatMap { leBytes($0.bitPattern) }
         let p1 = Self.tmp("a.npy")
-        try Self.npy(descr: "<f4", shape: "(2, 3)", payload: f4).write(to: URL(fileURLWithPath: p1))
+        try NpyBytes.file(descr: "<f4", shape: "(2, 3)", payload: f4).write(to: URL(fileURLWithPath: p1))
         #expect(try VectorFile.read(path: p1, key: nil) == [[1.5, -2, 3.25], [4, 5, 6]])
-        let f8 = [0.1, 0.2, 0.3].flatMap { Self.le($0.bitPattern) }
+        let f8 = [0.1, 0.2, 0.3].flatMap { leBytes($0.bitPattern) }
         let p2 = Self.tmp("b.npy")
-        try Self.npy(descr: "<f8", shape: "(3,)", payload: f8).write(to: URL(fileURLWithPath: p2))
+        try NpyBytes.file(descr: "<f8", shape: "(3,)", payload: f8).write(to: URL(fileURLWithPath: p2))
         #expect(try VectorFile.read(path: p2, key: nil) == [[Float(0.1), Float(0.2), Float(0.3)]])
         let p3 = Self.tmp("c.npy")
-        try Self.npy(descr: ">f4", shape: "(3,)", payload: f4).write(to: URL(fileURLWithPath: p3))
+        try NpyBytes.file(descr: ">f4", shape: "(3,)", payload: f4).write(to: URL(fileURLWithPath: p3))
         expectNLAError(mentioning: [p3, "big-endian"]) { _ = try VectorFile.read(path: p3, key: nil) }
         let p4 = Self.tmp("d.npy")
-        try Self.npy(descr: "<f4", shape: "(2, 3)", payload: f4, fortran: true).write(to: URL(fileURLWithPath: p4))
+        try NpyBytes.file(descr: "<f4", shape: "(2, 3)", payload: f4, fortran: true).write(to: URL(fileURLWithPath: p4))
         expectNLAError(mentioning: [p4, "Fortran"]) { _ = try VectorFile.read(path: p4, key: nil) }
         let p5 = Self.tmp("e.npy")
-        try Self.npy(descr: "<i8", shape: "(3,)", payload: f8).write(to: URL(fileURLWithPath: p5))
+        try NpyBytes.file(descr: "<i8", shape: "(3,)", payload: f8).write(to: URL(fileURLWithPath: p5))
         expectNLAError(mentioning: [p5, "<i8"]) { _ = try VectorFile.read(path: p5, key: nil) }
         let p6 = Self.tmp("f.npy")
-        try Self.npy(descr: "<f4", shape: "(4, 3)", payload: f4).write(to: URL(fileURLWithPath: p6))
+        try NpyBytes.file(descr: "<f4", shape: "(4, 3)", payload: f4).write(to: URL(fileURLWithPath: p6))
         expectNLAError(mentioning: [p6, "truncated"]) { _ = try VectorFile.read(path: p6, key: nil) }
     }
 
@@ -482,11 +437,11 @@ enum NLAFixtures {
             var payload = Data()
             for (name, shape, values) in tensors {
                 let begin = payload.count
-                for v in values { payload.append(contentsOf: Self.le(v.bitPattern)) }
+                for v in values { payload.append(contentsOf: leBytes(v.bitPattern)) }
                 header[name] = ["dtype": "F32", "shape": shape, "data_offsets": [begin, payload.count]]
             }
             let h = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
-            var d = Data(Self.le(UInt64(h.count)))
+            var d = Data(leBytes(UInt64(h.count)))
             d.append(h); d.append(payload)
             let p = Self.tmp("t\(tensors.count)-\(tensors[0].0).safetensors")
             try d.write(to: URL(fileURLWithPath: p))

@@ -4,28 +4,9 @@
 import Foundation
 import Quant
 import Testing
+import NLATestSupport
 @testable import NLARuntime
 
-/// Expect `body` to throw an `E` whose description contains every string in `mentions`; returns it.
-@discardableResult
-func syntheticExpectError<E: Error & CustomStringConvertible>(
-    _ errorType: E.Type, mentioning mentions: [String], sourceLocation: SourceLocation = #_sourceLocation,
-    _ body: () throws -> Void
-) -> E? {
-    do {
-        try body()
-        Issue.record("expected \(E.self), nothing was thrown", sourceLocation: sourceLocation)
-        return nil
-    } catch let e as E {
-        for m in mentions {
-            #expect(e.description.contains(m), "'\(e.description)' does not mention '\(m)'", sourceLocation: sourceLocation)
-        }
-        return e
-    } catch {
-        Issue.record("expected \(E.self), got \(type(of: error)): \(error)", sourceLocation: sourceLocation)
-        return nil
-    }
-}
 
 /// A valid flat checkpoint of the default spec, corrupted by the caller; removed afterwards.
 func withSyntheticCheckpoint(layout: SyntheticLayout = .flatBF16, dialect: SyntheticDialect = .v4,
@@ -48,7 +29,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
     @Test func fileCutMidData() throws {
         try withSyntheticCheckpoint { dir in
             try syntheticEditFile(dir + "/model.safetensors") { $0 = $0.prefix($0.count - 1000) }
-            let e = syntheticExpectError(SafetensorsError.self, mentioning: ["model.safetensors", "truncated", "past the end"]) {
+            let e = expectError(SafetensorsError.self, mentioning: ["model.safetensors", "truncated", "past the end"]) {
                 _ = try Gemma3Model(directory: dir)
             }
             if case .truncated = e {} else { Issue.record("expected .truncated, got \(String(describing: e))") }
@@ -63,7 +44,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
                 var len = UInt64(size).littleEndian  // 8 + size > size
                 withUnsafeBytes(of: &len) { data.replaceSubrange(0..<8, with: $0) }
             }
-            let e = syntheticExpectError(SafetensorsError.self, mentioning: ["model.safetensors", "header length", "past end of file"]) {
+            let e = expectError(SafetensorsError.self, mentioning: ["model.safetensors", "header length", "past end of file"]) {
                 _ = try Gemma3Model(directory: dir)
             }
             if case .truncated = e {} else { Issue.record("expected .truncated, got \(String(describing: e))") }
@@ -75,7 +56,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
         defer { SyntheticCheckpoint.remove(dir) }
         let path = dir + "/huge.safetensors"
         try syntheticRawSafetensors(header: "{}", data: Data(), declaredHeaderLength: 1 << 40).write(to: URL(fileURLWithPath: path))
-        let e = syntheticExpectError(SafetensorsError.self, mentioning: ["huge.safetensors", "header length", "exceeds"]) {
+        let e = expectError(SafetensorsError.self, mentioning: ["huge.safetensors", "header length", "exceeds"]) {
             _ = try SafetensorsFile(path: path)
         }
         if case .badHeader = e {} else { Issue.record("expected .badHeader, got \(String(describing: e))") }
@@ -86,7 +67,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
         defer { SyntheticCheckpoint.remove(dir) }
         let path = dir + "/tiny.safetensors"
         try Data([1, 2, 3]).write(to: URL(fileURLWithPath: path))
-        syntheticExpectError(SafetensorsError.self, mentioning: ["tiny.safetensors", "truncated"]) {
+        expectError(SafetensorsError.self, mentioning: ["tiny.safetensors", "truncated"]) {
             _ = try SafetensorsFile(path: path)
         }
     }
@@ -96,7 +77,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
             try syntheticEditFile(dir + "/model.safetensors") { data in
                 data[8 + 1] = UInt8(ascii: "#")   // `{"…` → `{#…`
             }
-            let e = syntheticExpectError(SafetensorsError.self, mentioning: ["model.safetensors", "not valid JSON"]) {
+            let e = expectError(SafetensorsError.self, mentioning: ["model.safetensors", "not valid JSON"]) {
                 _ = try Gemma3Model(directory: dir)
             }
             if case .badHeader = e {} else { Issue.record("expected .badHeader, got \(String(describing: e))") }
@@ -110,7 +91,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
         defer { SyntheticCheckpoint.remove(dir) }
         let path = dir + "/" + name
         try! syntheticRawSafetensors(header: header, data: Data(count: dataBytes)).write(to: URL(fileURLWithPath: path))
-        return syntheticExpectError(SafetensorsError.self, mentioning: [name] + mentioning) {
+        return expectError(SafetensorsError.self, mentioning: [name] + mentioning) {
             _ = try SafetensorsFile(path: path)
         }
     }
@@ -152,14 +133,14 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
 
     // Header lengths and shapes that overflow Int arithmetic are errors, not traps.
     @Test func headerLengthAboveIntMaxIsAnError() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("nla-synthetic-\(UUID().uuidString).safetensors").path
+        let path = TestPaths.tempFile("synthetic", ext: ".safetensors")
         defer { try? FileManager.default.removeItem(atPath: path) }
         try syntheticRawSafetensors(header: "{}", data: Data(), declaredHeaderLength: UInt64.max - 7).write(to: URL(fileURLWithPath: path))
         #expect(throws: SafetensorsError.self) { _ = try SafetensorsFile(path: path) }
     }
 
     @Test func shapeWhoseByteSizeOverflowsIsAnError() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("nla-synthetic-\(UUID().uuidString).safetensors").path
+        let path = TestPaths.tempFile("synthetic", ext: ".safetensors")
         defer { try? FileManager.default.removeItem(atPath: path) }
         // numel = 2^62 fits in Int, numel × 4 does not.
         try syntheticRawSafetensors(header: #"{"w":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,4]}}"#,
@@ -175,7 +156,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
     @Test func gapsAndTrailingBytesAreRejected() throws {
         for (header, bytes, word) in [(#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8, "gap"),
                                       (#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, 12, "after the last tensor")] {
-            let path = FileManager.default.temporaryDirectory.appendingPathComponent("nla-synthetic-\(UUID().uuidString).safetensors").path
+            let path = TestPaths.tempFile("synthetic", ext: ".safetensors")
             defer { try? FileManager.default.removeItem(atPath: path) }
             try syntheticRawSafetensors(header: header, data: Data(count: bytes)).write(to: URL(fileURLWithPath: path))
             do {
@@ -195,7 +176,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
             let i = entries.firstIndex { $0.name == "model.layers.1.self_attn.q_proj.weight" }!
             entries[i].shape = entries[i].shape.reversed()   // [64, 48] → [48, 64]
         }) { dir in
-            let e = syntheticExpectError(ModelError.self, mentioning: ["model.safetensors", "model.layers.1.self_attn.q_proj.weight",
+            let e = expectError(ModelError.self, mentioning: ["model.safetensors", "model.layers.1.self_attn.q_proj.weight",
                                                                        "shape [48, 64]", "expects [64, 48]"]) {
                 _ = try Gemma3Model(directory: dir)
             }
@@ -205,7 +186,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
 
     @Test func embeddingShapeDoesNotMatchVocabulary() throws {
         try withSyntheticCheckpoint(editConfig: { $0["vocab_size"] = 97 }) { dir in
-            syntheticExpectError(ModelError.self, mentioning: ["model.safetensors", "model.embed_tokens.weight", "[97, 48]"]) {
+            expectError(ModelError.self, mentioning: ["model.safetensors", "model.embed_tokens.weight", "[97, 48]"]) {
                 _ = try Gemma3Model(directory: dir)
             }
         }
@@ -216,7 +197,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
             let i = entries.firstIndex { $0.name == "model.layers.0.input_layernorm.weight" }!
             entries[i] = .init(name: entries[i].name, shape: entries[i].shape, int32s: [Int32](repeating: 1, count: 48))
         }) { dir in
-            let e = syntheticExpectError(ModelError.self, mentioning: ["model.safetensors", "model.layers.0.input_layernorm.weight", "dtype I32"]) {
+            let e = expectError(ModelError.self, mentioning: ["model.safetensors", "model.layers.0.input_layernorm.weight", "dtype I32"]) {
                 _ = try Gemma3Model(directory: dir)
             }
             if case .weights = e {} else { Issue.record("expected .weights, got \(String(describing: e))") }
@@ -226,7 +207,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
     @Test func missingTensor() throws {
         try withSyntheticCheckpoint(editEntries: { $0.removeAll { $0.name == "model.layers.3.mlp.up_proj.weight" } }) { dir in
             // A missing tensor could belong to any shard: the error names the checkpoint directory.
-            let e = syntheticExpectError(ModelError.self, mentioning: [dir, "missing tensor 'model.layers.3.mlp.up_proj.weight'"]) {
+            let e = expectError(ModelError.self, mentioning: [dir, "missing tensor 'model.layers.3.mlp.up_proj.weight'"]) {
                 _ = try Gemma3Model(directory: dir)
             }
             if case .weights = e {} else { Issue.record("expected .weights, got \(String(describing: e))") }
@@ -235,18 +216,18 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
 
     @Test func missingFinalNormAndEmbedding() throws {
         try withSyntheticCheckpoint(editEntries: { $0.removeAll { $0.name == "model.norm.weight" } }) { dir in
-            syntheticExpectError(ModelError.self, mentioning: [dir, "model.norm.weight"]) { _ = try Gemma3Model(directory: dir) }
+            expectError(ModelError.self, mentioning: [dir, "model.norm.weight"]) { _ = try Gemma3Model(directory: dir) }
             // A truncated model does not need the final norm.
             try #expect(Gemma3Model(directory: dir, blocks: 2).loadedBlocks == 2)
         }
         try withSyntheticCheckpoint(editEntries: { $0.removeAll { $0.name == "model.embed_tokens.weight" } }) { dir in
-            syntheticExpectError(ModelError.self, mentioning: [dir, "no embedding tensor"]) { _ = try Gemma3Model(directory: dir) }
+            expectError(ModelError.self, mentioning: [dir, "no embedding tensor"]) { _ = try Gemma3Model(directory: dir) }
         }
     }
 
     @Test func untiedWithoutLmHead() throws {
         try withSyntheticCheckpoint(editConfig: { $0["tie_word_embeddings"] = false }) { dir in
-            syntheticExpectError(ModelError.self, mentioning: [dir, "lm_head.weight", "tie_word_embeddings"]) {
+            expectError(ModelError.self, mentioning: [dir, "lm_head.weight", "tie_word_embeddings"]) {
                 _ = try Gemma3Model(directory: dir)
             }
         }
@@ -255,18 +236,18 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
     @Test func missingConfigOrWeights() throws {
         try withSyntheticCheckpoint { dir in
             try FileManager.default.removeItem(atPath: dir + "/config.json")
-            syntheticExpectError(ModelError.self, mentioning: ["config.json", "missing"]) { _ = try Gemma3Model(directory: dir) }
+            expectError(ModelError.self, mentioning: ["config.json", "missing"]) { _ = try Gemma3Model(directory: dir) }
         }
         try withSyntheticCheckpoint { dir in
             try FileManager.default.removeItem(atPath: dir + "/model.safetensors")
-            syntheticExpectError(SafetensorsError.self, mentioning: [dir, "no model.safetensors"]) { _ = try Gemma3Model(directory: dir) }
+            expectError(SafetensorsError.self, mentioning: [dir, "no model.safetensors"]) { _ = try Gemma3Model(directory: dir) }
         }
     }
 
     @Test func blocksOutOfRange() throws {
         try withSyntheticCheckpoint { dir in
             for n in [0, 7, -1] {
-                syntheticExpectError(ModelError.self, mentioning: [dir, "cannot run \(n) blocks"]) { _ = try Gemma3Model(directory: dir, blocks: n) }
+                expectError(ModelError.self, mentioning: [dir, "cannot run \(n) blocks"]) { _ = try Gemma3Model(directory: dir, blocks: n) }
             }
         }
     }
@@ -287,14 +268,14 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
     @Test func indexNamesAMissingShard() throws {
         try withSyntheticCheckpoint(layout: .wrapperOld) { dir in
             try Self.editIndex(dir) { $0["language_model.model.norm.weight"] = "model-00004-of-00003.safetensors" }
-            let e = syntheticExpectError(SafetensorsError.self, mentioning: ["model-00004-of-00003.safetensors", "cannot open"]) {
+            let e = expectError(SafetensorsError.self, mentioning: ["model-00004-of-00003.safetensors", "cannot open"]) {
                 _ = try Gemma3Model(directory: dir)
             }
             if case .cannotOpen = e {} else { Issue.record("expected .cannotOpen, got \(String(describing: e))") }
         }
         try withSyntheticCheckpoint(layout: .wrapperOld) { dir in
             try FileManager.default.removeItem(atPath: dir + "/model-00002-of-00003.safetensors")
-            syntheticExpectError(SafetensorsError.self, mentioning: ["model-00002-of-00003.safetensors", "cannot open"]) {
+            expectError(SafetensorsError.self, mentioning: ["model-00002-of-00003.safetensors", "cannot open"]) {
                 _ = try Gemma3Model(directory: dir)
             }
         }
@@ -303,7 +284,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
     @Test func indexNamesAMissingTensor() throws {
         try withSyntheticCheckpoint(layout: .wrapperOld) { dir in
             try Self.editIndex(dir) { $0["language_model.model.layers.9.mlp.up_proj.weight"] = "model-00001-of-00003.safetensors" }
-            let e = syntheticExpectError(SafetensorsError.self, mentioning: [Self.index, "language_model.model.layers.9.mlp.up_proj.weight", "missing"]) {
+            let e = expectError(SafetensorsError.self, mentioning: [Self.index, "language_model.model.layers.9.mlp.up_proj.weight", "missing"]) {
                 _ = try Gemma3Model(directory: dir)
             }
             if case .badIndex = e {} else { Issue.record("expected .badIndex, got \(String(describing: e))") }
@@ -313,7 +294,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
     @Test func indexPutsATensorInTheWrongShard() throws {
         try withSyntheticCheckpoint(layout: .wrapperOld) { dir in
             try Self.editIndex(dir) { $0["language_model.model.norm.weight"] = "model-00001-of-00003.safetensors" }
-            syntheticExpectError(SafetensorsError.self, mentioning: [Self.index, "language_model.model.norm.weight", "index says"]) {
+            expectError(SafetensorsError.self, mentioning: [Self.index, "language_model.model.norm.weight", "index says"]) {
                 _ = try Gemma3Model(directory: dir)
             }
         }
@@ -322,7 +303,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
     @Test func malformedIndex() throws {
         try withSyntheticCheckpoint(layout: .wrapperNew) { dir in
             try Data("{\"weight_map\": [1]}".utf8).write(to: URL(fileURLWithPath: dir + "/" + Self.index))
-            syntheticExpectError(SafetensorsError.self, mentioning: [Self.index, "weight_map"]) { _ = try Gemma3Model(directory: dir) }
+            expectError(SafetensorsError.self, mentioning: [Self.index, "weight_map"]) { _ = try Gemma3Model(directory: dir) }
         }
     }
 
@@ -338,7 +319,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
             }
             w.add(.init(name: "model.language_model.norm.weight", shape: [48], floats: [Float](repeating: 0, count: 48)))
             try w.write(to: shard1)
-            syntheticExpectError(SafetensorsError.self, mentioning: ["model.language_model.norm.weight", "more than one shard"]) {
+            expectError(SafetensorsError.self, mentioning: ["model.language_model.norm.weight", "more than one shard"]) {
                 _ = try Gemma3Model(directory: dir)
             }
         }
@@ -351,7 +332,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
                            sourceLocation: SourceLocation = #_sourceLocation,
                            _ edit: @escaping (inout [String: Any]) -> Void) throws {
         try withSyntheticCheckpoint(layout: layout, dialect: dialect, editConfig: edit) { dir in
-            let e = syntheticExpectError(ModelError.self, mentioning: ["config.json"] + mentioning, sourceLocation: sourceLocation) {
+            let e = expectError(ModelError.self, mentioning: ["config.json"] + mentioning, sourceLocation: sourceLocation) {
                 _ = try Gemma3Model(directory: dir)
             }
             if case .config = e {} else { Issue.record("expected .config, got \(String(describing: e))", sourceLocation: sourceLocation) }
@@ -361,7 +342,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
     @Test func malformedConfigJSON() throws {
         try withSyntheticCheckpoint { dir in
             try Data("{\"hidden_size\": 48,".utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
-            let e = syntheticExpectError(ModelError.self, mentioning: ["config.json", "malformed JSON"]) { _ = try Gemma3Model(directory: dir) }
+            let e = expectError(ModelError.self, mentioning: ["config.json", "malformed JSON"]) { _ = try Gemma3Model(directory: dir) }
             if case .config = e {} else { Issue.record("expected .config, got \(String(describing: e))") }
         }
     }
@@ -424,10 +405,10 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
 
     @Test func sessionCapacityAboveMaxPositionEmbeddings() throws {
         try Self.withModel { model in
-            syntheticExpectError(ModelError.self, mentioning: ["65 positions", "64", "max_position_embeddings"]) {
+            expectError(ModelError.self, mentioning: ["65 positions", "64", "max_position_embeddings"]) {
                 _ = try model.makeSession(capacity: 65)
             }
-            syntheticExpectError(ModelError.self, mentioning: ["capacity", "at least 1"]) { _ = try model.makeSession(capacity: 0) }
+            expectError(ModelError.self, mentioning: ["capacity", "at least 1"]) { _ = try model.makeSession(capacity: 0) }
             try #expect(model.makeSession(capacity: 64).capacity == 64)
         }
     }
@@ -435,10 +416,10 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
     @Test func promptPastTheSessionCapacity() throws {
         try Self.withModel { model in
             let s = try model.makeSession(capacity: 8)
-            syntheticExpectError(ModelError.self, mentioning: ["9 tokens", "context of 8"]) { try s.forward(ids: Array(0..<9)) }
+            expectError(ModelError.self, mentioning: ["9 tokens", "context of 8"]) { try s.forward(ids: Array(0..<9)) }
             #expect(s.position == 0)
             try s.forward(ids: Array(0..<5))
-            syntheticExpectError(ModelError.self, mentioning: ["9 tokens", "context of 8"]) { try s.forward(ids: [1, 2, 3, 4]) }
+            expectError(ModelError.self, mentioning: ["9 tokens", "context of 8"]) { try s.forward(ids: [1, 2, 3, 4]) }
             // The failed call left the session usable.
             #expect(s.position == 5)
             let fresh = try model.makeSession(capacity: 8)
@@ -451,9 +432,9 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
     @Test func emptyInput() throws {
         try Self.withModel { model in
             let s = try model.makeSession(capacity: 8)
-            syntheticExpectError(ModelError.self, mentioning: ["empty input"]) { try s.forward(ids: []) }
+            expectError(ModelError.self, mentioning: ["empty input"]) { try s.forward(ids: []) }
             let row = [Float](repeating: 0, count: 48)
-            syntheticExpectError(ModelError.self, mentioning: ["empty input"]) {
+            expectError(ModelError.self, mentioning: ["empty input"]) {
                 try row.withUnsafeBufferPointer { _ = try s.forward(embeddings: $0.baseAddress!, rows: 0) }
             }
             #expect(s.position == 0)
@@ -464,19 +445,19 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
         try Self.withModel { model in
             let s = try model.makeSession(capacity: 8)
             for bad in [96, 1_000_000, -1] {
-                syntheticExpectError(ModelError.self, mentioning: ["token id \(bad)", "outside the vocabulary", "0..<96"]) {
+                expectError(ModelError.self, mentioning: ["token id \(bad)", "outside the vocabulary", "0..<96"]) {
                     try s.forward(ids: [1, bad, 2])
                 }
             }
             #expect(s.position == 0)
-            syntheticExpectError(ModelError.self, mentioning: ["token id 96"]) { _ = try model.embed([96]) }
+            expectError(ModelError.self, mentioning: ["token id 96"]) { _ = try model.embed([96]) }
         }
     }
 
     @Test func hiddenStatesOfATruncatedModel() throws {
         try withSyntheticCheckpoint { dir in
             let s = try Gemma3Model(directory: dir, blocks: 3).makeSession(capacity: 8)
-            syntheticExpectError(ModelError.self, mentioning: ["all 6 blocks"]) { _ = try s.forwardHiddenStates(ids: [1, 2]) }
+            expectError(ModelError.self, mentioning: ["all 6 blocks"]) { _ = try s.forwardHiddenStates(ids: [1, 2]) }
         }
     }
 
@@ -484,7 +465,7 @@ func syntheticEditFile(_ path: String, _ edit: (inout Data) -> Void) throws {
         try Self.withModel { model in
             let s = try model.makeSession(capacity: 8)
             for n in [0, 7] {
-                syntheticExpectError(ModelError.self, mentioning: ["cannot run \(n) blocks", "6 are loaded"]) { try s.forward(ids: [1], blocks: n) }
+                expectError(ModelError.self, mentioning: ["cannot run \(n) blocks", "6 are loaded"]) { try s.forward(ids: [1], blocks: n) }
             }
             #expect(s.position == 0)
         }

@@ -14,6 +14,7 @@
 import Foundation
 import Quant
 import Testing
+import NLATestSupport
 @testable import NLARuntime
 
 /// Runtime vs Float64 reference, relative to the largest reference value.

@@ -24,12 +24,13 @@ import Foundation
 import Quant
 import Testing
 @testable import NLARuntime
+import NLATestSupport
 
 private func synNLALog(_ s: String) { print("[synthetic] " + s) }
 
 /// The real Gemma 3 tokenizer files, taken from the test model (`make test-model`).
 enum SynNLATokenizer {
-    static var modelDirectory: String { NLACache.testModel }
+    static var modelDirectory: String { TestPaths.testModel }
 
     /// Fails (never skips) when the test model is missing.
     static func require() throws -> String {
@@ -149,23 +150,7 @@ struct SynNLAPair: Sendable {
         - synthetic
         prompt_templates:
           ar: 'Summary of the following text: <text>{explanation}</text> <summary>'
-          av: 'You are a meticulous AI researcher conducting an important investigation into
-            activation vectors from a language model. Your overall task is to describe the
-            semantic content of that activation vector.
-
-
-            We will pass the vector enclosed in <concept> tags into your context. You must
-            then produce an explanation for the vector, enclosed within <explanation> tags.
-            The explanation consists of 2-3 text snippets describing that vector.
-
-
-            Here is the vector:
-
-
-            <concept>{injection_char}</concept>
-
-
-            Please provide an explanation.'
+        \(ReleasedSidecarYAML.avTemplateEntry)
         role: av
         schema_version: 2
         stage: rl
@@ -203,23 +188,7 @@ struct SynNLAPair: Sendable {
         - synthetic
         prompt_templates:
           ar: 'Summary of the following text: <text>{explanation}</text> <summary>'
-          av: 'You are a meticulous AI researcher conducting an important investigation into
-            activation vectors from a language model. Your overall task is to describe the
-            semantic content of that activation vector.
-
-
-            We will pass the vector enclosed in <concept> tags into your context. You must
-            then produce an explanation for the vector, enclosed within <explanation> tags.
-            The explanation consists of 2-3 text snippets describing that vector.
-
-
-            Here is the vector:
-
-
-            <concept>{injection_char}</concept>
-
-
-            Please provide an explanation.'
+        \(ReleasedSidecarYAML.avTemplateEntry)
         role: ar
         schema_version: 2
         stage: sl
@@ -708,38 +677,17 @@ private func synMean(_ xs: [Double]) -> Double { xs.isEmpty ? .nan : xs.reduce(0
 
     // MARK: the CLI on the quantized trio
 
-    static var nlaBinary: String {
-        let here = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for dir in [here, here.deletingLastPathComponent(), Bundle.main.bundleURL] {
-            let p = dir.appendingPathComponent("nla").path
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-        }
-        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent(".build/release/nla").path
-    }
-
     /// `nla explain --batch 1` (the sequential reference path) with the wrapper target and the Q8_0 AV/AR
     /// files: the per-position report agrees with the library's sequential verbalize/reconstruct.
     @Test func cliExplainOnQuantizedTrio() throws {
         let p = try SynNLAPair.get()
-        let binary = Self.nlaBinary
-        guard FileManager.default.isExecutableFile(atPath: binary) else {
-            Issue.record("no nla binary at \(binary): build it with `swift build -c release`")
-            return
-        }
+        guard CLI.require() else { return }
         let start = Date()
-        let proc = Process()
-        proc.executableURL = URL(fileURLWithPath: binary)
-        proc.arguments = ["explain", "--target", p.target, "--av", p.avQ8, "--ar", p.arQ8, "--chat", "--reply", SynNLAModels.chatReply,
-                          "--positions", "4-7", "--max-new-tokens", "12", "--fve-baseline", "0.0579", "--batch", "1", "--json", SynNLAModels.chatPrompt]
-        let out = Pipe(), err = Pipe()
-        proc.standardOutput = out; proc.standardError = err
-        try proc.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        proc.waitUntilExit()
-        #expect(proc.terminationStatus == 0, "nla explain failed: \(String(decoding: e, as: UTF8.self))")
-        guard proc.terminationStatus == 0 else { return }
+        let r = try CLI.run(["explain", "--target", p.target, "--av", p.avQ8, "--ar", p.arQ8, "--chat", "--reply", SynNLAModels.chatReply,
+                             "--positions", "4-7", "--max-new-tokens", "12", "--fve-baseline", "0.0579", "--batch", "1", "--json", SynNLAModels.chatPrompt])
+        #expect(r.status == 0, "nla explain failed: \(r.stderr)")
+        guard r.status == 0 else { return }
+        let o = Data(r.stdout.utf8)
         let obj = try JSONSerialization.jsonObject(with: o) as! [String: Any]
         let cap = try SynNLAModels.captured.get()
         #expect(obj["layer"] as? Int == SynNLAPair.k && (obj["ids"] as? [Int]) == cap.ids && obj["prompt_length"] as? Int == cap.promptLength)

@@ -1,6 +1,7 @@
 import Foundation
 import NLARuntime
 import Testing
+import NLATestSupport
 
 // Tests for the tokenizer (Sources/NLARuntime/Tokenizer).
 //
@@ -23,7 +24,7 @@ enum TokTestSupport {
         }
     }
 
-    static var modelDirectory: URL { URL(fileURLWithPath: NLACache.testModel) }
+    static var modelDirectory: URL { URL(fileURLWithPath: TestPaths.testModel) }
 
     static let sharedReal: Result<Tokenizer, any Error> = Result {
         let json = modelDirectory.appendingPathComponent("tokenizer.json")
@@ -35,9 +36,7 @@ enum TokTestSupport {
     static func real() throws -> Tokenizer { try sharedReal.get() }
 
     // Golden file, located relative to this source file (symlinks resolved).
-    static let goldenURL = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath()
-        .deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures/tokenizer_golden.json")
+    static let goldenURL = URL(fileURLWithPath: TestPaths.fixture("tokenizer_golden.json"))
 
     static let golden: Result<TokGoldenFile, any Error> = Result {
         try JSONDecoder().decode(TokGoldenFile.self, from: Data(contentsOf: goldenURL))
@@ -47,9 +46,7 @@ enum TokTestSupport {
 
     // Inline tokenizers.
     static func tempDirectory() throws -> URL {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("nla-tok-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        return dir
+        URL(fileURLWithPath: TestPaths.tempDirectory("tok-tests"))
     }
 
     static func write(_ text: String, named name: String, in dir: URL? = nil) throws -> URL {

@@ -3,14 +3,13 @@
 
 import Foundation
 import Testing
+import NLATestSupport
 @testable import Quant
 
 enum GGUFTestSupport {
     /// A fresh empty directory.
     static func tempDir() -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gguf-\(UUID().uuidString)").path
-        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        return dir
+        TestPaths.tempDirectory("gguf")
     }
 
     static func write(_ bytes: [UInt8], to path: String) {

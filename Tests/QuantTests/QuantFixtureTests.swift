@@ -3,11 +3,11 @@
 
 import Foundation
 import Testing
+import NLATestSupport
 @testable import Quant
 
 enum QuantFixtures {
-    static let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures").appendingPathComponent("quant").path
+    static let dir = TestPaths.fixture("quant")
 
     static func data(_ name: String) throws -> [UInt8] {
         let path = dir + "/" + name

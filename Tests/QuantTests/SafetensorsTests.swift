@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import NLATestSupport
 @testable import Quant
 
 @Suite struct DTypeTests {
@@ -29,9 +30,7 @@ import Testing
 
 @Suite struct SafetensorsFormatTests {
     func tempPath(_ name: String) -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("st-\(UUID().uuidString)")
-        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        return dir.appendingPathComponent(name).path
+        TestPaths.tempDirectory("st") + "/" + name
     }
 
     @Test func writeThenReadRoundTrips() throws {

@@ -14,6 +14,9 @@ public final class ActivationReconstructor: Sendable {
     /// K+1: the blocks run.
     public let layers: Int
     public let valueHead: ValueHead
+    /// The KV of the template's fixed prefix, computed on the first batched call and reused by every
+    /// later one (keyed on the prefix ids).
+    public let prefixKV = PrefixKVStore()
 
     /// The explanation used for the startup prompt check.
     public static let sampleExplanation = "The quick brown fox jumps over the lazy dog."

@@ -32,6 +32,9 @@ public final class ActivationVerbalizer: Sendable {
     public let injectionScale: Float
     /// Generation stops on any of these (generation_config eos ids ∪ <end_of_turn>).
     public let stopIds: Set<Int>
+    /// The KV of the prompt rows before the injection site, computed on the first batched call and
+    /// reused by every later one (keyed on the prefix ids).
+    public let prefixKV = PrefixKVStore()
 
     public init(model: LanguageModel, sidecar: NLASidecar, promptTemplate: String? = nil) throws {
         guard sidecar.role == .av else { throw NLAError.wrongRole(file: sidecar.file, expected: "AV", found: sidecar.role.rawValue) }
@@ -101,6 +104,17 @@ public final class ActivationVerbalizer: Sendable {
     /// Verbalize one vector: prefill from the injected embeddings, decode up to `options.maxNewTokens`
     /// (greedy when temperature is 0, else sampled with the seed), stop on `stopIds`.
     public func verbalize(_ v: [Float], options: SamplingOptions, onToken: ((Int) -> Void)? = nil) throws -> Verbalization {
+        try decode(v, options: options, stops: stopIds, onToken: onToken)
+    }
+
+    /// Sequential decode of exactly `maxNewTokens` tokens, ignoring stop ids (the bench's forced mode at batch 1).
+    public func verbalizeIgnoringStops(_ v: [Float], options: SamplingOptions) throws -> Verbalization {
+        try decode(v, options: options, stops: [], onToken: nil)
+    }
+
+    /// The sequential reference: full prompt prefill from the injected embeddings, then one token per step
+    /// until a stop id in `stops`, the token cap or the context end.
+    private func decode(_ v: [Float], options: SamplingOptions, stops: Set<Int>, onToken: ((Int) -> Void)?) throws -> Verbalization {
         try options.validate()
         let e = try inputEmbeddings(for: v)
         let session = try model.session(for: promptIds, extra: options.maxNewTokens)
@@ -115,7 +129,7 @@ public final class ActivationVerbalizer: Sendable {
                 let next = sampler.sample(logits)
                 out.append(next)
                 onToken?(next)
-                if stopIds.contains(next) { stopped = true; break }
+                if stops.contains(next) { stopped = true; break }
                 if out.count == options.maxNewTokens || session.position >= session.capacity { break }
                 logits = try session.forward(ids: [next], logits: .last)
             }

@@ -1,10 +1,11 @@
 // Batched AV and AR (issue 8).
 //
 // AV: the prompt rows before the injection site do not depend on the vector (causal attention), so
-// their KV is computed once per call and copied into each sequence's cache; each vector runs only the
+// their KV is computed once per loaded AV (`prefixKV`, keyed on the prefix ids) and copied into each
+// sequence's cache; each vector runs only the
 // rows from the injection site on, then decodes with the others (continuous batching, `BatchDecoder`).
 // AR: the ids every explanation's prompt shares with the template's fixed prefix
-// (`Summary of the following text: <text>`) are computed once; each explanation runs only its own
+// (`Summary of the following text: <text>`) are computed once per loaded AR (`prefixKV`); each explanation runs only its own
 // rows, many explanations per forward. Sharing is by exact id prefix: never across different inputs.
 
 import Foundation
@@ -19,12 +20,25 @@ extension ActivationVerbalizer {
         return try Gemma3Batch(model: model.model, maxSequences: max(1, sequences), capacity: capacity, maxRows: maxRows)
     }
 
-    /// The shared prefix's KV, computed once on `batch` (the rows 0..<injectionPosition).
+    /// The ids whose KV every vector shares (the prompt before the injection site).
+    public var sharedPrefixIds: [Int] { Array(promptIds[0..<injectionPosition]) }
+
+    /// The shared prefix's KV freshly computed on `batch` (the rows 0..<injectionPosition; the reference
+    /// the stored `prefixKV` entry is checked against).
     public func prefixCache(on batch: Gemma3Batch) throws -> KVCache {
         let p = injectionPosition
         let cache = batch.makeCache()
         let e = try model.model.embed(Array(promptIds[0..<p]))
         try e.withUnsafeBufferPointer { _ = try batch.forward([.init(cache: cache, rows: p)], embeddings: $0.baseAddress!, output: .none) }
+        return cache
+    }
+
+    /// The shared prefix's KV in `batch`'s geometry, copied from this AV's stored entry (computed on the
+    /// first call, reused by every later one).
+    public func storedPrefixCache(on batch: Gemma3Batch) throws -> KVCache {
+        let stored = try prefixKV.cache(for: sharedPrefixIds, model: model.model)
+        let cache = batch.makeCache()
+        try cache.copyHeldPrefix(from: stored, count: injectionPosition)
         return cache
     }
 
@@ -41,7 +55,7 @@ extension ActivationVerbalizer {
         guard !vectors.isEmpty else { return [] }
         let runner = try makeBatch(sequences: min(batch, vectors.count), options: options)
         let d = dModel, p = injectionPosition
-        let prefix = sharePrefix ? try prefixCache(on: runner) : nil
+        let prefix = sharePrefix ? try storedPrefixCache(on: runner) : nil
         let tail = try model.model.embed(Array(promptIds[(sharePrefix ? p : 0)...]))
         let site = sharePrefix ? 0 : p
         let stops = ignoreStopIds ? Set<Int>() : stopIds
@@ -91,10 +105,7 @@ extension ActivationReconstructor {
             let runner = try Gemma3Batch(model: model.model, maxSequences: min(batch, prompts.count), capacity: capacity)
             var prefix: (cache: KVCache, ids: [Int])? = nil
             if sharePrefix, let pids = sharedPrefixIds(), pids.count < capacity {
-                let cache = runner.makeCache()
-                let e = try model.model.embed(pids)
-                try e.withUnsafeBufferPointer { _ = try runner.forward([.init(cache: cache, rows: pids.count)], embeddings: $0.baseAddress!, output: .none) }
-                prefix = (cache, pids)
+                prefix = (try prefixKV.cache(for: pids, model: model.model), pids)
             }
             let caches = (0..<runner.maxSequences).map { _ in runner.makeCache() }
             var start = 0
@@ -109,7 +120,7 @@ extension ActivationReconstructor {
                     var shared = 0
                     if let prefix {
                         while shared < prefix.ids.count && shared < item.ids.count - 1 && prefix.ids[shared] == item.ids[shared] { shared += 1 }
-                        try cache.copyPrefix(from: prefix.cache, count: shared)
+                        try cache.copyHeldPrefix(from: prefix.cache, count: shared)
                     }
                     emb += try model.model.embed(Array(item.ids[shared...]))
                     segments.append(.init(cache: cache, rows: item.ids.count - shared))

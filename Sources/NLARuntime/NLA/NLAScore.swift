@@ -17,6 +17,7 @@ public struct NLAScore: Sendable, Equatable {
 
     /// - Parameter mseScale: s; nil = raw-MSE mode (explicit null mse_scale): raw vectors, no fve.
     public static func compute(prediction: [Float], gold: [Float], mseScale: Float?, d: Int, fveBaseline: Double?) throws -> NLAScore {
+        try validateBaseline(fveBaseline)
         try NLAVectorMath.validate(prediction, d: d, label: "predicted vector")
         try NLAVectorMath.validate(gold, d: d, label: "gold vector")
         let a: [Float], b: [Float]
@@ -37,6 +38,13 @@ public struct NLAScore: Sendable, Equatable {
         let cos = dot / max(na.squareRoot() * nb.squareRoot(), 1e-30)
         let fve = (mseScale != nil) ? fveBaseline.map { 1 - mse / $0 } : nil
         return NLAScore(mseNrm: mse, cos: cos, fveNrm: fve)
+    }
+}
+
+extension NLAScore {
+    /// The fve baseline B divides: it must be a positive finite number.
+    public static func validateBaseline(_ b: Double?) throws {
+        if let b, !(b.isFinite && b > 0) { throw ModelError.input("fve baseline B is \(b); it must be a positive finite number") }
     }
 }
 

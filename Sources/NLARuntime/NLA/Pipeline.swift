@@ -21,7 +21,7 @@ public enum NLAPositionSpec: Sendable, Equatable {
     public static func parse(_ spec: String) throws -> NLAPositionSpec {
         if spec == "all" { return .all }
         var out: [Item] = []
-        for part in spec.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+        for part in spec.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !part.isEmpty {
             if let dash = part.firstIndex(of: "-") {
                 let a = Int(part[..<dash]), bStr = part[part.index(after: dash)...]
                 let b = bStr.isEmpty ? nil : Int(bStr)
@@ -34,6 +34,7 @@ public enum NLAPositionSpec: Sendable, Equatable {
                 out.append(Item(first: p, last: p, single: true))
             }
         }
+        guard !out.isEmpty else { throw ModelError.input("positions: '\(spec)' lists no position") }
         return .items(out)
     }
 
@@ -52,6 +53,10 @@ public enum NLAPositionSpec: Sendable, Equatable {
         }
         for p in out where p >= count {
             throw ModelError.input("positions: \(p) is past the last position \(count - 1)")
+        }
+        var seen = Set<Int>()
+        for p in out where !seen.insert(p).inserted {
+            throw ModelError.input("positions: \(p) is listed more than once")
         }
         return out
     }
@@ -282,6 +287,7 @@ public enum NLAPipeline {
                                isCancelled: () -> Bool = { false }) throws -> ExplainReport {
         try req.sampling.validate()
         guard req.maxReplyTokens >= 0 else { throw ModelError.input("max reply tokens must be >= 0") }
+        try NLAScore.validateBaseline(req.fveBaseline)
         let avSidecar = try NLASidecar.load(files: try ModelFiles.open(req.av, tensors: false))
         let arSidecar = try NLASidecar.load(files: try ModelFiles.open(req.ar, tensors: false))
         guard let layer = avSidecar.extractionLayer ?? arSidecar.extractionLayer else {
@@ -369,28 +375,5 @@ public enum NLAPipeline {
                              ids: captured.ids, positions: rows,
                              summary: ExplainSummaryStats(scores: stats.filter { $0.pos >= 4 }.map(\.score), baseline: baseline),
                              fveBaseline: baseline, batch: batch)
-    }
-}
-
-extension ActivationVerbalizer {
-    /// Sequential decode of exactly `maxNewTokens` tokens, ignoring stop ids (the bench's forced mode at batch 1).
-    public func verbalizeIgnoringStops(_ v: [Float], options: SamplingOptions) throws -> Verbalization {
-        try options.validate()
-        let e = try inputEmbeddings(for: v)
-        let session = try model.session(for: promptIds, extra: options.maxNewTokens)
-        var sampler = Sampler(options: options)
-        var out: [Int] = []
-        if options.maxNewTokens > 0 {
-            var logits = try e.withUnsafeBufferPointer {
-                try session.forward(embeddings: $0.baseAddress!, rows: promptIds.count, logits: .last)
-            }
-            while out.count < options.maxNewTokens {
-                let next = sampler.sample(logits)
-                out.append(next)
-                if out.count == options.maxNewTokens || session.position >= session.capacity { break }
-                logits = try session.forward(ids: [next], logits: .last)
-            }
-        }
-        return verbalization(ids: out, stopped: false, maxNewTokens: options.maxNewTokens)
     }
 }

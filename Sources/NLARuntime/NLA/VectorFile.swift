@@ -154,24 +154,51 @@ public enum VectorFile {
             throw NLAError.vectorFile(file: path, reason: FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file")
         }
         let column = key ?? jsonlColumn
-        var rows: [[Float]] = []
-        for (i, line) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let text = line.trimmingCharacters(in: .whitespacesAndNewlines)
-            if text.isEmpty { continue }
-            guard let obj = (try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])) as? [String: Any] else {
-                throw NLAError.vectorFile(file: path, reason: "line \(i + 1) is not a JSON object")
+        return try jsonlObjects(data, file: path).map { line, obj in
+            guard obj[column] is [Any] else {
+                throw NLAError.vectorFile(file: path, reason: "line \(line) has no '\(oneLine(column))' array")
             }
-            guard let arr = obj[column] as? [Any] else {
-                throw NLAError.vectorFile(file: path, reason: "line \(i + 1) has no '\(column)' array")
-            }
-            rows.append(try arr.enumerated().map { j, x in
-                guard let n = x as? NSNumber, !jsonIsBool(n) else {
-                    throw NLAError.vectorFile(file: path, reason: "line \(i + 1): '\(column)'[\(j)] is not a number")
-                }
-                return Float(n.doubleValue)
-            })
+            return try numbers(obj[column], field: column, file: path, line: line)
         }
-        return rows
+    }
+
+    /// The JSON objects of a JSONL text with their 1-based line numbers (blank lines skipped). Refused:
+    /// invalid UTF-8, a line that is not one JSON object, a duplicate key in a line.
+    public static func jsonlObjects(_ data: Data, file: String) throws -> [(line: Int, object: [String: Any])] {
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw NLAError.vectorFile(file: file, reason: "not valid UTF-8")
+        }
+        var out: [(line: Int, object: [String: Any])] = []
+        for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let t = line.trimmingCharacters(in: .whitespacesAndNewlines)
+            if t.isEmpty { continue }
+            let bytes = Data(t.utf8)
+            guard let obj = (try? JSONSerialization.jsonObject(with: bytes, options: [.fragmentsAllowed])) as? [String: Any] else {
+                throw NLAError.vectorFile(file: file, reason: "line \(i + 1) is not a JSON object")
+            }
+            if let dup = JSONDuplicateKeys.first(in: bytes) {
+                throw NLAError.vectorFile(file: file, reason: "line \(i + 1): duplicate key '\(oneLine(dup))'")
+            }
+            out.append((i + 1, obj))
+        }
+        return out
+    }
+
+    /// A JSON array of numbers as f32: booleans, non-numbers and values outside the f32 range are refused.
+    public static func numbers(_ value: Any?, field: String, file: String, line: Int) throws -> [Float] {
+        guard let arr = value as? [Any] else {
+            throw NLAError.vectorFile(file: file, reason: "line \(line): '\(oneLine(field))' must be an array of numbers")
+        }
+        return try arr.enumerated().map { j, x in
+            guard let n = x as? NSNumber, !jsonIsBool(n) else {
+                throw NLAError.vectorFile(file: file, reason: "line \(line): '\(oneLine(field))'[\(j)] is not a number")
+            }
+            let f = Float(n.doubleValue)
+            guard f.isFinite || !n.doubleValue.isFinite else {
+                throw NLAError.vectorFile(file: file, reason: "line \(line): '\(oneLine(field))'[\(j)] = \(n.doubleValue) is outside the f32 range")
+            }
+            return f
+        }
     }
 }
 

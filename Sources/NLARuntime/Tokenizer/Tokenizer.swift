@@ -1,4 +1,5 @@
 import Foundation
+import Quant
 
 /// The contents of one tokenizer file and the name errors use for it (a path, or "model.gguf[tokenizer.json]").
 public struct TokenizerSourceFile: Sendable {
@@ -84,22 +85,20 @@ public final class Tokenizer: Sendable {
         addedVocabulary = TokAddedVocabulary(added, normalizer: normalizer)
 
         // tokenizer_config.json
-        var bos: String?
+        var bos: (token: String, file: String)?
         var template: String?
         var templateFile = tokenizerConfig?.name ?? file
         if let cfgFile = tokenizerConfig {
-            let cfg = TokJSONNode(file: cfgFile.name, path: "", value: try TokJSONReader.parse(cfgFile.data, file: cfgFile.name))
-            _ = try cfg.asObject()
-            if let b = cfg.optional("bos_token") {
-                if case .string(let s) = b.value { bos = s } else { bos = try b.require("content").asString() }
-            }
+            let cfg = try Self.parseSmallConfig(cfgFile)
+            if let b = cfg.optional("bos_token") { bos = (try Self.tokenContent(b), cfgFile.name) }
             if let t = cfg.optional("chat_template") {
                 if case .string(let s) = t.value {
                     template = s
                 } else {
                     // [{"name": "default", "template": "..."}, ...]
-                    for item in try t.asArray() where try item.string("name", default: "") == "default" {
-                        template = try item.require("template").asString()
+                    for item in try t.asArray() {
+                        _ = try item.asObject()
+                        if try item.require("name").asString() == "default" { template = try item.require("template").asString() }
                     }
                 }
             }
@@ -108,22 +107,43 @@ public final class Tokenizer: Sendable {
                 templateFile = jinja.name
             }
             if bos == nil, let mapFile = specialTokensMap {
-                let map = TokJSONNode(file: mapFile.name, path: "", value: try TokJSONReader.parse(mapFile.data, file: mapFile.name))
-                if let b = map.optional("bos_token") {
-                    if case .string(let s) = b.value { bos = s } else { bos = try b.require("content").asString() }
-                }
+                let map = try Self.parseSmallConfig(mapFile)
+                if let b = map.optional("bos_token") { bos = (try Self.tokenContent(b), mapFile.name) }
             }
         }
-        chatTemplate = TokChatTemplate(template: template, bosToken: bos ?? "", file: templateFile)
+        chatTemplate = TokChatTemplate(template: template, bosToken: bos?.token ?? "", file: templateFile)
 
         let addedMax = addedVocabulary.tokens.map { Int($0.id) }.max() ?? -1
         vocabSize = max(model.idUpperBound, addedMax + 1)
         var bosFromConfig: Int?
         if let b = bos {
-            let bytes = Array(b.utf8)
+            let bytes = Array(b.token.utf8)
             bosFromConfig = (addedVocabulary.contentToId.get(bytes) ?? model.tokenToId(bytes)).map(Int.init)
+            // A bos_token that is no token would be rendered by the chat template as plain text.
+            guard bosFromConfig != nil else {
+                throw TokenizerError.invalidValue(file: b.file, path: "bos_token", problem: "'\(b.token)' is not a token of \(file)")
+            }
         }
         bosTokenId = bosFromConfig ?? postProcessor?.leadingSpecialIds.first.map(Int.init)
+    }
+
+    /// tokenizer_config.json / special_tokens_map.json: a JSON object without duplicate keys.
+    private static func parseSmallConfig(_ f: TokenizerSourceFile) throws -> TokJSONNode {
+        let node = TokJSONNode(file: f.name, path: "", value: try TokJSONReader.parse(f.data, file: f.name))
+        guard case .object = node.value else {
+            throw TokenizerError.invalidValue(file: f.name, path: "<root>", problem: "the file must hold a JSON object")
+        }
+        if let dup = JSONDuplicateKeys.first(in: f.data) {
+            throw TokenizerError.invalidValue(file: f.name, path: dup, problem: "duplicate key")
+        }
+        return node
+    }
+
+    /// A special-token entry: a string, or an object with a string `content` (AddedToken form).
+    private static func tokenContent(_ node: TokJSONNode) throws -> String {
+        if case .string(let s) = node.value { return s }
+        _ = try node.asObject()
+        return try node.require("content").asString()
     }
 
     // MARK: encoding

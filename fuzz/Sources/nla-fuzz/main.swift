@@ -53,6 +53,12 @@ let baseTokenizerJSON = Data(#"""
   "merges":[["h","i"],["▁","hi"]]}}
 """#.utf8)
 
+/// A tokenizer_config.json with a template the native Gemma 3 renderer accepts and no bos_token (so the
+/// special_tokens_map target's file decides it).
+let gemmaLikeConfigWithoutBOS = Data(#"""
+{"chat_template": "{{ bos_token }}{%- set loop_messages = messages -%}{%- set first_user_prefix = \"\" -%}{{ '<start_of_turn>' + role + '\\n' }}{{ '<end_of_turn>\\n' }}"}
+"""#.utf8)
+
 let sampleTexts = ["hi hi", "", "<bos>user\n<end_of_turn>", "é\u{301} 🤖 \0 x", String(repeating: "h", count: 40)]
 
 /// A Gemma 3 config used as the fallback of generation_config.json.
@@ -102,6 +108,20 @@ let targets: [String: (Data) throws -> Void] = [
         _ = try tok.encodeChat([ChatMessage(role: "system", content: "be brief"), ChatMessage(role: "user", content: "hi"),
                                 ChatMessage(role: "assistant", content: "hi hi"), ChatMessage(role: "user", content: "")],
                                addGenerationPrompt: true)
+    },
+    "generation_config": { data in
+        // generation_config.json on its own, over a fixed config.json; the stop ids it yields are used as Ints.
+        let g = try GenerationConfig.decode(data, file: "generation_config.json", fallback: fallbackConfig)
+        _ = Set(g.eosTokenIds).contains(fallbackConfig.vocabSize - 1)
+    },
+    "special_tokens_map": { data in
+        // special_tokens_map.json is read for bos_token when tokenizer_config.json has none.
+        let tok = try Tokenizer(tokenizerJSON: TokenizerSourceFile(data: baseTokenizerJSON, name: "tokenizer.json"),
+                                tokenizerConfig: TokenizerSourceFile(data: gemmaLikeConfigWithoutBOS, name: "tokenizer_config.json"),
+                                specialTokensMap: TokenizerSourceFile(data: data, name: "special_tokens_map.json"))
+        _ = try tok.encodeChat([ChatMessage(role: "user", content: "hi"), ChatMessage(role: "assistant", content: "hi hi"),
+                                ChatMessage(role: "user", content: "")], addGenerationPrompt: true)
+        _ = tok.bosTokenId
     },
     "nla_meta": { data in
         guard let text = String(data: data, encoding: .utf8) else { return }

@@ -21,7 +21,7 @@
 import Foundation
 
 /// Deliberate mistakes the reference can make, to prove that the comparisons have teeth.
-enum SyntheticReferenceMistake: String, Sendable, CaseIterable {
+package enum SyntheticReferenceMistake: String, Sendable, CaseIterable {
     case none
     /// scores · head_dim^-0.5 instead of query_pre_attn_scalar^-0.5
     case scaleByHeadDim
@@ -37,23 +37,23 @@ enum SyntheticReferenceMistake: String, Sendable, CaseIterable {
     case gqaInterleaved
 }
 
-struct SyntheticReference {
-    struct Output {
+package struct SyntheticReference {
+    package struct Output {
         /// Input embeddings (scaled), [T, d].
-        var embeddings: [Double]
+        package var embeddings: [Double]
         /// Raw output of every block, [T, d] each.
-        var blocks: [[Double]]
+        package var blocks: [[Double]]
         /// Output of the last block after the final norm, [T, d].
-        var finalNorm: [Double]
+        package var finalNorm: [Double]
         /// [T, vocab].
-        var logits: [Double]
+        package var logits: [Double]
     }
 
-    let spec: SyntheticSpec
-    let weights: SyntheticWeights
-    var mistake: SyntheticReferenceMistake = .none
+    package let spec: SyntheticSpec
+    package let weights: SyntheticWeights
+    package var mistake: SyntheticReferenceMistake = .none
 
-    init(_ spec: SyntheticSpec, weights: SyntheticWeights? = nil, mistake: SyntheticReferenceMistake = .none) {
+    package init(_ spec: SyntheticSpec, weights: SyntheticWeights? = nil, mistake: SyntheticReferenceMistake = .none) {
         self.spec = spec
         self.weights = weights ?? SyntheticWeights(spec: spec)
         self.mistake = mistake
@@ -62,7 +62,7 @@ struct SyntheticReference {
     private func w(_ name: String) -> [Double] { weights[name].map(Double.init) }
 
     /// Scaled embeddings of `ids`, [T, d].
-    func embed(_ ids: [Int]) -> [Double] {
+    package func embed(_ ids: [Int]) -> [Double] {
         let d = spec.hiddenSize
         let e = weights["embed_tokens.weight"]
         let scale = mistake == .noEmbedScale ? 1 : Double(Float(Double(d).squareRoot()))
@@ -72,10 +72,10 @@ struct SyntheticReference {
         return out
     }
 
-    func forward(ids: [Int]) -> Output { forward(embeddings: embed(ids), rows: ids.count) }
+    package func forward(ids: [Int]) -> Output { forward(embeddings: embed(ids), rows: ids.count) }
 
     /// `blocks`: run only the first `blocks` decoder blocks (no final norm / logits then).
-    func forward(embeddings x0: [Double], rows t: Int, blocks: Int? = nil) -> Output {
+    package func forward(embeddings x0: [Double], rows t: Int, blocks: Int? = nil) -> Output {
         let s = spec, d = s.hiddenSize, hd = s.headDim
         let nBlocks = blocks ?? s.numLayers
         var x = x0
@@ -241,7 +241,7 @@ struct SyntheticReference {
 }
 
 /// max|got − ref| / max|ref| over all elements (the golden tests' measure).
-func syntheticRelDeviation(_ got: [Float], _ ref: [Double]) -> Double {
+package func syntheticRelDeviation(_ got: [Float], _ ref: [Double]) -> Double {
     precondition(got.count == ref.count, "deviation: \(got.count) values vs \(ref.count) reference values")
     var maxd = 0.0, maxr = 0.0
     for i in 0..<ref.count {
@@ -252,6 +252,6 @@ func syntheticRelDeviation(_ got: [Float], _ ref: [Double]) -> Double {
 }
 
 /// max|a − b| / max|b| for two runtime outputs.
-func syntheticRelDeviation(_ a: [Float], _ b: [Float]) -> Double {
+package func syntheticRelDeviation(_ a: [Float], _ b: [Float]) -> Double {
     syntheticRelDeviation(a, b.map(Double.init))
 }

@@ -21,25 +21,25 @@ import Quant
 import struct NLARuntime.SplitMix64
 
 /// SplitMix64: small, seedable, identical on every platform (SystemRandomNumberGenerator is not seedable).
-struct SyntheticRNG: RandomNumberGenerator {
+package struct SyntheticRNG: RandomNumberGenerator {
     private var generator: SplitMix64
-    init(seed: UInt64) { generator = SplitMix64(seed: seed) }
+    package init(seed: UInt64) { generator = SplitMix64(seed: seed) }
 
-    mutating func next() -> UInt64 { generator.next() }
+    package mutating func next() -> UInt64 { generator.next() }
 
     /// Uniform in [lo, hi).
-    mutating func uniform(_ lo: Double, _ hi: Double) -> Double {
+    package mutating func uniform(_ lo: Double, _ hi: Double) -> Double {
         lo + (hi - lo) * Double(next() >> 11) * 0x1p-53
     }
 
     /// Standard normal (Box–Muller).
-    mutating func normal() -> Double {
+    package mutating func normal() -> Double {
         let u1 = max(uniform(0, 1), 1e-300), u2 = uniform(0, 1)
         return (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * Double.pi * u2)
     }
 
     /// `count` token ids in 0..<vocab.
-    mutating func ids(_ count: Int, vocab: Int) -> [Int] {
+    package mutating func ids(_ count: Int, vocab: Int) -> [Int] {
         (0..<count).map { _ in Int(next() % UInt64(vocab)) }
     }
 }
@@ -47,36 +47,38 @@ struct SyntheticRNG: RandomNumberGenerator {
 /// Every hyperparameter of a synthetic model. Defaults: 6 layers (full attention at layers 2 and 5),
 /// GQA 4 query heads / 2 KV heads, head_dim 16 with query_pre_attn_scalar 24 (so the attention scale
 /// is not head_dim^-0.5), linear RoPE scaling 8 on full layers, sliding window 4.
-struct SyntheticSpec: Sendable, CustomStringConvertible {
-    var vocabSize = 96
-    var hiddenSize = 48
-    var intermediateSize = 64
-    var numLayers = 6
-    var numHeads = 4
-    var numKVHeads = 2
-    var headDim = 16
-    var maxPositions = 64
-    var slidingWindow = 4
+package struct SyntheticSpec: Sendable, CustomStringConvertible {
+    package init() {}
+
+    package var vocabSize = 96
+    package var hiddenSize = 48
+    package var intermediateSize = 64
+    package var numLayers = 6
+    package var numHeads = 4
+    package var numKVHeads = 2
+    package var headDim = 16
+    package var maxPositions = 64
+    package var slidingWindow = 4
     /// Every `pattern`-th layer (1-based) is full attention, as transformers 4.x derives layer_types.
-    var slidingWindowPattern = 3
+    package var slidingWindowPattern = 3
     /// RoPE of full-attention layers: base and linear factor (nil = rope_type default).
-    var ropeTheta = 1_000_000.0
-    var ropeLinearFactor: Double? = 8
+    package var ropeTheta = 1_000_000.0
+    package var ropeLinearFactor: Double? = 8
     /// RoPE of sliding layers. A linear factor here is only expressible in the 5.x dialect.
-    var ropeLocalBaseFreq = 10_000.0
-    var ropeLocalLinearFactor: Double? = nil
-    var queryPreAttnScalar = 24.0
-    var rmsNormEps = 1e-6
-    var attnLogitSoftcapping: Double? = nil
-    var finalLogitSoftcapping: Double? = nil
-    var hiddenActivation = "gelu_pytorch_tanh"
-    var seed: UInt64 = 0x5EED_0001
+    package var ropeLocalBaseFreq = 10_000.0
+    package var ropeLocalLinearFactor: Double? = nil
+    package var queryPreAttnScalar = 24.0
+    package var rmsNormEps = 1e-6
+    package var attnLogitSoftcapping: Double? = nil
+    package var finalLogitSoftcapping: Double? = nil
+    package var hiddenActivation = "gelu_pytorch_tanh"
+    package var seed: UInt64 = 0x5EED_0001
 
     /// true = full attention, per layer.
-    var isFullLayer: [Bool] { (0..<numLayers).map { ($0 + 1) % slidingWindowPattern == 0 } }
-    var layerTypeNames: [String] { isFullLayer.map { $0 ? "full_attention" : "sliding_attention" } }
+    package var isFullLayer: [Bool] { (0..<numLayers).map { ($0 + 1) % slidingWindowPattern == 0 } }
+    package var layerTypeNames: [String] { isFullLayer.map { $0 ? "full_attention" : "sliding_attention" } }
 
-    var description: String {
+    package var description: String {
         "L\(numLayers) d\(hiddenSize) H\(numHeads)/\(numKVHeads)×\(headDim) W\(slidingWindow) p\(slidingWindowPattern) "
             + "θ\(ropeTheta)/\(ropeLocalBaseFreq) lin\(ropeLinearFactor.map { "\($0)" } ?? "-") qpas\(queryPreAttnScalar) "
             + "eps\(rmsNormEps) cap\(attnLogitSoftcapping.map { "\($0)" } ?? "-")/\(finalLogitSoftcapping.map { "\($0)" } ?? "-") \(hiddenActivation)"
@@ -85,17 +87,17 @@ struct SyntheticSpec: Sendable, CustomStringConvertible {
 
 /// The weights of a synthetic model, keyed by the name without prefix ("embed_tokens.weight",
 /// "layers.3.mlp.up_proj.weight", "norm.weight"). Values are already bf16-representable.
-struct SyntheticWeights: Sendable {
-    struct Tensor: Sendable {
-        var name: String
-        var shape: [Int]
-        var values: [Float]
+package struct SyntheticWeights: Sendable {
+    package struct Tensor: Sendable {
+        package var name: String
+        package var shape: [Int]
+        package var values: [Float]
     }
     /// In checkpoint order (embedding, layers, final norm).
-    var tensors: [Tensor]
+    package var tensors: [Tensor]
     private var index: [String: Int]
 
-    init(spec s: SyntheticSpec) {
+    package init(spec s: SyntheticSpec) {
         var rng = SyntheticRNG(seed: s.seed)
         var out: [Tensor] = []
         func bf16(_ x: Double) -> Float { bf16ToFloat(floatToBF16(Float(x))) }
@@ -134,31 +136,31 @@ struct SyntheticWeights: Sendable {
         index = Dictionary(uniqueKeysWithValues: out.enumerated().map { ($1.name, $0) })
     }
 
-    subscript(_ name: String) -> [Float] {
+    package subscript(_ name: String) -> [Float] {
         guard let i = index[name] else { preconditionFailure("synthetic weights: no tensor \(name)") }
         return tensors[i].values
     }
 }
 
-enum SyntheticLayout: Sendable, CustomStringConvertible {
+package enum SyntheticLayout: Sendable, CustomStringConvertible {
     /// Gemma3ForCausalLM: `model.*`, one `model.safetensors`.
     case flat(dtype: DType)
     /// Gemma3ForConditionalGeneration: `prefix` is "language_model.model." or "model.language_model.",
     /// `shards` files plus `model.safetensors.index.json`; vision tensors included.
     case wrapper(prefix: String, shards: Int, dtype: DType)
 
-    static let flatBF16 = SyntheticLayout.flat(dtype: .bf16)
-    static let wrapperOld = SyntheticLayout.wrapper(prefix: "language_model.model.", shards: 3, dtype: .f32)
-    static let wrapperNew = SyntheticLayout.wrapper(prefix: "model.language_model.", shards: 2, dtype: .f32)
+    package static let flatBF16 = SyntheticLayout.flat(dtype: .bf16)
+    package static let wrapperOld = SyntheticLayout.wrapper(prefix: "language_model.model.", shards: 3, dtype: .f32)
+    package static let wrapperNew = SyntheticLayout.wrapper(prefix: "model.language_model.", shards: 2, dtype: .f32)
 
-    var prefix: String {
+    package var prefix: String {
         switch self {
         case .flat: return "model."
         case .wrapper(let p, _, _): return p
         }
     }
 
-    var description: String {
+    package var description: String {
         switch self {
         case .flat(let dt): return "flat \(dt.rawValue)"
         case .wrapper(let p, let n, let dt): return "wrapper \(p)* \(n) shards \(dt.rawValue)"
@@ -166,30 +168,27 @@ enum SyntheticLayout: Sendable, CustomStringConvertible {
     }
 }
 
-enum SyntheticDialect: Sendable { case v4, v5 }
+package enum SyntheticDialect: Sendable { case v4, v5 }
 
 /// Writes a `SyntheticSpec` as a checkpoint directory.
-struct SyntheticCheckpoint {
-    let spec: SyntheticSpec
-    let weights: SyntheticWeights
+package struct SyntheticCheckpoint {
+    package let spec: SyntheticSpec
+    package let weights: SyntheticWeights
 
-    init(_ spec: SyntheticSpec = SyntheticSpec()) {
+    package init(_ spec: SyntheticSpec = SyntheticSpec()) {
         self.spec = spec
         weights = SyntheticWeights(spec: spec)
     }
 
     /// A fresh empty directory under the system temporary directory.
-    static func makeTempDirectory(_ tag: String = "model") -> String {
-        let url = FileManager.default.temporaryDirectory
-            .appendingPathComponent("nla-synthetic-\(tag)-\(UUID().uuidString)")
-        try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url.path
+    package static func makeTempDirectory(_ tag: String = "model") -> String {
+        TestPaths.tempDirectory("synthetic-" + tag)
     }
 
-    static func remove(_ directory: String) { try? FileManager.default.removeItem(atPath: directory) }
+    package static func remove(_ directory: String) { try? FileManager.default.removeItem(atPath: directory) }
 
     /// The config.json object for `layout` and `dialect`.
-    func config(layout: SyntheticLayout, dialect: SyntheticDialect) -> [String: Any] {
+    package func config(layout: SyntheticLayout, dialect: SyntheticDialect) -> [String: Any] {
         let s = spec
         let d = Gemma3DefaultsMirror.self
         // Text fields with the value they take for this spec, and whether that value is the default.
@@ -253,7 +252,7 @@ struct SyntheticCheckpoint {
     }
 
     /// Safetensors entries (full names) for `layout`, including the vision tensors of the wrapper.
-    func entries(layout: SyntheticLayout) -> [SafetensorsWriter.Entry] {
+    package func entries(layout: SyntheticLayout) -> [SafetensorsWriter.Entry] {
         let dtype: DType
         switch layout {
         case .flat(let dt): dtype = dt
@@ -285,7 +284,7 @@ struct SyntheticCheckpoint {
     /// Write config.json and the safetensors file(s) into `directory` (a new temporary directory when
     /// nil) and return the directory. `editConfig` and `editEntries` let error tests corrupt the output.
     @discardableResult
-    func write(layout: SyntheticLayout = .flatBF16, dialect: SyntheticDialect = .v4, to directory: String? = nil,
+    package func write(layout: SyntheticLayout = .flatBF16, dialect: SyntheticDialect = .v4, to directory: String? = nil,
                editConfig: ((inout [String: Any]) -> Void)? = nil,
                editEntries: ((inout [SafetensorsWriter.Entry]) -> Void)? = nil) throws -> String {
         let dir = directory ?? Self.makeTempDirectory()
@@ -326,27 +325,27 @@ struct SyntheticCheckpoint {
 
 /// transformers' `Gemma3TextConfig` defaults, restated here (not read from `Gemma3Defaults`) so that the
 /// wrapper writer's "omit default fields" decision does not depend on the code under test.
-enum Gemma3DefaultsMirror {
-    static let vocabSize = 262_208
-    static let hiddenSize = 2304
-    static let intermediateSize = 9216
-    static let numHiddenLayers = 26
-    static let numAttentionHeads = 8
-    static let numKeyValueHeads = 4
-    static let headDim = 256
-    static let hiddenActivation = "gelu_pytorch_tanh"
-    static let maxPositionEmbeddings = 131_072
-    static let rmsNormEps = 1e-6
-    static let ropeTheta = 1_000_000.0
-    static let ropeLocalBaseFreq = 10_000.0
-    static let queryPreAttnScalar = 256.0
-    static let slidingWindow = 4096
-    static let slidingWindowPattern = 6
+package enum Gemma3DefaultsMirror {
+    package static let vocabSize = 262_208
+    package static let hiddenSize = 2304
+    package static let intermediateSize = 9216
+    package static let numHiddenLayers = 26
+    package static let numAttentionHeads = 8
+    package static let numKeyValueHeads = 4
+    package static let headDim = 256
+    package static let hiddenActivation = "gelu_pytorch_tanh"
+    package static let maxPositionEmbeddings = 131_072
+    package static let rmsNormEps = 1e-6
+    package static let ropeTheta = 1_000_000.0
+    package static let ropeLocalBaseFreq = 10_000.0
+    package static let queryPreAttnScalar = 256.0
+    package static let slidingWindow = 4096
+    package static let slidingWindowPattern = 6
 }
 
 /// A raw safetensors file from a literal JSON header and data bytes (for malformed-file tests).
 /// The header is padded with spaces to a multiple of 8, as the writer does.
-func syntheticRawSafetensors(header: String, data: Data, declaredHeaderLength: UInt64? = nil) -> Data {
+package func syntheticRawSafetensors(header: String, data: Data, declaredHeaderLength: UInt64? = nil) -> Data {
     var h = Data(header.utf8)
     while h.count % 8 != 0 { h.append(0x20) }
     var len = (declaredHeaderLength ?? UInt64(h.count)).littleEndian
