@@ -44,6 +44,8 @@ public struct QuantizePolicy: Sendable {
     public var referenceQuantizers = false
     /// Number of decoder blocks (for the mix's layer rule).
     public var numLayers = 0
+    /// Error-feedback (GPTQ) quantization with the imatrix file's Hessians (`nla imatrix --hessian`).
+    public var gptq = false
 
     public init(target: QuantType, mix: Mix? = nil) {
         self.target = target
@@ -105,6 +107,7 @@ public struct QuantizePolicy: Sendable {
         if mix == .q4_k_m { s += " (Q6_K for attn_v/ffn_down of layers where use_more_bits)" }
         if target == .q4_k || mix != nil { s += "; widths not whole 256-blocks: Q4_K → IQ4_NL, Q6_K → Q8_0" }
         if target == .q6_k { s += "; widths not whole 256-blocks → Q8_0" }
+        if gptq { s += "; GPTQ error feedback with the imatrix Hessians" }
         if target.traits.isQuantized {
             s += referenceQuantizers ? "; reference quantizers" :
                 (imatrix != nil ? "; importance-weighted quantizers with imatrix \((imatrix!.path as NSString).lastPathComponent)"
@@ -192,7 +195,7 @@ public enum Converter {
             }
         }
 
-        var plan: [(entry: TensorEntry, type: QuantType, importance: [Float]?, shift: Float)] = []
+        var plan: [(entry: TensorEntry, type: QuantType, importance: [Float]?, shift: Float, hessian: String?)] = []
         for name in files.tensors.keys.sorted() {
             let e = files.tensors[name]!
             if skippedPrefixes.contains(where: { name.hasPrefix($0) }) { summary.skipped.append(name); continue }
@@ -222,8 +225,14 @@ public enum Converter {
                 }
             }
                         let imp = type.traits.isQuantized ? try policy.imatrix?.importance(for: name, width: e.shape.last ?? 1) : nil
+            var hessianOwner: String?
+            if policy.gptq, type.traits.isQuantized, type.traits.quantizeRowImportance != nil, e.shape.count == 2,
+               let h = try policy.imatrix?.hessian(for: name, width: e.shape[1]) {
+                hessianOwner = h.owner
+                rule += "; GPTQ"
+            }
             try writer.addTensor(name: outName, shape: e.shape, type: type)
-            plan.append((e, type, imp, shift))
+            plan.append((e, type, imp, shift, hessianOwner))
             if e.shape.count == 2 && PolicyNames.isBlockWeight(name) {
                 summary.blockParameters += e.elementCount
                 summary.blockTensorBytes += try type.byteCount(shape: e.shape)
@@ -237,12 +246,24 @@ public enum Converter {
         var done = 0
         var bytesDone = 0
         let total = summary.inputBytes
+        var factor: (owner: String, u: [Float])?  // the last Hessian factor (k/v and up reuse q's and gate's)
         let size = try writer.write { tensor, dst in
             let item = plan[done]
             progress?(ConversionProgress(tensorsDone: done, tensorsTotal: plan.count, bytesDone: bytesDone,
                                          bytesTotal: total, currentTensor: tensor.name))
-            try produce(item.entry, as: tensor.type, adding: item.shift, into: dst, importance: item.importance,
-                        search: !policy.referenceQuantizers)
+            if let owner = item.hessian, let im = policy.imatrix {
+                let cols = item.entry.shape[1]
+                if factor?.owner != owner {
+                    let h = try im.hessian(for: item.entry.name, width: cols)!
+                    do { factor = (owner, try GPTQ.inverseCholeskyUpper(h.values, n: cols)) } catch {
+                        throw ModelError.input("\(im.path): Hessian of '\(owner)': \(error)")
+                    }
+                }
+                try produceGPTQ(item.entry, as: tensor.type, into: dst, u: factor!.u)
+            } else {
+                try produce(item.entry, as: tensor.type, adding: item.shift, into: dst, importance: item.importance,
+                            search: !policy.referenceQuantizers)
+            }
             summary.tensorBytes += tensor.byteCount
             done += 1
             bytesDone += item.entry.byteCount
@@ -304,6 +325,21 @@ public enum Converter {
             if unlink(path) == 0 { removed.append(path) }
         }
         return removed
+    }
+
+    /// Quantize one 2-D tensor with GPTQ error feedback (whole tensor in f32; threaded over rows).
+    static func produceGPTQ(_ e: TensorEntry, as type: QuantType, into dst: UnsafeMutableRawBufferPointer, u: [Float]) throws {
+        let rows = e.shape[0], cols = e.shape[1]
+        let w = UnsafeMutablePointer<Float>.allocate(capacity: rows * cols)
+        defer { w.deallocate() }
+        e.type!.traits.dequantizeRow(e.data, w, rows * cols)
+        for i in 0..<(rows * cols) where !w[i].isFinite {
+            throw ModelError.weights(file: e.file.path, reason: "tensor '\(e.name)' contains NaN or Inf (row \(i / cols))")
+        }
+        do { try GPTQ.quantize(w, rows: rows, cols: cols, type: type, u: u, into: dst.baseAddress!) } catch {
+            throw ModelError.weights(file: e.file.path, reason: "tensor '\(e.name)': \(error)")
+        }
+        e.file.dropPages(e.data, count: e.byteCount)
     }
 
     /// Convert one tensor to `type` into `dst`, in chunks of rows (threaded over chunks).

@@ -60,6 +60,8 @@ struct Quantize: ParsableCommand {
     @Option(help: "Importance matrix from `nla imatrix` (.safetensors).") var imatrix: String?
     @Flag(name: .customLong("reference-quantizers"), help: "Plain-rounding reference quantizers instead of the search.")
     var referenceQuantizers = false
+    @Flag(help: "GPTQ error feedback with the Hessians of --imatrix (made by `nla imatrix --hessian`).")
+    var gptq = false
     @Option(name: .customLong("embedding-type"), help: "Override the embedding/lm_head type for block targets (q8_0 or q4_0).")
     var embeddingType: String?
     @Option(help: "Threads (0 = all cores).") var threads: Int = 0
@@ -78,6 +80,12 @@ struct Quantize: ParsableCommand {
             if let f = imatrix {
                 guard !referenceQuantizers else { throw ModelError.input("--imatrix needs the search quantizers (drop --reference-quantizers)") }
                 policy.imatrix = try Imatrix(path: f)
+            }
+            if gptq {
+                guard let im = policy.imatrix, !im.hessians.isEmpty else {
+                    throw ModelError.input("--gptq needs --imatrix with Hessians (nla imatrix --hessian)")
+                }
+                policy.gptq = true
             }
             if let e = embeddingType {
                 let t = try QuantType(name: e)
