@@ -83,7 +83,7 @@ for item in "${files[@]}"; do
   mk=$(echo "$k" | "$NLA_CACHE/venv/bin/python" -c 'import sys,json; j=json.load(sys.stdin); print("%.4f %.3f %.1f%%" % (j["mean_kld"], j["p99_kld"], 100*j["top1_agreement"]))' 2>/dev/null || echo "n/a n/a n/a")
   l=$("$BIN/llama-perplexity" -m "$f" --kl-divergence-base "$BASE" --kl-divergence -c "$CTX" -b "$CTX" 2>&1 || true)
   lk=$(echo "$l" | awk '/^Mean +KLD:/ {print $3; exit}')
-  lt=$(echo "$l" | awk '/^Same top p:/ {print $4 $5; exit}')
+  lt=$(echo "$l" | awk '/^Same top p:/ {print $4 " %"; exit}')
   read -r a b c <<<"$mk"
   printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$(bpw "$f")" "$a" "$b" "$c" "${lk:-?}" "${lt:-?}"
 done
