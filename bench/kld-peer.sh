@@ -9,13 +9,15 @@
 #
 # Usage: bench/kld-peer.sh [schemes...]   (default: our q4_k q4_k_m iq4_nl, llama.cpp Q4_K_S Q4_K_M IQ4_NL Q4_0)
 # Env: P (permuted model, default ~/.cache/nla/models/gemma-3-270m-permuted), OUT (default ~/.cache/nla/bench/kld),
-#      CTX (llama-perplexity context, default 158: llama.cpp tokenizes kld.txt to 319 tokens and needs 2·CTX), GPTQ=1 (also our --gptq variants; needs the Hessian imatrix).
+#      CTX (llama-perplexity context, default 158: llama.cpp tokenizes kld.txt to 319 tokens and needs 2·CTX),
+#      GPTQ (default 1: our files with and without --gptq, the imatrix with Hessians; 0: without only).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NLA_CACHE=${NLA_CACHE:-$HOME/.cache/nla}
 P=${P:-$NLA_CACHE/models/gemma-3-270m-permuted}
 OUT=${OUT:-$NLA_CACHE/bench/kld}
 CTX=${CTX:-158}
+GPTQ=${GPTQ:-1}; [ "$GPTQ" = 1 ] || GPTQ=
 TEXT=$ROOT/Tests/Fixtures/kld.txt
 CAL=$ROOT/Tests/Fixtures/calibration.txt
 NLA=${NLA:-$ROOT/.build/release/nla}
