@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the peer for `make bench`: llama.cpp's llama-bench, llama-batched-bench, llama-perplexity and
-# llama-simple, from the vendored llama.cpp in the PyPI sdist of llama-cpp-python (pinned), with cmake,
+# Builds the peer for `make bench`: llama.cpp's llama-bench, llama-batched-bench, llama-perplexity, llama-quantize,
+# llama-imatrix and llama-simple, from the vendored llama.cpp in the PyPI sdist of llama-cpp-python (pinned), with cmake,
 # GGML_NATIVE=ON, into ~/.cache/nla/peer (never into the repo). Cached: a second run is a no-op.
 # Prints the bin dir on stdout. Needs cmake and a C/C++ compiler (installs Debian's cmake if missing).
 # Usage: bench/build-peer.sh
@@ -11,7 +11,7 @@ PEER=$NLA_CACHE/peer
 SRC=$PEER/llama-cpp-python-$VERSION
 BUILD=$PEER/build-$VERSION
 BIN=$BUILD/bin
-TARGETS=(llama-bench llama-batched-bench llama-perplexity llama-simple)
+TARGETS=(llama-bench llama-batched-bench llama-perplexity llama-simple llama-quantize llama-imatrix)
 JOBS=${PEER_JOBS:-$(nproc)}
 log() { echo "[bench-peer] $*" >&2; }
 

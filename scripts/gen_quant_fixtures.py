@@ -12,7 +12,7 @@ Default mode writes, into Tests/Fixtures/quant/ (override with --out):
                         types it applies to, why it exists) and, per type, the byte / element offsets of each
                         case in the expected files; plus the numpy / gguf versions used
     inputs.f32          all case inputs, float32 little-endian, concatenated in manifest order
-    expected.<T>.bin    gguf.quants.quantize(input, T) bytes, concatenated (T in F16, BF16, Q8_0, Q4_0)
+    expected.<T>.bin    gguf.quants.quantize(input, T) bytes, concatenated (T in F16, BF16, Q8_0, Q4_0, Q5_0)
     dequant.<T>.f32     gguf.quants.dequantize(expected, T) as float32 little-endian, concatenated
     gguf_python.gguf    a small GGUF v3 file written by gguf.GGUFWriter: metadata of every value type
                         (including arrays of strings and a nested array) and one tensor per table type;
@@ -37,7 +37,7 @@ from gguf import quants
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "Tests" / "Fixtures" / "quant"
 
-QUANT_TYPES = ["F16", "BF16", "Q8_0", "Q4_0"]   # F32 is the identity; it is checked in Swift directly
+QUANT_TYPES = ["F16", "BF16", "Q8_0", "Q4_0", "Q5_0"]   # F32 is the identity; it is checked in Swift directly
 FLOAT_TYPES = ["F32", "F16", "BF16"]
 
 

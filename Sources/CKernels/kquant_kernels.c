@@ -1,4 +1,4 @@
-// C tier of the Q4_K / Q6_K / IQ4_NL weight matmuls (contracts: include/kquant_kernels.h). Dequantization is
+// C tier of the Q4_K / Q6_K / IQ4_NL / Q5_0 weight matmuls (contracts: include/kquant_kernels.h). Dequantization is
 // exact and bit-identical to the Swift reference (products rounded separately: FMA contraction is off for this
 // file); only the f32 dot products use FMAs. No model knowledge, no allocation (stack buffers of one block row).
 #pragma STDC FP_CONTRACT OFF
@@ -29,6 +29,7 @@ int ck_kq_block_size(int wtype) {
     case CK_WTYPE_Q4_K: return QKK;
     case CK_WTYPE_Q6_K: return QKK;
     case CK_WTYPE_IQ4_NL: return 32;
+    case CK_WTYPE_Q5_0: return 32;
     default: return 0;
     }
 }
@@ -38,6 +39,7 @@ size_t ck_kq_block_bytes(int wtype) {
     case CK_WTYPE_Q4_K: return 144;
     case CK_WTYPE_Q6_K: return 210;
     case CK_WTYPE_IQ4_NL: return 18;
+    case CK_WTYPE_Q5_0: return 22;
     default: return 0;
     }
 }
@@ -85,6 +87,18 @@ static void dq_iq4_nl(const uint8_t *p, float *y) {
     }
 }
 
+// Q5_0: f16 d, u32 qh (bit j = bit 4 of element j), 16 nibble bytes (element j low, j + 16 high); d·(q − 16).
+static void dq_q5_0(const uint8_t *p, float *y) {
+    const float d = ck_f16_to_f32(ld16(p));
+    const uint32_t qh = (uint32_t)p[2] | ((uint32_t)p[3] << 8) | ((uint32_t)p[4] << 16) | ((uint32_t)p[5] << 24);
+    for (int j = 0; j < 16; j++) {
+        const int q0 = (p[6 + j] & 15) | (int)(((qh >> j) & 1) << 4);
+        const int q1 = (p[6 + j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+        y[j] = d * (float)(q0 - 16);
+        y[j + 16] = d * (float)(q1 - 16);
+    }
+}
+
 typedef void (*kq_decoder)(const uint8_t *, float *);
 
 static kq_decoder decoder_for(int wtype) {
@@ -92,6 +106,7 @@ static kq_decoder decoder_for(int wtype) {
     case CK_WTYPE_Q4_K: return dq_q4_k;
     case CK_WTYPE_Q6_K: return dq_q6_k;
     case CK_WTYPE_IQ4_NL: return dq_iq4_nl;
+    case CK_WTYPE_Q5_0: return dq_q5_0;
     default: return NULL;
     }
 }

@@ -6,9 +6,13 @@
 // File: safetensors, one F32 tensor [in_features] per linear weight, named exactly like the weight in the
 // checkpoint ("model.layers.3.mlp.down_proj.weight"), and metadata: format "nla-imatrix", tokens (positions
 // observed), sequences, text_sha256 (of the calibration file's bytes), model (its path).
+// With `hessian: true` (`nla imatrix --hessian`) the file also holds, per distinct layer input, the F32 matrix
+// [in, in] of mean x·xᵀ (named "<weight>.hessian" after the first weight reading that input: q_proj for q/k/v,
+// gate_proj for gate/up, o_proj, down_proj), for `quantize --gptq` (Sources/Quant/GPTQ.swift).
 
 import Foundation
 import Quant
+import SIMDKernels
 
 public final class ImatrixCollector {
     public let model: Gemma3Model
@@ -17,8 +21,14 @@ public final class ImatrixCollector {
     private var widths: [String: Int] = [:]
     public private(set) var tokens = 0
     public private(set) var sequences = 0
+    /// Weight name → accumulated Σ x·xᵀ (cols×cols, f32) for the weights that own a Hessian.
+    private var hessians: [String: UnsafeMutablePointer<Float>] = [:]
+    private var transposeScratch: [Float] = []
 
-    public init(model: Gemma3Model) {
+    /// The weights whose input owns the Hessian: the other weights reading the same input share it.
+    static let hessianOwners = ["self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj"]
+
+    public init(model: Gemma3Model, hessian: Bool = false) {
         self.model = model
         let p = model.weightPrefix
         for (i, l) in model.layers.enumerated() {
@@ -32,9 +42,16 @@ public final class ImatrixCollector {
                 names[ObjectIdentifier(w)] = full
                 widths[full] = w.cols
                 sums[full] = [Double](repeating: 0, count: w.cols)
+                if hessian && Self.hessianOwners.contains(n) {
+                    let h = UnsafeMutablePointer<Float>.allocate(capacity: w.cols * w.cols)
+                    h.initialize(repeating: 0, count: w.cols * w.cols)
+                    hessians[full] = h
+                }
             }
         }
     }
+
+    deinit { for h in hessians.values { h.deallocate() } }
 
     /// Run one sequence (BOS + tokens, as the caller tokenized it) through every block and accumulate x².
     public func observe(ids: [Int]) throws {
@@ -47,6 +64,14 @@ public final class ImatrixCollector {
                 for r in 0..<rows {
                     let xr = x + r * cols
                     for c in 0..<cols { s[c] += Double(xr[c] * xr[c]) }
+                }
+            }
+            if let h = self.hessians[name] {
+                // H += Xᵀ X (sgemm on the transposed rows).
+                if self.transposeScratch.count < rows * cols { self.transposeScratch = [Float](repeating: 0, count: rows * cols) }
+                self.transposeScratch.withUnsafeMutableBufferPointer { t in
+                    for r in 0..<rows { for c in 0..<cols { t[c * rows + r] = x[r * cols + c] } }
+                    Kernels.matmulNN(t.baseAddress!, x, h, m: cols, n: cols, k: rows, beta: 1)
                 }
             }
         }
@@ -69,6 +94,12 @@ public final class ImatrixCollector {
         for name in sums.keys.sorted() {
             w.add(.init(name: name, shape: [widths[name]!], floats: means[name]!))
         }
+        let scale = 1 / Float(tokens)
+        for name in hessians.keys.sorted() {
+            let n = widths[name]!
+            let h = hessians[name]!
+            w.add(.init(name: name + ".hessian", shape: [n, n], floats: (0..<(n * n)).map { h[$0] * scale }))
+        }
         try w.write(to: path)
     }
 }
@@ -78,6 +109,8 @@ public struct Imatrix: Sendable {
     public let path: String
     public let columns: [String: [Float]]
     public let metadata: [String: String]
+    /// Hessians (mean x·xᵀ, row-major [in, in]) by owner weight name, when the file has them (`--hessian`).
+    public let hessians: [String: [Float]]
 
     public init(path: String) throws {
         let f: SafetensorsFile
@@ -85,7 +118,20 @@ public struct Imatrix: Sendable {
             throw ModelError.input("\(path): not an imatrix safetensors file (\(error))")
         }
         var cols: [String: [Float]] = [:]
+        var hess: [String: [Float]] = [:]
         for (name, t) in f.tensors {
+            if name.hasSuffix(".hessian") {
+                let sh = t.entry.shape
+                guard sh.count == 2, sh[0] == sh[1], t.entry.type == .f32 else {
+                    throw ModelError.input("\(path): tensor '\(name)' must be a square 2-D F32 matrix (got \(t.entry.typeName) \(sh))")
+                }
+                let v = try f.tensor(name).toFloatArray()
+                if let i = v.firstIndex(where: { !$0.isFinite }) {
+                    throw ModelError.input("\(path): tensor '\(name)' has a non-finite value at \(i)")
+                }
+                hess[String(name.dropLast(".hessian".count))] = v
+                continue
+            }
             guard t.entry.shape.count == 1, t.entry.type == .f32 else {
                 throw ModelError.input("\(path): tensor '\(name)' must be a 1-D F32 vector (got \(t.entry.typeName) \(t.entry.shape))")
             }
@@ -98,7 +144,32 @@ public struct Imatrix: Sendable {
         guard !cols.isEmpty else { throw ModelError.input("\(path): no imatrix tensors") }
         self.path = path
         columns = cols
+        hessians = hess
         metadata = f.metadata
+    }
+
+    /// The Hessian of `tensor`'s input and the name of its owner (k/v_proj share q_proj's, up_proj gate_proj's),
+    /// matched with any accepted checkpoint prefix; nil when the file has none for it.
+    public func hessian(for tensor: String, width: Int) throws -> (owner: String, values: [Float])? {
+        guard !hessians.isEmpty else { return nil }
+        var owner = tensor
+        for (from, to) in [("self_attn.k_proj.", "self_attn.q_proj."), ("self_attn.v_proj.", "self_attn.q_proj."),
+                           ("mlp.up_proj.", "mlp.gate_proj.")] {
+            owner = owner.replacingOccurrences(of: from, with: to)
+        }
+        var key: String? = hessians[owner] != nil ? owner : nil
+        if key == nil {
+            for p in WeightNames.knownPrefixes where owner.hasPrefix(p) {
+                let bare = String(owner.dropFirst(p.count))
+                key = hessians.keys.first { k in WeightNames.knownPrefixes.contains { k == $0 + bare } }
+                if key != nil { break }
+            }
+        }
+        guard let key, let v = hessians[key] else { return nil }
+        guard v.count == width * width else {
+            throw ModelError.input("\(path): Hessian for '\(tensor)' is \(Int(Double(v.count).squareRoot()))², the tensor has \(width) columns")
+        }
+        return (key, v)
     }
 
     /// The importance of `tensor`'s columns, matched by name with any accepted checkpoint prefix.

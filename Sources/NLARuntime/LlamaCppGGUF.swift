@@ -90,8 +90,11 @@ public enum LlamaCppGGUF {
         case .f16: return 1
         case .q4_0: return 2
         case .q8_0: return 7
+        case .q5_0: return 8
+        case .q4_k: return 14  // MOSTLY_Q4_K_S (also our q4_k_m mix: the field is informational)
+        case .q6_k: return 18
+        case .iq4_nl: return 25
         case .bf16: return 32
-        default: return nil
         }
     }
 

@@ -19,9 +19,12 @@
 //         value = (d·scale[v / 16])·q
 //   IQ4_NL 32 values, 18 bytes (4.5 bits/weight): f16 d, then 16 bytes of 4-bit indices with Q4_0's nibble order
 //         (byte j: element j low, element j + 16 high); value = d·kIQ4NL[index]
+//   Q5_0  32 values, 22 bytes (5.5 bits/weight): f16 d, u32 qh (little-endian; bit j = bit 4 of element j's
+//         quant), 16 bytes of low nibbles with Q4_0's order; q = (nibble | bit << 4) in 0...31,
+//         value = (q − 16)·d. llama.cpp's Q4_K_M files use it for rows that are not whole 256-blocks.
 //
 // Dequantization is computed in f32 exactly as ggml / gguf do it (products rounded separately, no FMA):
-// Q4_K (d·sc)·q − (dmin·m), Q6_K (d·sc)·q, IQ4_NL d·k.
+// Q4_K (d·sc)·q − (dmin·m), Q6_K (d·sc)·q, IQ4_NL d·k, Q5_0 d·(q − 16).
 //
 // Quantizers (own design; the objective is the issue's: minimise Σ wⱼ (xⱼ − x̂ⱼ)² per block):
 //   w = the importance vector (an imatrix column: mean squared input activation of that input channel) when
@@ -45,6 +48,7 @@ public enum KQ {
     public static let q6kBytes = 210
     public static let iq4Block = 32
     public static let iq4nlBytes = 18
+    public static let q5_0Bytes = 22
     /// ggml's `kvalues_iq4nl`: the 16 non-linear levels of IQ4_NL (and IQ4_XS), ascending.
     public static let iq4nlLevels: [Int8] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]
 }
@@ -102,6 +106,7 @@ private struct Grid {
 private let gridQ4_0 = Grid((-8...7).map(Float.init))
 private let gridQ6 = Grid((-32...31).map(Float.init))
 private let gridIQ4 = Grid(KQ.iq4nlLevels.map(Float.init))
+private let gridQ5_0 = Grid((-16...15).map(Float.init))
 
 /// Best scale for x ≈ s·level[q] over n elements with weights w; fills q (level indices). Returns s
 /// (0 for an all-zero block). `steps` candidate positions per grid end.
@@ -182,6 +187,70 @@ func quantizeRowQ4_0Importance(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawP
         storeF16(yb, 0, s)
         // Level index k ↔ nibble k (level k − 8).
         for j in 0..<16 { yb.storeBytes(of: q[j] | (q[j + 16] << 4), toByteOffset: 2 + j, as: UInt8.self) }
+    }
+}
+
+// MARK: - Q5_0
+
+/// Pack 32 grid indices (0...31 = q) into one Q5_0 block after its f16 scale.
+@inline(__always) private func packQ5_0(_ q: UnsafePointer<UInt8>, _ yb: UnsafeMutableRawPointer) {
+    var qh: UInt32 = 0
+    for j in 0..<32 { qh |= UInt32((q[j] >> 4) & 1) << UInt32(j) }
+    yb.storeBytes(of: qh.littleEndian, toByteOffset: 2, as: UInt32.self)
+    for j in 0..<16 { yb.storeBytes(of: (q[j] & 15) | ((q[j + 16] & 15) << 4), toByteOffset: 6 + j, as: UInt8.self) }
+}
+
+/// ggml's `quantize_row_q5_0_ref` (byte-identical to `gguf.quants.quantize(x, Q5_0)`): m = the first element of
+/// largest |x| (sign kept), d = m / −16, q = min(31, trunc(x/d + 16.5)).
+func quantizeRowQ5_0Reference(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ n: Int) {
+    precondition(n % 32 == 0, "quantizeRowQ5_0Reference: \(n) is not a multiple of 32")
+    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { qb in
+        let q = qb.baseAddress!
+        for b in 0..<(n / 32) {
+            let xb = x + 32 * b, yb = y + KQ.q5_0Bytes * b
+            var amax = abs(xb[0]), m = xb[0]
+            for j in 1..<32 where abs(xb[j]) > amax { amax = abs(xb[j]); m = xb[j] }
+            let d = m / -16
+            let id: Float = d != 0 ? 1 / d : 0
+            for j in 0..<32 {
+                let v = xb[j] * id + 16.5
+                q[j] = v.isNaN ? 0 : UInt8(Swift.max(0, Swift.min(31, v.rounded(.towardZero))))
+            }
+            storeF16(yb, 0, d)
+            packQ5_0(q, yb)
+        }
+    }
+}
+
+/// Importance-weighted Q5_0 (the symmetric grid search of Q4_0 on −16…15).
+func quantizeRowQ5_0Importance(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ n: Int, _ imp: UnsafePointer<Float>?) {
+    precondition(n % 32 == 0, "quantizeRowQ5_0Importance: \(n) is not a multiple of 32")
+    var w = [Float](repeating: 0, count: 32)
+    var q = [UInt8](repeating: 0, count: 32)
+    for b in 0..<(n / 32) {
+        let xb = x + 32 * b, yb = y + KQ.q5_0Bytes * b
+        w.withUnsafeMutableBufferPointer { blockWeights(xb, imp.map { $0 + 32 * b }, 32, $0.baseAddress!) }
+        let s = w.withUnsafeBufferPointer { wp in
+            q.withUnsafeMutableBufferPointer { searchSymmetric(xb, wp.baseAddress!, 32, grid: gridQ5_0, steps: 6, q: $0.baseAddress!, roundScale: viaF16) }
+        }
+        storeF16(yb, 0, s)
+        q.withUnsafeBufferPointer { packQ5_0($0.baseAddress!, yb) }
+    }
+}
+
+func dequantizeRowQ5_0(_ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+    precondition(n % 32 == 0, "dequantizeRowQ5_0: \(n) is not a multiple of 32")
+    for b in 0..<(n / 32) {
+        let p = x + KQ.q5_0Bytes * b, yb = y + 32 * b
+        let d = loadF16(p, 0)
+        let qh = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 2, as: UInt32.self))
+        for j in 0..<16 {
+            let byte = p.load(fromByteOffset: 6 + j, as: UInt8.self)
+            let q0 = Int(byte & 15) | Int((qh >> UInt32(j)) & 1) << 4
+            let q1 = Int(byte >> 4) | Int((qh >> UInt32(j + 16)) & 1) << 4
+            yb[j] = d * Float(q0 - 16)
+            yb[j + 16] = d * Float(q1 - 16)
+        }
     }
 }
 

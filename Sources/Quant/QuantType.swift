@@ -5,7 +5,7 @@
 // describes a type. Adding a format = one enum case + one table row + its row functions in QuantBlocks.swift.
 //
 // Raw values are the GGUF / ggml type ids, which are part of the file format and never renumbered.
-// Only the ids this runtime reads and writes are cases. Every other ggml id — Q4_1 (3), Q5_0 (6), Q5_1 (7),
+// Only the ids this runtime reads and writes are cases. Every other ggml id — Q4_1 (3), Q5_1 (7),
 // Q8_1 (9), Q2_K (10), Q3_K (11), Q5_K (13), Q8_K (15), IQ* other than IQ4_NL (16–19, 21–23, 29), I8–I64 / F64
 // (24–28), TQ* (34, 35), MXFP4 (39), …, and the retired ids 4, 5, 31–33, 36–38 — is deliberately *not* a case: `QuantType(rawValue:)` returns nil for
 // it, and the GGUF reader reports it as `GGUFError.unsupportedType` naming the id. Nothing can silently map
@@ -18,6 +18,8 @@ public enum QuantType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     case f32 = 0
     case f16 = 1
     case q4_0 = 2
+    /// 32-value blocks, one f16 scale, 5-bit quants (4 low bits + one high bit each) (QuantKBlocks.swift).
+    case q5_0 = 6
     case q8_0 = 8
     /// 256-value super-blocks of 8 × 32, 6-bit scales and mins (QuantKBlocks.swift).
     case q4_k = 12
@@ -93,6 +95,9 @@ public struct QuantTraits: Sendable {
                     dequantizeRow: dequantizeRowQ4_0, quantizeRowReference: quantizeRowQ4_0Reference, activationType: .q8_0,
                     // Byte-identical to ggml's reference stays the reference; the search is separate (used by `quantize`).
                     quantizeRowImportance: quantizeRowQ4_0Importance),
+        QuantTraits(type: .q5_0, name: "Q5_0", blockSize: KQ.iq4Block, bytesPerBlock: KQ.q5_0Bytes, isQuantized: true, alignment: 1,
+                    dequantizeRow: dequantizeRowQ5_0, quantizeRowReference: quantizeRowQ5_0Reference, activationType: .f32,
+                    quantizeRowImportance: quantizeRowQ5_0Importance),
         QuantTraits(type: .q8_0, name: "Q8_0", blockSize: BlockQ8_0.count, bytesPerBlock: MemoryLayout<BlockQ8_0>.size,
                     isQuantized: true, alignment: MemoryLayout<BlockQ8_0>.alignment,
                     // F32, not ggml's Q8_0: on Gemma 3 270M, f32 activations cut the KL divergence to f32

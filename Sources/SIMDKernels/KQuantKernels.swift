@@ -1,4 +1,4 @@
-// Swift tiers of the Q4_K / Q6_K / IQ4_NL weight matmuls (f32 activations; byte layouts in
+// Swift tiers of the Q4_K / Q6_K / IQ4_NL / Q5_0 weight matmuls (f32 activations; byte layouts in
 // Sources/Quant/QuantKBlocks.swift). The scalar tier decodes each weight row with the Quant type table's
 // reference dequantizer and sums sequentially; the SIMD tier decodes blocks with SIMD lanes (bit-identical
 // values) and keeps 8-lane partial sums per activation row (4 rows per decoded block). Only the summation
@@ -89,11 +89,26 @@ extension VectorKernels {
 
     static let iq4Levels: [Float] = KQ.iq4nlLevels.map(Float.init)
 
+    /// Decode one Q5_0 block (32 values). Exact: d·(q − 16), q = low nibble | bit of qh << 4.
+    @inline(__always) static func decodeQ5_0(_ p: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = f16At(p, 0)
+        let qh = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 2, as: UInt32.self))
+        let bytes = p.loadUnaligned(fromByteOffset: 6, as: SIMD16<UInt8>.self)
+        let lane = SIMD16<UInt32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+        let hLo = SIMD16<Int32>(truncatingIfNeeded: ((SIMD16<UInt32>(repeating: qh) &>> lane) & 1) &<< 4)
+        let hHi = SIMD16<Int32>(truncatingIfNeeded: ((SIMD16<UInt32>(repeating: qh) &>> (lane &+ 16)) & 1) &<< 4)
+        let lo = (SIMD16<Int32>(truncatingIfNeeded: bytes & 15) | hLo) &- 16
+        let hi = (SIMD16<Int32>(truncatingIfNeeded: bytes &>> 4) | hHi) &- 16
+        store8(d * SIMD8<Float>(lo.lowHalf), y, 0); store8(d * SIMD8<Float>(lo.highHalf), y, 8)
+        store8(d * SIMD8<Float>(hi.lowHalf), y, 16); store8(d * SIMD8<Float>(hi.highHalf), y, 24)
+    }
+
     @inline(__always) static func decodeBlock(_ type: QuantType, _ p: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         switch type {
         case .q4_k: decodeQ4_K(p, y)
         case .q6_k: decodeQ6_K(p, y)
         case .iq4_nl: decodeIQ4_NL(p, y)
+        case .q5_0: decodeQ5_0(p, y)
         default: preconditionFailure("\(type) is not a K-quant / IQ4_NL type")
         }
     }

@@ -27,14 +27,14 @@ import Quant
 public enum WeightKernelKind: Sendable {
     /// 32-value blocks with integer block dots (Q8_0 activations) and the f32-activation path: Q8_0, Q4_0.
     case integerBlocks
-    /// Dequantized exactly on the fly, f32 activations only: Q4_K, Q6_K, IQ4_NL.
+    /// Dequantized exactly on the fly, f32 activations only: Q4_K, Q6_K, IQ4_NL, Q5_0.
     case dequantF32
 
     /// The kind of `type`; traps for types that are not weight block types (the float types).
     public static func of(_ type: QuantType) -> WeightKernelKind {
         switch type {
         case .q8_0, .q4_0: return .integerBlocks
-        case .q4_k, .q6_k, .iq4_nl: return .dequantF32
+        case .q4_k, .q6_k, .iq4_nl, .q5_0: return .dequantF32
         case .f32, .f16, .bf16: preconditionFailure("\(type) is not a quantized weight type of the kernels")
         }
     }
@@ -56,7 +56,7 @@ public enum QuantKernels {
     /// Weight types with 32-value integer block kernels.
     public static let integerBlockTypes: [QuantType] = [.q4_0, .q8_0]
     /// Weight types dequantized on the fly (f32 activations).
-    public static let dequantTypes: [QuantType] = [.q4_k, .q6_k, .iq4_nl]
+    public static let dequantTypes: [QuantType] = [.q4_k, .q6_k, .iq4_nl, .q5_0]
     /// Every weight type the kernels run.
     public static var weightTypes: [QuantType] { integerBlockTypes + dequantTypes }
 

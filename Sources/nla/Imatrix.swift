@@ -21,6 +21,8 @@ struct ImatrixCommand: ParsableCommand {
     @Option(help: "Output .safetensors file.") var out: String
     @Option(name: .customLong("max-tokens"), help: "Longest sequence (longer paragraphs are cut).") var maxTokens: Int = 512
     @Option(help: "Threads (0 = all cores).") var threads: Int = 0
+    @Flag(help: "Also store each layer input's Hessian (mean x·xᵀ) for `quantize --gptq` (large: in² floats per input).")
+    var hessian = false
 
     func run() throws {
         try runReportingErrors {
@@ -32,7 +34,7 @@ struct ImatrixCommand: ParsableCommand {
             let paragraphs = text.components(separatedBy: "\n\n").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
             guard !paragraphs.isEmpty else { throw ModelError.input("\(textFile): no text") }
             let lm = try LanguageModel(directory: model)
-            let collector = ImatrixCollector(model: lm.model)
+            let collector = ImatrixCollector(model: lm.model, hessian: hessian)
             let start = Date()
             for (i, p) in paragraphs.enumerated() {
                 var ids = lm.tokenizer.encode(p)

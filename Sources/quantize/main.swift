@@ -1,4 +1,4 @@
-// `quantize <hf-dir> <out.gguf> --type q8_0|q4_0|q4_k|q6_k|iq4_nl|q4_k_m|bf16|f32 [--imatrix F] [--threads N]
+// `quantize <hf-dir> <out.gguf> --type q8_0|q4_0|q5_0|q4_k|q6_k|iq4_nl|q4_k_m|bf16|f32 [--imatrix F [--gptq]] [--threads N]
 //  [--names hf|llama.cpp]`
 //
 // Converts a Hugging Face Gemma 3 checkpoint (or an NLA AR directory) into one GGUF file. The output
@@ -48,7 +48,7 @@ struct Quantize: ParsableCommand {
         discussion: """
         Policy: norms and 1-D tensors stay F32; the AR value_head stays F32; the embedding / tied \
         output projection is Q8_0 for block types; every other 2-D weight takes --type (q4_k_m: Q4_K with \
-        Q6_K for attn_v / ffn_down of some layers). Rows that are not whole 256-value super-blocks fall back \
+        Q5_0 for attn_v, ffn_up and ffn_down). Rows that are not whole 256-value super-blocks fall back \
         to IQ4_NL (for Q4_K) or Q8_0 (for Q6_K). Block types are quantized with the importance-weighted \
         search (weights from --imatrix, made by `nla imatrix`, or a default weighting); \
         --reference-quantizers uses plain rounding (Q8_0 / Q4_0 byte-identical to ggml's reference).
@@ -56,10 +56,12 @@ struct Quantize: ParsableCommand {
 
     @Argument(help: "Hugging Face checkpoint directory (config.json + safetensors).") var input: String
     @Argument(help: "Output .gguf file.") var output: String
-    @Option(help: "Target type: q8_0, q4_0, q4_k, q6_k, iq4_nl, q4_k_m (mix), bf16 or f32.") var type: String
+    @Option(help: "Target type: q8_0, q4_0, q5_0, q4_k, q6_k, iq4_nl, q4_k_m (mix), bf16 or f32.") var type: String
     @Option(help: "Importance matrix from `nla imatrix` (.safetensors).") var imatrix: String?
     @Flag(name: .customLong("reference-quantizers"), help: "Plain-rounding reference quantizers instead of the search.")
     var referenceQuantizers = false
+    @Flag(help: "GPTQ error feedback with the Hessians of --imatrix (made by `nla imatrix --hessian`).")
+    var gptq = false
     @Option(name: .customLong("embedding-type"), help: "Override the embedding/lm_head type for block targets (q8_0 or q4_0).")
     var embeddingType: String?
     @Option(help: "Threads (0 = all cores).") var threads: Int = 0
@@ -78,6 +80,12 @@ struct Quantize: ParsableCommand {
             if let f = imatrix {
                 guard !referenceQuantizers else { throw ModelError.input("--imatrix needs the search quantizers (drop --reference-quantizers)") }
                 policy.imatrix = try Imatrix(path: f)
+            }
+            if gptq {
+                guard let im = policy.imatrix, !im.hessians.isEmpty else {
+                    throw ModelError.input("--gptq needs --imatrix with Hessians (nla imatrix --hessian)")
+                }
+                policy.gptq = true
             }
             if let e = embeddingType {
                 let t = try QuantType(name: e)

@@ -188,6 +188,37 @@ struct FidelityResult {
         #expect(types == ["Q8_0", "Q4_0"] && bobj?["pass"] as? Bool == passes && both.status == (passes ? 0 : 1))
     }
 
+    /// The 4-bit scheme of the README (q4_k_m: Q4_K / IQ4_NL with Q5_0 for attn_v, ffn_up, ffn_down; imatrix and
+    /// Hessians from calibration_ar.txt, GPTQ) passes the unchanged 0.99 threshold on the demo AR and on the
+    /// permuted demo AR (when scripts/permute-model has made it). Made here exactly as `nla imatrix --hessian` and
+    /// `quantize --type q4_k_m --imatrix … --gptq` make it.
+    @Test func q4_k_mGPTQARPassesTheDefaultThreshold() throws {
+        try FidelityDemo.require()
+        let cal = try String(contentsOfFile: Fixtures.dir + "/calibration_ar.txt", encoding: .utf8)
+        let paragraphs = cal.components(separatedBy: "\n\n").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
+        var ars = [("demo", FidelityDemo.ar)]
+        let permuted = (ProcessInfo.processInfo.environment["NLA_CACHE"] ?? NSHomeDirectory() + "/.cache/nla") + "/models/nla-demo-permuted/ar"
+        if FileManager.default.fileExists(atPath: permuted + "/model.safetensors") { ars.append(("permuted", permuted)) }
+        for (label, dir) in ars {
+            let lm = try LanguageModel(directory: dir)
+            let c = ImatrixCollector(model: lm.model, hessian: true)
+            for p in paragraphs { try c.observe(ids: lm.tokenizer.encode(p)) }
+            let im = FidelityDemo.dir + "/\(label)-ar.imatrix.safetensors"
+            try c.write(to: im, textSHA256: sha256Hex(Data(cal.utf8)))
+            var policy = try QuantizePolicy(scheme: "q4_k_m")
+            policy.imatrix = try Imatrix(path: im)
+            policy.gptq = true
+            let out = FidelityDemo.dir + "/\(label)-ar-q4_k_m-gptq.gguf"
+            let s = try Converter.convert(input: dir, output: out, policy: policy)
+            #expect(abs(s.blockBitsPerWeight - 5.0) < 0.05, "\(s.blockBitsPerWeight)")
+            let (r, obj, _) = try Self.fidelity([out])
+            guard let obj else { Issue.record("no JSON on stdout (exit \(r.status)): \(r.stderr)"); continue }
+            let f = FidelityResult((obj["results"] as! [[String: Any]])[0])
+            report("fidelity \(label) AR q4_k_m + imatrix + GPTQ (\(String(format: "%.3f", s.blockBitsPerWeight)) bits/weight), " + f.line)
+            #expect(f.threshold == 0.99 && f.pass && r.status == 0, "\(f.line)")
+        }
+    }
+
     /// A quantized AR whose value head was zeroed (predictions are all zero) fails: exit 1, "pass":false.
     @Test func zeroedValueHeadFails() throws {
         let q8 = try FidelityDemo.arQ8.get()

@@ -47,7 +47,7 @@ enum QuantFixtures {
 @Suite struct GGUFPackageByteIdentityTests {
     /// Every fixture case of this type: our reference quantizer must produce exactly the gguf package's bytes,
     /// and our dequantizer exactly its floats (bit patterns; NaN matches NaN).
-    @Test(arguments: ["F16", "BF16", "Q8_0", "Q4_0"])
+    @Test(arguments: ["F16", "BF16", "Q8_0", "Q4_0", "Q5_0"])
     func referenceQuantizerMatchesGGUFPackage(typeName: String) throws {
         let type = try QuantType(name: typeName)
         let inputs = try QuantFixtures.floats("inputs.f32")

@@ -51,6 +51,7 @@ enum QuantTestData {
         ("Q4_K", 12, 256, 144, true, .f32),   // 4.5 bits/weight; f32 activations (exact dequantization)
         ("Q6_K", 14, 256, 210, true, .f32),   // 6.5625
         ("IQ4_NL", 20, 32, 18, true, .f32),   // 4.5
+        ("Q5_0", 6, 32, 22, true, .f32),      // 5.5
     ] as [(String, UInt32, Int, Int, Bool, QuantType)])
     func rowMatchesGGML(name: String, id: UInt32, blockSize: Int, bytes: Int, quantized: Bool, partner: QuantType) throws {
         let t = try #require(QuantType(rawValue: id))
@@ -64,8 +65,8 @@ enum QuantTestData {
     }
 
     @Test func otherGGMLIDsAreNotTypes() {
-        // Q4_1, Q5_0, Q5_1, Q8_1, K-quants, IQ*, I8..F64, retired 4/5/31..33: all rejected, never remapped.
-        for id: UInt32 in [3, 4, 5, 6, 7, 9, 10, 11, 13, 15, 16, 19, 21, 23, 24, 26, 28, 29, 31, 34, 39, 41, 1000] {
+        // Q4_1, Q5_1, Q8_1, K-quants, IQ*, I8..F64, retired 4/5/31..33: all rejected, never remapped.
+        for id: UInt32 in [3, 4, 5, 7, 9, 10, 11, 13, 15, 16, 19, 21, 23, 24, 26, 28, 29, 31, 34, 39, 41, 1000] {
             #expect(QuantType(rawValue: id) == nil, "id \(id)")
         }
         #expect(throws: QuantError.unknownTypeName("q5_k")) { try QuantType(name: "q5_k") }
@@ -119,6 +120,7 @@ enum QuantTestData {
     /// - Q8_0: step d = amax/127; rounding costs d/2, storing d as f16 costs up to 127·d·2^-11. → 0.562·d
     /// - Q4_0: step d = amax/8; in range rounding costs d/2, but -m (the opposite of the signed max) clips from
     ///   +8 to +7: a full step. Plus 8·d·2^-11 for the f16 scale. → 1.004·d
+    /// - Q5_0: the same with d = amax/16 (levels −16…15). → 1.008·d
     /// A relative slack of 1e-5 covers f32 arithmetic.
     static func elementBound(_ t: QuantType, x: Float, blockAmax: Float) -> Float {
         switch t {
@@ -127,6 +129,8 @@ enum QuantTestData {
         case .bf16: return abs(x) * 0x1p-8
         case .q8_0: return blockAmax / 127 * (0.5 + 127 * 0x1p-11) * (1 + 1e-5)
         case .q4_0: return blockAmax / 8 * (1 + 8 * 0x1p-11) * (1 + 1e-5)
+        // Q5_0 as Q4_0 with twice the levels: step amax/16, the opposite of the signed max clips from +16 to +15.
+        case .q5_0: return blockAmax / 16 * (1 + 16 * 0x1p-11) * (1 + 1e-5)
         // Searched scales (no closed form per element): loose sanity bounds; their quality is tested against
         // plain rounding in QuantizerQualityTests.
         case .q4_k, .iq4_nl: return blockAmax / 4
@@ -137,12 +141,13 @@ enum QuantTestData {
     /// RMSE bound as a multiple of the RMS of the quantization step over blocks. With errors spread uniformly
     /// over one step, RMSE = step/√12 = 0.289·step. The bound adds ~10 % for the f16 scale and clipping.
     /// (Float types are covered by the element bound.) Measured values are printed by the test.
-    static let rmseStepFactor: [QuantType: Double] = [.q8_0: 0.32, .q4_0: 0.32]
+    static let rmseStepFactor: [QuantType: Double] = [.q8_0: 0.32, .q4_0: 0.32, .q5_0: 0.32]
 
     static func step(_ t: QuantType, _ amax: Float) -> Double {
         switch t {
         case .q8_0: return Double(amax) / 127
         case .q4_0: return Double(amax) / 8
+        case .q5_0: return Double(amax) / 16
         default: return 0
         }
     }

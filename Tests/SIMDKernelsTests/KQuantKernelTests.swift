@@ -1,4 +1,4 @@
-// Q4_K / Q6_K / IQ4_NL weight kernels: every tier against the scalar reference on odd sizes, and the type
+// Q4_K / Q6_K / IQ4_NL / Q5_0 weight kernels: every tier against the scalar reference on odd sizes, and the type
 // identity (the C entry points reject ids that are not theirs; the Swift kinds cover every table type).
 
 import CKernels
@@ -33,6 +33,7 @@ func randomKBlocks(_ type: QuantType, blocks: Int, seed: UInt64) -> [UInt8] {
         case .q4_k: f16(0); f16(2)
         case .q6_k: f16(208)
         case .iq4_nl: f16(0)
+        case .q5_0: f16(0)
         default: fatalError("not a dequant type")
         }
         out += b
@@ -129,7 +130,7 @@ struct KQuantKernelTests {
         var panel = [Float](repeating: 0, count: 512)
         w.withUnsafeMutableBytes { wp in x.withUnsafeMutableBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
             panel.withUnsafeMutableBufferPointer { pp in
-                for id: Int32 in [0, 1, 3, 12, 14, 20, 30, 99] {  // K-quants are not quant_kernels.c's
+                for id: Int32 in [0, 1, 3, 6, 12, 14, 20, 30, 99] {  // K-quants and Q5_0 are not quant_kernels.c's
                     #expect(ck_block_bytes(id) == 0, "\(id)")
                     #expect(ck_dequantize_row(id, wp.baseAddress!, yp.baseAddress!, 32) == CK_EBADTYPE, "\(id)")
                     #expect(ck_matmul_f32act(id, wp.baseAddress!, xp.baseAddress!, 256, yp.baseAddress!, 1, 1, 1, 256, -1, 1) == CK_EBADTYPE)
@@ -137,7 +138,7 @@ struct KQuantKernelTests {
                     #expect(ck_matmul_f32act_blas(id, wp.baseAddress!, xp.baseAddress!, 256, yp.baseAddress!, 1, 1, 1, 256,
                                                   pp.baseAddress!, 512, 1) == CK_EBADTYPE)
                 }
-                for id: Int32 in [0, 1, 2, 8, 13, 15, 30, 99] {  // Q8_0 / Q4_0 are not kquant_kernels.c's
+                for id: Int32 in [0, 1, 2, 3, 7, 8, 13, 15, 30, 99] {  // Q8_0 / Q4_0 (and Q4_1, Q5_1) are not kquant_kernels.c's
                     #expect(ck_kq_block_bytes(id) == 0, "\(id)")
                     #expect(ck_kq_dequantize_row(id, wp.baseAddress!, yp.baseAddress!, 256) == CK_EBADTYPE, "\(id)")
                     #expect(ck_kq_matmul_f32act(id, wp.baseAddress!, xp.baseAddress!, 256, yp.baseAddress!, 1, 1, 1, 256, -1, 1) == CK_EBADTYPE)

@@ -1,4 +1,4 @@
-// C tier of the K-quant / IQ4_NL weight kernels (Q4_K, Q6_K, IQ4_NL; ggml byte layouts, documented in
+// C tier of the K-quant / IQ4_NL / Q5_0 weight kernels (Q4_K, Q6_K, IQ4_NL, Q5_0; ggml byte layouts, documented in
 // Sources/Quant/QuantKBlocks.swift). f32 activations: weights are dequantized exactly (the same f32 values as
 // the Swift reference dequantizers, bit for bit) and multiplied with f32 FMAs.
 //
@@ -17,12 +17,12 @@
 extern "C" {
 #endif
 
-enum { CK_WTYPE_Q4_K = 12, CK_WTYPE_Q6_K = 14, CK_WTYPE_IQ4_NL = 20 };
+enum { CK_WTYPE_Q5_0 = 6, CK_WTYPE_Q4_K = 12, CK_WTYPE_Q6_K = 14, CK_WTYPE_IQ4_NL = 20 };
 // Errors: CK_EBADTYPE, CK_EBADSHAPE (quant_kernels.h).
 #define CK_KQ_EBADTYPE CK_EBADTYPE
 #define CK_KQ_EBADSHAPE CK_EBADSHAPE
 
-/// Values per block (256 or 32) and bytes per block (144, 210, 18); 0 for any other type.
+/// Values per block (256 or 32) and bytes per block (144, 210, 18, 22); 0 for any other type.
 int ck_kq_block_size(int wtype);
 size_t ck_kq_block_bytes(int wtype);
 
