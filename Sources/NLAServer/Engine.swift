@@ -103,10 +103,11 @@ final class Lane {
         self.name = name
         self.lm = lm
         let cap = min(context, lm.config.maxPositionEmbeddings)
-        batch = try Gemma3Batch(model: lm.model, maxSequences: maxSequences, capacity: cap)
+        let b = try Gemma3Batch(model: lm.model, maxSequences: maxSequences, capacity: cap)
+        batch = b
         d = lm.config.hiddenSize
         vocab = lm.config.vocabSize
-        caches = (0..<maxSequences).map { _ in batch.makeCache() }
+        caches = (0..<maxSequences).map { _ in b.makeCache() }
         slots = Array(repeating: nil, count: maxSequences)
         self.prefixEntries = prefixEntries
         self.timeout = timeout

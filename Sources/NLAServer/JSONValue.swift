@@ -77,7 +77,7 @@ public enum JSONReader {
         }
 
         mutating func literal(_ s: StaticString) throws {
-            let n = s.utf8CodeUnitsCount
+            let n = s.utf8CodeUnitCount
             guard i + n <= end else { throw fail("unexpected end") }
             for k in 0..<n where p[i + k] != s.utf8Start[k] { throw fail("invalid literal") }
             i += n

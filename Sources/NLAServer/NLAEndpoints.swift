@@ -4,6 +4,7 @@
 // byte-identical for every vector). Responses have the field names of the CLI's --json outputs.
 
 import Foundation
+import Hummingbird
 import NLARuntime
 
 private func requireNLA(_ s: NLAService, _ what: String) throws -> (ActivationVerbalizer, ActivationReconstructor, LanguageModel, Int) {
@@ -52,10 +53,11 @@ enum Explain {
             do { spec = try NLAPositionSpec.parse(str) } catch { throw APIError.bad("positions: \(error)") }
         case .floats(let a)?:
             guard !a.isEmpty else { throw APIError.bad("positions: empty list") }
-            spec = .items(try a.enumerated().map { (j, x) in
+            let list = try a.enumerated().map { (j, x) -> String in
                 guard x >= 0, x == x.rounded(), x < 1e9 else { throw APIError.bad("positions[\(j)]: \(x) is not a position") }
-                return NLAPositionSpec.Item(first: Int(x), last: Int(x), single: true)
-            })
+                return String(Int(x))
+            }
+            spec = try NLAPositionSpec.parse(list.joined(separator: ","))
         case let x?: throw APIError.bad("positions: expected \"all\", a spec like \"4-\" or a list of positions, got \(x.typeName)")
         }
         let baseline = try f.double("fve_baseline") ?? s.options.fveBaseline ?? FVEBaselines.builtIn(dModel: reconstructor.dModel, layer: layer)
@@ -129,8 +131,8 @@ enum Explain {
         var rows: [ExplainPosition] = []
         var stats: [(Int, NLAScore)] = []
         for (i, p) in picked.enumerated() {
-            var row = ExplainPosition(position: p, segment: p < captured.promptLength ? "PROMPT" : "REPLY", token: captured.tokens[p],
-                                      id: captured.ids[p], norm: captured.norms[p])
+            var row = ExplainPosition.unscored(position: p, segment: p < captured.promptLength ? "PROMPT" : "REPLY", token: captured.tokens[p],
+                                               id: captured.ids[p], norm: captured.norms[p])
             if let v = verbal[i] {
                 row.explanation = v.explanation ?? v.text
                 row.text = v.text
@@ -146,7 +148,7 @@ enum Explain {
             rows.append(row)
             if let obj = try? JSONSerialization.jsonObject(with: JSONEncoder().encode(row)) { progress("position", obj) }
         }
-        return ExplainReport(target: s.options.target!, av: s.options.av!, ar: s.options.ar!, layer: layer,
+        return ExplainReport.assemble(target: s.options.target!, av: s.options.av!, ar: s.options.ar!, layer: layer,
                              promptLength: captured.promptLength, ids: captured.ids, positions: rows,
                              summary: ExplainSummaryStats(scores: stats.filter { $0.0 >= 4 }.map(\.1), baseline: baseline),
                              fveBaseline: baseline, batch: s.options.maxBatch)

@@ -2,6 +2,7 @@
 
 import Foundation
 import Hummingbird
+import HTTPTypes
 import Logging
 import NIOCore
 import NLARuntime
@@ -171,7 +172,7 @@ enum Sampling {
             o.topP = Float(p)
         }
         if let k = try f.int("top_k", min: -1) { o.topK = max(k, 0) }
-        if let seed = try f.int("sampling_seed", min: 0) ?? f.int("seed", min: 0) { o.seed = UInt64(seed) }
+        if let seed = try f.int("sampling_seed", min: 0) { o.seed = UInt64(seed) } else if let seed = try f.int("seed", min: 0) { o.seed = UInt64(seed) }
         if let n = try f.int("n"), n != 1 { throw APIError.bad("\(field).n: only n = 1 is supported") }
         for k in ["frequency_penalty", "presence_penalty", "min_p"] {
             if let x = try f.double(k), x != 0 { throw APIError.bad("\(field).\(k): not supported (only 0)") }
@@ -346,7 +347,7 @@ enum Chat {
         }
         let stops = s.stopIds(lm)
         let spec = GenJob.Spec(ids: promptIds, options: options, stopIds: stops)
-        func done(_ r: JobResult) -> [String: Any] {
+        @Sendable func done(_ r: JobResult) -> [String: Any] {
             let textIds = r.stoppedOnStopId ? Array(r.ids.dropLast()) : r.ids
             let all = promptIds + r.ids
             return ["prompt_ids": promptIds, "ids": r.ids, "text": lm.tokenizer.decode(textIds), "prompt_length": promptIds.count,

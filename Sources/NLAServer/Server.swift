@@ -2,6 +2,7 @@
 
 import Foundation
 import Hummingbird
+import HTTPTypes
 import Logging
 import NIOCore
 import NLARuntime
@@ -211,6 +212,13 @@ public enum NLAServer {
                            configuration: .init(address: .hostname(service.options.host, port: service.options.port), serverName: "nla-serve"),
                            onServerRunning: { ch in await onRunning(ch.localAddress?.port ?? 0) },
                            logger: log)
+    }
+}
+
+extension NLAServer {
+    /// Serve until SIGINT/SIGTERM (or cancellation).
+    public static func run(service: NLAService, onRunning: @escaping @Sendable (Int) async -> Void) async throws {
+        try await application(service: service, onRunning: onRunning).runService()
     }
 }
 

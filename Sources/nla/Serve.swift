@@ -2,7 +2,6 @@
 
 import ArgumentParser
 import Foundation
-import Hummingbird
 import NLARuntime
 import NLAServer
 
@@ -40,14 +39,15 @@ struct Serve: ParsableCommand {
             try o.validate()
             let service = try NLAService(options: o)
             let host = self.host
-            let app = NLAServer.application(service: service, onRunning: { port in
-                let shown = host.contains(":") ? "[\(host)]" : host
-                log("nla: serving on http://\(shown):\(port)/  (page at /, API description at /openapi.yaml)")
-            })
             let done = DispatchSemaphore(value: 0)
             let failure = ErrorBox()
             Task {
-                do { try await app.runService() } catch { failure.error = error }
+                do {
+                    try await NLAServer.run(service: service, onRunning: { port in
+                        let shown = host.contains(":") ? "[\(host)]" : host
+                        log("nla: serving on http://\(shown):\(port)/  (page at /, API description at /openapi.yaml)")
+                    })
+                } catch { failure.error = error }
                 done.signal()
             }
             done.wait()

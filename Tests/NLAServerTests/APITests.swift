@@ -25,7 +25,7 @@ func events(_ text: String) throws -> [(String, Any)] {
         let h = try await s.get("/health")
         #expect(h.status == 200)
         #expect(try h.object()["status"] as? String == "ok")
-        #expect(h.headers.first(name: "X-Request-Id") != nil)
+        #expect(h.header("X-Request-Id") != nil)
         let m = try await s.get("/api/models").object()
         #expect(m["mode"] as? String == "nla")
         #expect((m["models"] as? [[String: Any]])?.map { $0["name"] as? String } == ["target", "av", "ar"])
@@ -53,7 +53,7 @@ func events(_ text: String) throws -> [(String, Any)] {
         let ref = try t.session(for: ids, extra: 16).generate(promptIds: ids, options: SamplingOptions(maxNewTokens: 16), stopIds: stops)
         let r = try await s.post("/api/chat", json: ["messages": [["role": "user", "content": q]], "max_new_tokens": 16])
         #expect(r.status == 200)
-        #expect(r.headers.first(name: "Content-Type")?.hasPrefix("text/event-stream") == true)
+        #expect(r.header("Content-Type")?.hasPrefix("text/event-stream") == true)
         let evs = try events(r.text)
         let tokens = evs.filter { $0.0 == "token" }.compactMap { ($0.1 as? [String: Any])?["id"] as? Int }
         #expect(tokens == ref.ids)
@@ -134,7 +134,7 @@ func events(_ text: String) throws -> [(String, Any)] {
             ("/generate", "[1,2]", "expected an object"),
             ("/generate", #"{"sampling_params":{}}"#, "give one of input_embeds"),
             ("/generate", #"{"text":"a","input_ids":[2]}"#, "give only one"),
-            ("/generate", #"{"input_embeds":[[1,2,3]]}"#, "input_embeds[0]: 3 values, expected \#(d)"),
+            ("/generate", #"{"input_embeds":[[1,2,3]]}"#, "input_embeds[0]: 3 values, expected \(d)"),
             ("/generate", #"{"input_ids":[2, 99999999]}"#, "input_ids[1]"),
             ("/generate", #"{"text":"hi","sampling_params":{"temperature":-1}}"#, "sampling_params.temperature"),
             ("/generate", #"{"text":"hi","sampling_params":{"max_new_tokens":100000}}"#, "sampling_params.max_new_tokens"),

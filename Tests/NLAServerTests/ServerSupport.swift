@@ -2,9 +2,7 @@
 
 import AsyncHTTPClient
 import Foundation
-import Hummingbird
 import NIOCore
-import NIOHTTP1
 import NLARuntime
 @testable import NLAServer
 import Testing
@@ -12,7 +10,7 @@ import Testing
 struct HTTPReply {
     var status: Int
     var body: Data
-    var headers: HTTPHeaders
+    var headers: [(String, String)]
     var text: String { String(decoding: body, as: UTF8.self) }
     func json() throws -> Any { try JSONSerialization.jsonObject(with: body, options: [.fragmentsAllowed]) }
     func object() throws -> [String: Any] {
@@ -20,6 +18,7 @@ struct HTTPReply {
         return o
     }
     /// The message of an error reply.
+    func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
     var errorMessage: String? { ((try? object())?["error"] as? [String: Any])?["message"] as? String }
 }
 
@@ -36,8 +35,7 @@ final class TestServer: @unchecked Sendable {
         o.port = 0
         let service = try NLAService(options: o)
         let (stream, cont) = AsyncStream<Int>.makeStream()
-        let app = NLAServer.application(service: service, onRunning: { port in cont.yield(port); cont.finish() })
-        let task = Task { try await app.runService() }
+        let task = Task { try await NLAServer.run(service: service, onRunning: { port in cont.yield(port); cont.finish() }) }
         var port = 0
         for await p in stream { port = p }
         guard port > 0 else { throw ModelError.input("test server did not start") }
@@ -46,10 +44,10 @@ final class TestServer: @unchecked Sendable {
 
     var base: String { "http://127.0.0.1:\(port)" }
 
-    func request(_ method: HTTPMethod, _ path: String, body: Data? = nil, headers: [(String, String)] = [],
+    func request(post: Bool, _ path: String, body: Data? = nil, headers: [(String, String)] = [],
                  timeout: TimeAmount = .seconds(600)) async throws -> HTTPReply {
         var req = HTTPClientRequest(url: base + path)
-        req.method = method
+        req.method = post ? .POST : .GET
         for (k, v) in headers { req.headers.add(name: k, value: v) }
         if let body {
             req.headers.add(name: "Content-Type", value: "application/json")
@@ -57,19 +55,19 @@ final class TestServer: @unchecked Sendable {
         }
         let r = try await HTTPClient.shared.execute(req, timeout: timeout)
         let b = try await r.body.collect(upTo: 256 << 20)
-        return HTTPReply(status: Int(r.status.code), body: Data(b.readableBytesView), headers: r.headers)
+        return HTTPReply(status: Int(r.status.code), body: Data(b.readableBytesView), headers: r.headers.map { ($0.name, $0.value) })
     }
 
     func get(_ path: String, headers: [(String, String)] = []) async throws -> HTTPReply {
-        try await request(.GET, path, headers: headers)
+        try await request(post: false, path, headers: headers)
     }
 
     func post(_ path: String, _ body: String, headers: [(String, String)] = [], timeout: TimeAmount = .seconds(600)) async throws -> HTTPReply {
-        try await request(.POST, path, body: Data(body.utf8), headers: headers, timeout: timeout)
+        try await request(post: true, path, body: Data(body.utf8), headers: headers, timeout: timeout)
     }
 
     func post(_ path: String, json: Any, headers: [(String, String)] = []) async throws -> HTTPReply {
-        try await request(.POST, path, body: try JSONSerialization.data(withJSONObject: json), headers: headers)
+        try await request(post: true, path, body: try JSONSerialization.data(withJSONObject: json), headers: headers)
     }
 }
 

@@ -39,18 +39,17 @@ extension ActivationVerbalizer {
 }
 
 extension ExplainPosition {
-    public init(position: Int, segment: String, token: String, id: Int, norm: Double, mseNrm: Double? = nil, cos: Double? = nil,
-                fveNrm: Double? = nil, explanation: String? = nil, text: String? = nil, warnings: [String] = [], error: String? = nil) {
-        self.position = position; self.segment = segment; self.token = token; self.id = id; self.norm = norm
-        self.mseNrm = mseNrm; self.cos = cos; self.fveNrm = fveNrm; self.explanation = explanation; self.text = text
-        self.warnings = warnings; self.error = error
+    /// A row with no explanation or score yet.
+    public static func unscored(position: Int, segment: String, token: String, id: Int, norm: Double) -> ExplainPosition {
+        ExplainPosition(position: position, segment: segment, token: token, id: id, norm: norm, mseNrm: nil, cos: nil, fveNrm: nil,
+                        explanation: nil, text: nil, warnings: [], error: nil)
     }
 }
 
 extension ExplainReport {
-    public init(target: String, av: String, ar: String, layer: Int, promptLength: Int, ids: [Int], positions: [ExplainPosition],
-                summary: ExplainSummaryStats, fveBaseline: Double?, batch: Int) {
-        self.target = target; self.av = av; self.ar = ar; self.layer = layer; self.promptLength = promptLength; self.ids = ids
-        self.positions = positions; self.summary = summary; self.fveBaseline = fveBaseline; self.batch = batch
+    public static func assemble(target: String, av: String, ar: String, layer: Int, promptLength: Int, ids: [Int], positions: [ExplainPosition],
+                                summary: ExplainSummaryStats, fveBaseline: Double?, batch: Int) -> ExplainReport {
+        ExplainReport(target: target, av: av, ar: ar, layer: layer, promptLength: promptLength, ids: ids, positions: positions,
+                      summary: summary, fveBaseline: fveBaseline, batch: batch)
     }
 }
