@@ -29,11 +29,15 @@ enum Routes {
         // that disconnects cancels its request (its jobs leave the engine at the next step).
         func post(_ path: RouterPath, _ handler: @escaping @Sendable (JSONValue, BasicRequestContext) async throws -> Response) {
             router.post(path) { req, ctx in
-                await guarded(ctx) {
+                var r = await guarded(ctx) {
                     try await req.body.consumeWithCancellationOnInboundClose { body in
                         try await handler(try await parseBody(body, s), ctx)
                     }
                 }
+                // The inbound-close watch consumes the connection: Hummingbird closes it after this response, so say so
+                // (clients then open a new connection instead of reusing a closing one).
+                r.headers[.connection] = "close"
+                return r
             }
         }
         post("/generate") { v, ctx in try await Generate.handle(v, service: s, requestId: ctx.id) }
