@@ -302,7 +302,7 @@ public final class Engine: @unchecked Sendable {
     func submit(lane name: String, _ jobs: [GenJob]) throws {
         cond.lock()
         defer { cond.unlock() }
-        guard let lane = lanes[name] else { throw APIError(404, "no model '\(name)' is loaded") }
+        guard let lane = lanes[name] else { throw APIError(400, "model: no model '\(name)' is loaded") }
         guard queuedLocked + jobs.count <= maxQueue else {
             throw APIError(429, "queue full (\(queuedLocked) waiting, limit \(maxQueue)); retry later")
         }

@@ -109,7 +109,7 @@ public final class NLAService: @unchecked Sendable {
     var nla: Bool { verbalizer != nil }
 
     func lane(_ name: String) throws -> Lane {
-        guard let l = engine.lane(name) else { throw APIError(404, "no model '\(name)' is loaded (serving: \(nla ? "target, av" : "model"))") }
+        guard let l = engine.lane(name) else { throw APIError(400, "model: no model '\(name)' is loaded (serving: \(nla ? "target, av" : "model"))") }
         return l
     }
 
