@@ -300,7 +300,7 @@ paths:
         "200":
           description: the document
           content:
-            application/yaml: {schema: {type: string}}
+            application/yaml: {schema: {type: object}}
         "401": {$ref: '#/components/responses/Unauthorized'}
   /openapi.json:
     get:
@@ -378,7 +378,13 @@ paths:
         "200":
           description: 'text/event-stream: "token" {id, text} per token, then "done" (a ChatReply) or "error"'
           content:
-            text/event-stream: {schema: {type: string}}
+            text/event-stream:
+              schema:
+                type: object
+                required: [event, data]
+                properties:
+                  event: {type: string, enum: [token, done, error]}
+                  data: {type: string, description: JSON of the event}
             application/json: {schema: {$ref: '#/components/schemas/ChatReply'}}
         "400": {$ref: '#/components/responses/BadRequest'}
         "401": {$ref: '#/components/responses/Unauthorized'}
@@ -398,7 +404,13 @@ paths:
           description: the report (or, with stream true, events progress / position / report / error)
           content:
             application/json: {schema: {$ref: '#/components/schemas/ExplainReport'}}
-            text/event-stream: {schema: {type: string}}
+            text/event-stream:
+              schema:
+                type: object
+                required: [event, data]
+                properties:
+                  event: {type: string, enum: [progress, position, report, error]}
+                  data: {type: string, description: JSON of the event}
         "400": {$ref: '#/components/responses/BadRequest'}
         "401": {$ref: '#/components/responses/Unauthorized'}
         "404": {$ref: '#/components/responses/NotFound'}
