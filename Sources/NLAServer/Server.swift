@@ -23,8 +23,8 @@ public struct ServerOptions: Sendable {
     public var context = 2048
     /// Prefix-cache entries per model (0 = off).
     public var prefixEntries = 8
-    /// Waiting jobs (all models) before 429.
-    public var maxQueue = 64
+    /// Waiting jobs (one per sequence, all models) before 429; above --max-positions so one explain-all fits.
+    public var maxQueue = 2048
     /// Request body limit (413 above).
     public var maxBodyBytes = 64 << 20
     /// Upper bound of max_new_tokens (400 above).

@@ -19,7 +19,7 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("max-batch"), help: "Sequences decoded together per model.") var maxBatch: Int = 8
     @Option(help: "Positions per sequence (prompt + generated), capped by the model's context.") var context: Int = 2048
     @Option(name: .customLong("prefix-cache"), help: "Prefix-cache entries per model (0 = off).") var prefixCache: Int = 8
-    @Option(name: .customLong("max-queue"), help: "Waiting requests before 429.") var maxQueue: Int = 64
+    @Option(name: .customLong("max-queue"), help: "Waiting sequences (all requests) before 429.") var maxQueue: Int = 2048
     @Option(name: .customLong("max-body-bytes"), help: "Request body limit (413 above).") var maxBodyBytes: Int = 64 << 20
     @Option(name: .customLong("max-new-tokens-limit"), help: "Largest max_new_tokens a request may ask for (400 above).") var maxNewTokensLimit: Int = 4096
     @Option(name: .customLong("max-positions"), help: "Positions (explain) or vectors (verbalize) per request (400 above).") var maxPositions: Int = 1024
