@@ -181,11 +181,14 @@ func events(_ text: String) throws -> [(String, Any)] {
         // 429: more jobs than the queue holds (a batch of 3 with --max-queue 2 is refused whole).
         let q = try await s.post("/generate", #"{"text":["a","b","c"],"sampling_params":{"max_new_tokens":2}}"#, headers: key)
         #expect(q.status == 429, "\(q.status) \(q.text.prefix(200))")
-        // 504: a request that runs past --timeout (2 s).
+        // A short request first (it also builds the lazily widened output projection, so later timings are steady).
+        let warm = try await s.post("/generate", #"{"text":"Hello","sampling_params":{"max_new_tokens":3,"temperature":0}}"#, headers: key)
+        #expect(warm.status == 200, "\(warm.status) \(warm.text.prefix(200))")
+        // 504: a request that runs past --timeout (5 s).
         let start = Date()
-        let to = try await s.post("/generate", #"{"text":"Tell me a long story.","sampling_params":{"max_new_tokens":400,"ignore_eos":true,"temperature":0}}"#, headers: key)
+        let to = try await s.post("/generate", #"{"text":"Tell me a long story.","sampling_params":{"max_new_tokens":1000,"ignore_eos":true,"temperature":0}}"#, headers: key)
         #expect(to.status == 504, "\(to.status) \(to.text.prefix(200))")
-        #expect(Date().timeIntervalSince(start) < 30)
+        #expect(Date().timeIntervalSince(start) < 60)
         // The server still answers.
         let ok = try await s.post("/generate", #"{"text":"Hello","sampling_params":{"max_new_tokens":3,"temperature":0}}"#, headers: key)
         #expect(ok.status == 200)

@@ -93,13 +93,13 @@ enum Servers {
         return try await TestServer.start(o)
     }
 
-    /// Generate-only on the 270M with tight limits: 4 KB bodies, queue of 2, 2 s timeout, an API key.
+    /// Generate-only on the 270M with tight limits: 4 KB bodies, queue of 2, 5 s timeout, an API key.
     static let limits = Task { () throws -> TestServer in
         try require()
         var o = ServerOptions()
         o.model = targetPath
-        o.maxBatch = 2; o.context = 512; o.prefixEntries = 0; o.maxQueue = 2; o.maxBodyBytes = 4096; o.timeout = 2
-        o.maxNewTokensLimit = 400
+        o.maxBatch = 2; o.context = 512; o.prefixEntries = 0; o.maxQueue = 2; o.maxBodyBytes = 4096; o.timeout = 5
+        o.maxNewTokensLimit = 1000
         o.apiKey = "sekret"
         return try await TestServer.start(o)
     }
