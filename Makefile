@@ -54,7 +54,10 @@ serve: demo-models build
 
 ## The page in headless Chromium, a bounded /generate load test and schemathesis against the OpenAPI document
 ## (scripts/test-ui; installs chromium, chromium-driver, selenium and schemathesis when missing). .ci/run runs it.
-test-ui: demo-models build
+## Uses the binaries `make test` built (swift test -c release builds them with testing enabled; a plain
+## `swift build -c release` would recompile every module), or builds them when missing.
+test-ui: demo-models
+	@test -x .build/$(CONFIG)/nla -a -x .build/$(CONFIG)/quantize || $(MAKE) build
 	NLA_CACHE=$(NLA_CACHE) MODEL=$(MODEL) scripts/test-ui
 
 ## Side-by-side speed table: nla and llama.cpp on the same GGUF files (270M, 27B- and 12B-shaped bench
