@@ -8,7 +8,7 @@ NLA := .build/$(CONFIG)/nla
 DEMO_QUESTION ?= What is the capital of France?
 DEMO := $(NLA_CACHE)/models/nla-demo
 
-.PHONY: system-deps build test test-model demo-models demo chat bench bench-peer bench-batched-peer clean fuzz fuzz-build fuzz-smoke
+.PHONY: system-deps build test test-model demo-models demo chat serve test-ui bench bench-peer bench-batched-peer clean fuzz fuzz-build fuzz-smoke
 
 ## System packages the build and the tests need (OpenBLAS, LLVM OpenMP, python3-venv, xz): installed
 ## when missing and possible (root or passwordless sudo), otherwise stops with the apt-get command.
@@ -42,6 +42,23 @@ demo: demo-models build
 ## Chat with the Gemma 3 270M.
 chat: test-model build
 	$(NLA) chat --model $(MODEL) --max-new-tokens 96 "$(DEMO_QUESTION)"
+
+## The local server (README "Local server and UI"): the page, the JSON API and /generate on the test model and the
+## demo pair (q8_0 GGUFs, as `make demo`), on http://127.0.0.1:$(SERVE_PORT)/ (SERVE_PORT=0: any free port).
+SERVE_PORT ?= 8080
+serve: demo-models build
+	@test -f $(DEMO)/av-q8_0.gguf || .build/$(CONFIG)/quantize $(DEMO)/av $(DEMO)/av-q8_0.gguf --type q8_0
+	@test -f $(DEMO)/ar-q8_0.gguf || .build/$(CONFIG)/quantize $(DEMO)/ar $(DEMO)/ar-q8_0.gguf --type q8_0
+	@echo "nla serve: open http://127.0.0.1:$(SERVE_PORT)/ (Ctrl-C stops it)"
+	$(NLA) serve --target $(MODEL) --av $(DEMO)/av-q8_0.gguf --ar $(DEMO)/ar-q8_0.gguf --port $(SERVE_PORT)
+
+## The page in headless Chromium, a bounded /generate load test and schemathesis against the OpenAPI document
+## (scripts/test-ui; installs chromium, chromium-driver, selenium and schemathesis when missing). .ci/run runs it.
+## Uses the binaries `make test` built (swift test -c release builds them with testing enabled; a plain
+## `swift build -c release` would recompile every module), or builds them when missing.
+test-ui: demo-models
+	@test -x .build/$(CONFIG)/nla -a -x .build/$(CONFIG)/quantize || $(MAKE) build
+	NLA_CACHE=$(NLA_CACHE) MODEL=$(MODEL) scripts/test-ui
 
 ## Side-by-side speed table: nla and llama.cpp on the same GGUF files (270M, 27B- and 12B-shaped bench
 ## models), alternating rounds. BENCH_QUICK=1 for a smoke run; BENCH_MODELS / BENCH_TYPES / BENCH_ROUNDS.

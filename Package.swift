@@ -44,6 +44,10 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        // `nla serve` (Sources/NLAServer): Hummingbird 2 on SwiftNIO; AsyncHTTPClient only in its tests.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         .target(
@@ -65,9 +69,18 @@ let package = Package(
             dependencies: ["Quant", "SIMDKernels", .product(name: "Yams", package: "Yams")],
             path: "Sources/NLARuntime"
         ),
+        // The HTTP server of `nla serve` (JSON API, SGLang-compatible /generate, the page); a library so tests start it in-process.
+        .target(
+            name: "NLAServer",
+            dependencies: ["NLARuntime",
+                           .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Yams", package: "Yams")],
+            path: "Sources/NLAServer"
+        ),
         .executableTarget(
             name: "nla",
-            dependencies: ["NLARuntime", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["NLARuntime", "NLAServer", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/nla"
         ),
         .executableTarget(
@@ -92,6 +105,12 @@ let package = Package(
             name: "NLARuntimeTests",
             dependencies: ["NLARuntime", "Quant", "SIMDKernels", "NLATestSupport"],
             path: "Tests/NLARuntimeTests"
+        ),
+        .testTarget(
+            name: "NLAServerTests",
+            dependencies: ["NLAServer", "NLARuntime",
+                           .product(name: "AsyncHTTPClient", package: "async-http-client")],
+            path: "Tests/NLAServerTests"
         ),
         .testTarget(
             name: "ModelTests",

@@ -229,7 +229,7 @@ struct Verbalize: ParsableCommand {
             for (i, res) in results.enumerated() {
                 let r = try res.get()
                 for w in r.warnings { log("nla: vector \(i): \(w)") }
-                out.append(["ids": r.ids, "text": r.text, "explanation": r.explanation ?? NSNull()])
+                out.append(r.jsonObject)
                 if !json { writeStdout("[\(i)] " + (r.explanation ?? r.text) + "\n") }
             }
             if json { try printJSON(out) }
@@ -252,7 +252,6 @@ struct Reconstruct: ParsableCommand {
             let text = try readText(explanation)
             let r = try ActivationReconstructor(path: ar)
             let v = try r.reconstruct(text)
-            let norm = NLAVectorMath.norm(v)
             if let out {
                 guard out.hasSuffix(".safetensors") else { throw ModelError.input("--out must name a .safetensors file") }
                 var w = SafetensorsWriter()
@@ -260,7 +259,7 @@ struct Reconstruct: ParsableCommand {
                 try w.write(to: out)
             }
             if json || out == nil {
-                try printJSON(["vector": v.map(Double.init), "norm": norm])
+                try printJSON(NLAJSON.reconstruction(v))
             }
         }
     }
@@ -288,7 +287,7 @@ struct Score: ParsableCommand {
             let baseline = fveBaseline(fveBaselineFlag, dModel: r.sidecar.dModel, layer: r.sidecar.extractionLayer)
             let s = try r.score(prediction: try r.reconstruct(text), gold: g, fveBaseline: baseline)
             if json {
-                try printJSON(["mse_nrm": s.mseNrm, "cos": s.cos, "fve_nrm": s.fveNrm.map { $0 as Any } ?? NSNull()])
+                try printJSON(s.jsonObject)
             } else {
                 print(String(format: "mse_nrm %.4f  cos %.4f  fve_nrm %@", s.mseNrm, s.cos, s.fveNrm.map { String(format: "%.4f", $0) } ?? "n/a (no baseline)"))
             }
