@@ -7,6 +7,7 @@ import Foundation
 import Quant
 import Testing
 @testable import NLARuntime
+import NLATestSupport
 
 @Suite struct ImatrixHessianTests {
     @Test func hessianDiagonalIsTheImatrixAndTheFileRoundTrips() throws {
