@@ -22,6 +22,12 @@ struct HTTPReply {
     var errorMessage: String? { ((try? object())?["error"] as? [String: Any])?["message"] as? String }
 }
 
+/// The tests' HTTP client. Not `HTTPClient.shared`: its read timeout (no byte for a while) cut off
+/// /generate requests on a 2-core CI box where every other suite runs beside the server tests; here only
+/// the per-request deadline applies, with a long read timeout as a backstop.
+let testHTTPClient = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+                                configuration: HTTPClient.Configuration(timeout: .init(connect: .seconds(30), read: .seconds(1800))))
+
 final class TestServer: @unchecked Sendable {
     let port: Int
     let service: NLAService
@@ -45,7 +51,7 @@ final class TestServer: @unchecked Sendable {
     var base: String { "http://127.0.0.1:\(port)" }
 
     func request(post: Bool, _ path: String, body: Data? = nil, headers: [(String, String)] = [],
-                 timeout: TimeAmount = .seconds(600)) async throws -> HTTPReply {
+                 timeout: TimeAmount = .seconds(1800)) async throws -> HTTPReply {
         var req = HTTPClientRequest(url: base + path)
         req.method = post ? .POST : .GET
         for (k, v) in headers { req.headers.add(name: k, value: v) }
@@ -53,7 +59,7 @@ final class TestServer: @unchecked Sendable {
             req.headers.add(name: "Content-Type", value: "application/json")
             req.body = .bytes(ByteBuffer(bytes: body))
         }
-        let r = try await HTTPClient.shared.execute(req, timeout: timeout)
+        let r = try await testHTTPClient.execute(req, timeout: timeout)
         let b = try await r.body.collect(upTo: 256 << 20)
         return HTTPReply(status: Int(r.status.code), body: Data(b.readableBytesView), headers: r.headers.map { ($0.name, $0.value) })
     }
@@ -62,7 +68,7 @@ final class TestServer: @unchecked Sendable {
         try await request(post: false, path, headers: headers)
     }
 
-    func post(_ path: String, _ body: String, headers: [(String, String)] = [], timeout: TimeAmount = .seconds(600)) async throws -> HTTPReply {
+    func post(_ path: String, _ body: String, headers: [(String, String)] = [], timeout: TimeAmount = .seconds(1800)) async throws -> HTTPReply {
         try await request(post: true, path, body: Data(body.utf8), headers: headers, timeout: timeout)
     }
 
@@ -90,6 +96,7 @@ enum Servers {
         var o = ServerOptions()
         o.target = targetPath; o.av = avPath; o.ar = arPath
         o.maxBatch = 4; o.context = 1024; o.prefixEntries = 8; o.maxQueue = 64; o.maxNewTokensLimit = 2048
+        o.timeout = 1800  // the suites run in parallel on 2 cores in CI: generous, the limits server tests the 504
         return try await TestServer.start(o)
     }
 
