@@ -10,8 +10,9 @@ at BENCH_THREADS (default 2) threads: `nla bench --json` and `llama-bench -p P -
 context; ours decodes after the prompt). Peak RSS is the child's ru_maxrss.
 
 Also measured in the same run: the copy bandwidth (a C copy loop over 2 × 1 GiB, OpenMP with the same
-thread count, compiled here with cc -O2 -fopenmp; STREAM's convention: read + written bytes / time),
-and the effective decode bandwidth = weight bytes read per token (every tensor of the file, the tied
+thread count, compiled here with cc -O3 -march=native -fopenmp; STREAM's convention: read + written
+bytes / time), the read bandwidth (the same program summing one 1 GiB array: the roof for a decode, which
+only reads weights), and the effective decode bandwidth = weight bytes read per token (every tensor of the file, the tied
 embedding once as the LM head, minus the one embedding row lookup) × decode tok/s.
 
 Prints ONE table; writes bench/results/bench-<time>.jsonl (not committed) with every round.
@@ -99,8 +100,27 @@ int main(int argc, char **argv) {
         double dt = omp_get_wtime() - t0;
         if (dt < best) best = dt;
     }
-    printf("%.3f\n", 2.0 * n / best / 1e9);   /* STREAM copy: bytes read + bytes written */
-    return b[12345] == 1 ? 0 : 2;
+    /* Read only (what a decode does with the weights): sum the array in 64-byte vectors, 4 sums per thread. */
+    typedef unsigned long long v8 __attribute__((vector_size(64)));
+    double best_read = 1e30;
+    unsigned long long sink = 0;
+    for (int r = 0; r < reps; r++) {
+        double t0 = omp_get_wtime();
+        const v8 *w = (const v8 *)a;
+        long vecs = (long)(n / 64);
+        #pragma omp parallel reduction(+:sink)
+        {
+            v8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+            #pragma omp for schedule(static)
+            for (long i = 0; i < vecs; i += 4) { s0 += w[i]; s1 += w[i + 1]; s2 += w[i + 2]; s3 += w[i + 3]; }
+            v8 t = s0 + s1 + s2 + s3;
+            for (int j = 0; j < 8; j++) sink += t[j];
+        }
+        double dt = omp_get_wtime() - t0;
+        if (dt < best_read) best_read = dt;
+    }
+    printf("%.3f %.3f\n", 2.0 * n / best / 1e9, n / best_read / 1e9);   /* STREAM copy (bytes read + written), read */
+    return b[12345] == 1 && sink != 1 ? 0 : 2;
 }
 """
 
@@ -112,13 +132,17 @@ def copy_bandwidth():
         cc = shutil.which("cc") or shutil.which("gcc")
         if cc is None:
             return None
-        r = subprocess.run([cc, "-O2", "-fopenmp", str(d / "copy.c"), "-o", str(d / "copy")], capture_output=True, text=True)
+        r = subprocess.run([cc, "-O3", "-march=native", "-fopenmp", str(d / "copy.c"), "-o", str(d / "copy")],
+                           capture_output=True, text=True)
         if r.returncode != 0:
             log("copy bandwidth: cannot compile the copy loop:", r.stderr.strip()[-300:])
             return None
         env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
         r = subprocess.run([str(d / "copy"), "3" if QUICK else "5"], capture_output=True, text=True, env=env)
-        return float(r.stdout.strip()) if r.returncode == 0 else None
+        if r.returncode != 0:
+            return None
+        copy, read = (float(v) for v in r.stdout.split())
+        return copy, read
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -227,10 +251,11 @@ def main():
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     jl = open(res_dir / f"bench-{stamp}.jsonl", "w")
     log(f"CPU {name} ({ncpu} logical), threads {THREADS}, rounds {ROUNDS}, peer {pbin or 'absent'}")
-    bw = copy_bandwidth()
-    log(f"copy bandwidth ({THREADS} threads): {bw} GB/s")
+    bws = copy_bandwidth()
+    bw, rbw = bws if bws else (None, None)
+    log(f"copy bandwidth ({THREADS} threads): {bw} GB/s, read {rbw} GB/s")
     jl.write(json.dumps({"kind": "machine", "cpu": name, "flags": flags, "logical_cpus": ncpu, "threads": THREADS,
-                         "copy_gb_s": bw, "peer": str(pbin) if pbin else None, "time": stamp}) + "\n")
+                         "copy_gb_s": bw, "read_gb_s": rbw, "peer": str(pbin) if pbin else None, "time": stamp}) + "\n")
     rows = []
     for key in MODELS:
         label, src, (p, n) = model_source(key)
@@ -256,12 +281,12 @@ def main():
 
     print(f"CPU: {name}, {ncpu} logical CPUs; flags: {' '.join(flags) or 'none of avx2/avx512/amx'}")
     print(f"threads {THREADS}; {ROUNDS} alternating round(s) per row; copy bandwidth (STREAM copy, {THREADS} threads): "
-          f"{bw:.1f} GB/s" if bw else f"threads {THREADS}; copy bandwidth: not measured (no cc -fopenmp)")
+          f"{bw:.1f} GB/s; read bandwidth (sum over 1 GiB, {THREADS} threads): {rbw:.1f} GB/s" if bw else f"threads {THREADS}; copy bandwidth: not measured (no cc -fopenmp)")
     print(f"peer: llama.cpp (llama-cpp-python {PEER_VERSION} sdist, {peer_config(pbin)}) at {pbin}" if pbin
           else "peer: absent -- run `make bench-peer` (builds llama.cpp into ~/.cache/nla/peer, ~10 min) for the side-by-side")
     print()
     hdr = ["model", "type", "P/D", "nla prefill", "nla decode", "peer prefill", "peer decode", "ratio pre", "ratio dec",
-           "nla GB/s", "peer GB/s", "nla RSS MB", "peer RSS MB", "file MB"]
+           "nla GB/s", "peer GB/s", "nla % of read", "nla RSS MB", "peer RSS MB", "file MB"]
     table = []
     for key, label, qtype, p, n, f, wb, ours, peer in rows:
         op, od = [o["prefill"] for o in ours], [o["decode"] for o in ours]
@@ -270,7 +295,8 @@ def main():
         ratio = lambda a, b: f"{mean(a) / mean(b):.2f}×" if a and b else "–"
         gb = lambda v: rng([x * wb / 1e9 for x in v]) if v else "–"
         table.append([label if key != "270m" else "Gemma 3 270M", qtype, f"{p}/{n}", rng(op), rng(od), rng(pp), rng(pd),
-                      ratio(op, pp), ratio(od, pd), gb(od), gb(pd), f"{max(o['rss_mb'] for o in ours):.0f}",
+                      ratio(op, pp), ratio(od, pd), gb(od), gb(pd),
+                      f"{100 * mean(od) * wb / 1e9 / rbw:.0f} %" if od and rbw else "–", f"{max(o['rss_mb'] for o in ours):.0f}",
                       f"{max(o['rss_mb'] for o in peer):.0f}" if peer else "–", f"{f.stat().st_size / 1e6:.0f}"])
     print("| " + " | ".join(hdr) + " |")
     print("|" + "|".join("---" for _ in hdr) + "|")
@@ -278,7 +304,8 @@ def main():
         print("| " + " | ".join(t) + " |")
     print()
     print("tok/s ranges are min–max over the rounds; ratio = mean nla / mean peer; GB/s = weight bytes per "
-          "decoded token × decode tok/s (bytes per token: " +
+          "decoded token × decode tok/s; % of read = mean nla decode GB/s / the read bandwidth above "
+          "(bytes per token: " +
           ", ".join(f"{k} {q} {wb / 1e9:.2f} GB" for k, _, q, _, _, _, wb, _, _ in rows) + ")")
     print(f"rounds: {res_dir / f'bench-{stamp}.jsonl'}")
 

@@ -173,26 +173,42 @@ typedef void (*run_fn)(const uint8_t *w, size_t pbs, const xrow *xr, int mr, int
 
 int ck_packed_matmul(int wtype, int act, const void *w, const void *xa, float *y, int64_t ldy,
                      int64_t M, int64_t N, int64_t K, int nthreads) {
+    return ck_packed_matmul_multi(wtype, act, 1, &w, &N, &y, &ldy, xa, M, K, nthreads);
+}
+
+int ck_packed_matmul_multi(int wtype, int act, int nparts, const void *const *w, const int64_t *N,
+                           float *const *y, const int64_t *ldy, const void *xa, int64_t M, int64_t K, int nthreads) {
     const size_t pbs = ck_packed_block_bytes(wtype);
     const int ok = (wtype == CK_WTYPE_Q8_0 && act == CK_ACT_Q16) || (wtype == CK_WTYPE_Q4_0 && act == CK_ACT_Q8);
-    if (!ok || !ck_packed_available() || N % RT || K % QK || K <= 0) return -1;
-    if (M <= 0 || N <= 0) return 0;
+    if (!ok || !ck_packed_available() || K % QK || K <= 0 || nparts < 1 || nparts > CK_PACKED_MAX_PARTS) return -1;
+    int64_t first[CK_PACKED_MAX_PARTS + 1];  // first global tile of each part
+    first[0] = 0;
+    for (int p = 0; p < nparts; p++) {
+        if (N[p] < 0 || N[p] % RT) return -1;
+        first[p + 1] = first[p] + N[p] / RT;
+    }
+    const int64_t tiles = first[nparts];
+    if (M <= 0 || tiles == 0) return 0;
 #if PK_X86
-    const int64_t nb = K / QK, tiles = N / RT, xrb = (int64_t)ck_gemv_act_row_bytes(act, K);
+    const int64_t nb = K / QK, xrb = (int64_t)ck_gemv_act_row_bytes(act, K);
     const run_fn fn = wtype == CK_WTYPE_Q8_0 ? run_q8 : run_q4;
     int nt = nthreads > 0 ? nthreads : ck_get_threads();
     if (nt < 1) nt = 1;
-    if (N * K * (M < 4 ? M : 4) < (int64_t)1 << 16) nt = 1;  // not worth waking the other threads
-    const uint8_t *wp = (const uint8_t *)w, *xp = (const uint8_t *)xa;
-    // Activation rows in chunks that stay in L2 while the weight tiles stream past; tiles split
-    // statically over threads (each output written by one thread, in a fixed order).
+    if (tiles * RT * K * (M < 4 ? M : 4) < (int64_t)1 << 16) nt = 1;  // not worth waking the other threads
+    const uint8_t *xp = (const uint8_t *)xa;
+    // Activation rows in chunks that stay in L2 while the weight tiles stream past; the tiles of all
+    // parts form one list split statically over threads (each output written by one thread, in a
+    // fixed order, the same computation as a call per part).
     const int64_t MC = 64;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     for (int64_t m0 = 0; m0 < M; m0 += MC) {
         const int64_t m1 = m0 + MC < M ? m0 + MC : M;
 #pragma omp for schedule(static) nowait
-        for (int64_t t = 0; t < tiles; t++) {
-            const uint8_t *wt = wp + (size_t)(t * nb) * pbs;
+        for (int64_t g = 0; g < tiles; g++) {
+            int p = 0;
+            while (g >= first[p + 1]) p++;
+            const int64_t t = g - first[p];
+            const uint8_t *wt = (const uint8_t *)w[p] + (size_t)(t * nb) * pbs;
             for (int64_t m = m0; m < m1; m += MR) {
                 const int mr = (int)(m1 - m < MR ? m1 - m : MR);
                 xrow xr[MR];
@@ -202,13 +218,13 @@ int ck_packed_matmul(int wtype, int act, const void *w, const void *xa, float *y
                     xr[r].s = (const int32_t *)(base + pad64(nb * 4));
                     xr[r].q = base + 2 * pad64(nb * 4);
                 }
-                fn(wt, pbs, xr, mr, nb, y + m * ldy, ldy, t * RT);
+                fn(wt, pbs, xr, mr, nb, y[p] + m * ldy[p], ldy[p], t * RT);
             }
         }
     }
     return 0;
 #else
-    (void)w; (void)xa; (void)y; (void)ldy; (void)pbs;
+    (void)w; (void)xa; (void)y; (void)ldy; (void)pbs; (void)nthreads;
     return -1;
 #endif
 }

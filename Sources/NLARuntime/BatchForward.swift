@@ -311,6 +311,15 @@ public final class Gemma3Batch: @unchecked Sendable {
         }
     }
 
+    /// Several matrices over the same rows x (q/k/v; gate/up): one fused packed call when possible.
+    private func linears(_ ws: [WeightMatrix], _ x: UnsafePointer<Float>, rows m: Int, into ys: [UnsafeMutablePointer<Float>]) {
+        if ws.contains(where: { $0.floats != nil }) {
+            for (w, y) in zip(ws, ys) { linear(w, x, rows: m, into: y) }
+        } else {
+            QuantLinear.applyFused(ws, x, rows: m, into: ys, scratch: actScratch)
+        }
+    }
+
     /// One decoder block over all rows of the pass; attention per piece over its sequence's cache.
     private func block(_ l: Int, _ pieces: [Piece], rows t: Int) {
         let w = model.layers[l]
@@ -322,9 +331,7 @@ public final class Gemma3Batch: @unchecked Sendable {
         let cosT = sliding ? cosS : cosF, sinT = sliding ? sinS : sinF
 
         w.inputNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(x, weight: $0.baseAddress!, out: xn, rows: t, n: d, eps: eps) }
-        linear(w.qProj, xn, rows: t, into: q)
-        linear(w.kProj, xn, rows: t, into: k)
-        linear(w.vProj, xn, rows: t, into: v)
+        linears([w.qProj, w.kProj, w.vProj], xn, rows: t, into: [q, k, v])
         w.qNorm.withUnsafeBufferPointer { qn in
             w.kNorm.withUnsafeBufferPointer { kn in
                 for r in 0..<t {
@@ -351,8 +358,7 @@ public final class Gemma3Batch: @unchecked Sendable {
         Kernels.add(x, o, t * d)
 
         w.preFeedforwardNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(x, weight: $0.baseAddress!, out: xn, rows: t, n: d, eps: eps) }
-        linear(w.gateProj, xn, rows: t, into: gate)
-        linear(w.upProj, xn, rows: t, into: up)
+        linears([w.gateProj, w.upProj], xn, rows: t, into: [gate, up])
         switch cfg.activation {
         case .geluTanh: Kernels.geluTanhMul(gate, up, out: gate, n: t * ff)
         case .geluExact: Kernels.geluExactMul(gate, up, out: gate, n: t * ff)

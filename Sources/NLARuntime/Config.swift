@@ -187,6 +187,9 @@ public struct Gemma3Config: Sendable {
             bosTokenId: try text.int("bos_token_id") ?? rootReader.int("bos_token_id") ?? d.bosTokenId,
             eosTokenIds: [], padTokenId: try text.int("pad_token_id") ?? rootReader.int("pad_token_id") ?? d.padTokenId)
 
+        // Sizes first: the layer types below are built from num_hidden_layers.
+        try validateSizes(c, file: file, path: text.path)
+
         let actName = try text.string("hidden_activation") ?? text.string("hidden_act") ?? d.hiddenActivation
         guard let act = Activation(hfName: actName) else {
             throw ModelError.config(file: file, reason: "\(text.path)hidden_activation '\(actName)' is not supported (gelu_pytorch_tanh, gelu_new, gelu)")
@@ -248,13 +251,6 @@ public struct Gemma3Config: Sendable {
         if c.attentionBias {
             throw ModelError.config(file: file, reason: "\(text.path)attention_bias true is not supported")
         }
-        for (name, v) in [("hidden_size", c.hiddenSize), ("intermediate_size", c.intermediateSize),
-                          ("num_hidden_layers", c.numHiddenLayers), ("num_attention_heads", c.numAttentionHeads),
-                          ("num_key_value_heads", c.numKeyValueHeads), ("head_dim", c.headDim),
-                          ("vocab_size", c.vocabSize), ("sliding_window", c.slidingWindow),
-                          ("max_position_embeddings", c.maxPositionEmbeddings)] where v <= 0 {
-            throw ModelError.config(file: file, reason: "\(text.path)\(name) must be positive, got \(v)")
-        }
         guard c.numAttentionHeads % c.numKeyValueHeads == 0 else {
             throw ModelError.config(file: file, reason: "\(text.path)num_attention_heads \(c.numAttentionHeads) is not a multiple of num_key_value_heads \(c.numKeyValueHeads)")
         }
@@ -265,10 +261,16 @@ public struct Gemma3Config: Sendable {
         return c
     }
 
-    /// Values that parse but cannot be right: each error names the field and the accepted range.
-    static func validateRanges(_ c: Gemma3Config, file: String, path: String) throws {
-        func bad(_ field: String, _ value: Any, _ range: String) -> ModelError {
-            .config(file: file, reason: "\(path)\(field) is \(value); must be \(range)")
+    /// Sizes must be positive and bounded before anything is allocated from them (a negative or huge
+    /// num_hidden_layers would otherwise trap or exhaust memory while the layer types are built).
+    static func validateSizes(_ c: Gemma3Config, file: String, path: String) throws {
+        let sizes = [("hidden_size", c.hiddenSize), ("intermediate_size", c.intermediateSize),
+                     ("num_hidden_layers", c.numHiddenLayers), ("num_attention_heads", c.numAttentionHeads),
+                     ("num_key_value_heads", c.numKeyValueHeads), ("head_dim", c.headDim),
+                     ("vocab_size", c.vocabSize), ("sliding_window", c.slidingWindow),
+                     ("max_position_embeddings", c.maxPositionEmbeddings)]
+        for (name, v) in sizes where v <= 0 {
+            throw ModelError.config(file: file, reason: "\(path)\(name) must be positive, got \(v)")
         }
         // Sizes: large enough for every released Gemma 3 (27B: hidden 5376, intermediate 21504,
         // vocab 262208, context 131072), small enough that products of them cannot overflow.
@@ -277,7 +279,14 @@ public struct Gemma3Config: Sendable {
                                  ("num_key_value_heads", c.numKeyValueHeads, 4096), ("head_dim", c.headDim, 1 << 16),
                                  ("vocab_size", c.vocabSize, 1 << 24), ("max_position_embeddings", c.maxPositionEmbeddings, 1 << 24),
                                  ("sliding_window", c.slidingWindow, 1 << 30)] where v > limit {
-            throw bad(name, v, "at most \(limit)")
+            throw ModelError.config(file: file, reason: "\(path)\(name) is \(v); must be at most \(limit)")
+        }
+    }
+
+    /// Values that parse but cannot be right: each error names the field and the accepted range.
+    static func validateRanges(_ c: Gemma3Config, file: String, path: String) throws {
+        func bad(_ field: String, _ value: Any, _ range: String) -> ModelError {
+            .config(file: file, reason: "\(path)\(field) is \(value); must be \(range)")
         }
         let eps = c.rmsNormEps
         guard eps.isFinite, eps > 0, eps < 1 else { throw bad("rms_norm_eps", eps, "in (0, 1), e.g. 1e-06") }

@@ -378,6 +378,15 @@ public final class Gemma3Session {
         }
     }
 
+    /// Several matrices over the same rows x (q/k/v; gate/up): one fused packed call when possible.
+    private func linears(_ ws: [WeightMatrix], _ x: UnsafePointer<Float>, rows m: Int, into ys: [UnsafeMutablePointer<Float>]) {
+        if linearInputObserver != nil || ws.contains(where: { $0.floats != nil }) {
+            for (w, y) in zip(ws, ys) { linear(w, x, rows: m, into: y) }
+        } else {
+            QuantLinear.applyFused(ws, x, rows: m, into: ys, scratch: actScratch)
+        }
+    }
+
     private func attentionShape(sliding: Bool) -> AttentionShape {
         cfg.attentionShape(sliding: sliding)
     }
@@ -393,9 +402,7 @@ public final class Gemma3Session {
 
         // --- attention ---
         w.inputNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(x, weight: $0.baseAddress!, out: xn, rows: t, n: d, eps: eps) }
-        linear(w.qProj, xn, rows: t, into: q)
-        linear(w.kProj, xn, rows: t, into: k)
-        linear(w.vProj, xn, rows: t, into: v)
+        linears([w.qProj, w.kProj, w.vProj], xn, rows: t, into: [q, k, v])
 
         // RoPE tables for these positions (f32: freqs = pos · inv_freq, then cos/sin).
         let invFreq = sliding ? invFreqSliding : invFreqFull
@@ -439,8 +446,7 @@ public final class Gemma3Session {
 
         // --- MLP ---
         w.preFeedforwardNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(x, weight: $0.baseAddress!, out: xn, rows: t, n: d, eps: eps) }
-        linear(w.gateProj, xn, rows: t, into: gate)
-        linear(w.upProj, xn, rows: t, into: up)
+        linears([w.gateProj, w.upProj], xn, rows: t, into: [gate, up])
         switch cfg.activation {
         case .geluTanh: Kernels.geluTanhMul(gate, up, out: gate, n: t * ff)
         case .geluExact: Kernels.geluExactMul(gate, up, out: gate, n: t * ff)

@@ -41,8 +41,7 @@ enum QuantLinear {
         // NLA_Q8_ACT=f32 keeps Q8_0 on f32 activations (f32 kernel for decode, dequantized panels + sgemm
         // for prefill) (README, "Kernels").
         let partner: ActivationMode = w.type.traits.activationType == .f32 ? .f32 : .q8_0
-        let integerPath = Kernels.dispatch.activation == nil && Kernels.dispatch.matmul == .c
-            && GemvActivation.modelTypes.contains(type)
+        let integerPath = isIntegerPath(type)
         if let p = w.packed, integerPath {
             // AVX-512 VNNI: packed 16-row tiles, integer activations of the type's partner, every m.
             p.matmul(x: x, y: y, m: m, scratch: scratch.bytes)
@@ -63,5 +62,28 @@ enum QuantLinear {
             QuantKernels.matmul(type, weights: w.blocks!, x: x, y: y, m: m, n: w.rows, k: w.cols,
                                 scratch: scratch.bytes, activation: mode)
         }
+    }
+
+    /// Q4_0 / Q8_0 weights on the integer kernels (no NLA_KERNELS act=… override, C tier).
+    static func isIntegerPath(_ type: QuantType) -> Bool {
+        Kernels.dispatch.activation == nil && Kernels.dispatch.matmul == .c && GemvActivation.modelTypes.contains(type)
+    }
+
+    /// NLA_FUSE=0 turns the fused calls off (a call per matrix; for measuring what fusing gains).
+    static let fuse: Bool = getenv("NLA_FUSE").map { String(cString: $0) } != "0"
+
+    /// Several matrices over the same input rows (a layer's q/k/v projections, gate and up): one
+    /// packed call when they are all packed for the integer path (one activation quantization and one
+    /// parallel region instead of one per matrix; every output bit-identical to `apply`), else `apply`
+    /// per matrix. `ys[i]` has row stride `ws[i].rows`.
+    static func applyFused(_ ws: [WeightMatrix], _ x: UnsafePointer<Float>, rows m: Int, into ys: [UnsafeMutablePointer<Float>],
+                           scratch: ActivationScratch) {
+        let packed = ws.compactMap(\.packed)
+        if fuse, packed.count == ws.count, isIntegerPath(ws[0].type), PackedWeights.canFuse(packed) {
+            precondition(m <= scratch.rows && ws[0].cols <= scratch.maxCols, "activation scratch too small")
+            PackedWeights.matmul(parts: packed, x: x, ys: ys, m: m, scratch: scratch.bytes)
+            return
+        }
+        for (w, y) in zip(ws, ys) { apply(w, x, rows: m, into: y, scratch: scratch) }
     }
 }

@@ -119,4 +119,32 @@ public final class PackedWeights: @unchecked Sendable {
                                   Int64(cols), Int32(threads))
         kernelRequire(rc == 0, "PackedWeights.matmul: packed kernels unavailable")
     }
+
+    /// Whether `parts` can share one `matmul(parts:…)` call: 1…8 matrices of one type and one width.
+    public static func canFuse(_ parts: [PackedWeights]) -> Bool {
+        guard let f = parts.first, parts.count <= Int(CK_PACKED_MAX_PARTS) else { return false }
+        return parts.allSatisfy { $0.type == f.type && $0.cols == f.cols }
+    }
+
+    /// Y_p[m, parts[p].rows] = X[m, cols] · W_pᵀ for every part in one threaded pass (one activation
+    /// quantization, one parallel region: the q/k/v projections of a layer, gate and up). Each `ys[p]`
+    /// has row stride parts[p].rows. Every output is bit-identical to `parts[p].matmul`.
+    public static func matmul(parts: [PackedWeights], x: UnsafePointer<Float>, ys: [UnsafeMutablePointer<Float>], m: Int,
+                              scratch: UnsafeMutableRawPointer, threads: Int = 0) {
+        kernelRequire(canFuse(parts) && ys.count == parts.count, "PackedWeights.matmul(parts:): parts do not share a type and width")
+        kernelRequire(m >= 0, "PackedWeights.matmul(parts:): negative row count \(m)")
+        kernelRequire(Int(bitPattern: scratch) % 64 == 0, "PackedWeights.matmul(parts:): scratch is not 64-byte aligned")
+        let f = parts[0], act = GemvActivation.partner(of: f.type)
+        ck_gemv_quantize(act.rawValue, x, Int64(f.cols), scratch, Int64(m), Int64(f.cols))
+        let ws: [UnsafeRawPointer?] = parts.map { UnsafeRawPointer($0.bytes) }
+        let ns = parts.map { Int64($0.rows) }
+        let yp: [UnsafeMutablePointer<Float>?] = ys
+        let rc = ws.withUnsafeBufferPointer { w in
+            yp.withUnsafeBufferPointer { y in
+                ck_packed_matmul_multi(f.type.ckID, act.rawValue, Int32(parts.count), w.baseAddress, ns, y.baseAddress, ns,
+                                       scratch, Int64(m), Int64(f.cols), Int32(threads))
+            }
+        }
+        kernelRequire(rc == 0, "PackedWeights.matmul(parts:): packed kernels unavailable")
+    }
 }

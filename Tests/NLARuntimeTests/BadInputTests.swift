@@ -203,6 +203,16 @@ private func expectOneLineError<E: Error & CustomStringConvertible>(
         }
     }
 
+    /// Fuzz finding (CI, config target): a negative or huge num_hidden_layers with no layer_types
+    /// trapped while the layer types were built from sliding_window_pattern, before the range checks ran.
+    @Test(arguments: ["-1", "-4096", "1000000000000000", "0"])
+    func layerCountIsCheckedBeforeLayerTypesAreBuilt(layers: String) throws {
+        let text = #"{"model_type": "gemma3_text", "sliding_window_pattern": 2, "num_hidden_layers": "# + layers + "}"
+        expectOneLineError(ModelError.self, ["/m/config.json", "num_hidden_layers"]) {
+            _ = try Gemma3Config.decode(Data(text.utf8), file: "/m/config.json")
+        }
+    }
+
     @Test func booleanInAnIdListIsRefused() throws {
         expectOneLineError(ModelError.self, ["eos_token_id"]) { _ = try Self.decode { $0["eos_token_id"] = [1, true] } }
     }

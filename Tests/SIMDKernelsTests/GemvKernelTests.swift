@@ -204,4 +204,55 @@ struct GemvKernelTests {
             }
         }
     }
+
+    @Test("packed, several matrices in one call: every output bit-identical to its own matmul; mixed parts refused",
+          arguments: [QuantType.q8_0, .q4_0])
+    func packedMultiPartMatchesSingleCalls(type: QuantType) throws {
+        guard PackedWeights.isAvailable else {
+            print("[packed] skipped: this CPU has no AVX-512 VNNI (or NLA_PACK=0)")
+            return
+        }
+        // (m, part row counts, blocks per row): q/k/v-like parts of different heights, 1…70 rows.
+        for (si, s) in [(1, [64, 32, 32], 20), (3, [16], 5), (5, [48, 16], 9), (70, [32, 64, 16, 16], 4), (4, [1024, 256, 256], 20)].enumerated() {
+            let (m, ns, blocks) = s
+            let k = blocks * 32
+            let parts = try ns.enumerated().map { (pi, n) -> PackedWeights in
+                let w = randomRawBlocks(type, blocks: n * blocks, seed: UInt64(100 * si + pi))
+                return try #require(w.withUnsafeBytes { PackedWeights(type, blocks: $0.baseAddress!, rows: n, cols: k) })
+            }
+            let x = activationRows(m, k, seed: UInt64(11 + si))
+            let act = GemvActivation.partner(of: type)
+            let scratch = UnsafeMutableRawPointer.allocate(byteCount: m * act.rowBytes(cols: k), alignment: 64)
+            defer { scratch.deallocate() }
+            var single: [[Float]] = []
+            for p in parts {
+                var y = [Float](repeating: .nan, count: m * p.rows)
+                x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
+                    p.matmul(x: xp.baseAddress!, y: yp.baseAddress!, m: m, scratch: scratch)
+                } }
+                single.append(y)
+            }
+            for threads in [1, 2] {
+                let ys = parts.map { p -> UnsafeMutablePointer<Float> in
+                    let y = UnsafeMutablePointer<Float>.allocate(capacity: m * p.rows)
+                    y.initialize(repeating: .nan, count: m * p.rows)
+                    return y
+                }
+                defer { ys.forEach { $0.deallocate() } }
+                x.withUnsafeBufferPointer { xp in
+                    PackedWeights.matmul(parts: parts, x: xp.baseAddress!, ys: ys, m: m, scratch: scratch, threads: threads)
+                }
+                for (pi, p) in parts.enumerated() {
+                    let fused = Array(UnsafeBufferPointer(start: ys[pi], count: m * p.rows))
+                    #expect(firstMismatch(fused, single[pi]) == nil, "\(type) shape \(s) part \(pi), \(threads) threads")
+                }
+            }
+        }
+        let other: QuantType = type == .q8_0 ? .q4_0 : .q8_0
+        let a = try #require(randomRawBlocks(type, blocks: 16, seed: 1).withUnsafeBytes { PackedWeights(type, blocks: $0.baseAddress!, rows: 16, cols: 32) })
+        let b = try #require(randomRawBlocks(other, blocks: 16, seed: 2).withUnsafeBytes { PackedWeights(other, blocks: $0.baseAddress!, rows: 16, cols: 32) })
+        let c = try #require(randomRawBlocks(type, blocks: 32, seed: 3).withUnsafeBytes { PackedWeights(type, blocks: $0.baseAddress!, rows: 16, cols: 64) })
+        #expect(PackedWeights.canFuse([a, a]) && !PackedWeights.canFuse([a, b]) && !PackedWeights.canFuse([a, c]) && !PackedWeights.canFuse([]))
+        #expect(!PackedWeights.canFuse(Array(repeating: a, count: 9)), "at most 8 parts")
+    }
 }

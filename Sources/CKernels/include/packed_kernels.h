@@ -49,6 +49,18 @@ void ck_packed_dequantize_row(int wtype, const void *packed, int64_t r, int64_t 
 int ck_packed_matmul(int wtype, int act, const void *w, const void *xa, float *y, int64_t ldy,
                      int64_t M, int64_t N, int64_t K, int nthreads);
 
+/// Most parts of one ck_packed_matmul_multi call.
+#define CK_PACKED_MAX_PARTS 8
+
+/// Several packed matrices of one type and one K applied to the same activation rows in one threaded
+/// pass (the q, k, v projections of a layer; gate and up): part p computes Y_p[M, N[p]] (row stride
+/// ldy[p]) = Xa · W_p^T. The tiles of all parts are one list split over the threads, so small
+/// matrices share one parallel region; every output equals the ck_packed_matmul of its part bit for bit.
+/// Returns 0, or -1 (nothing written) for an unsupported pair, nparts outside 1...CK_PACKED_MAX_PARTS,
+/// or an N[p] that is not a multiple of 16.
+int ck_packed_matmul_multi(int wtype, int act, int nparts, const void *const *w, const int64_t *N,
+                           float *const *y, const int64_t *ldy, const void *xa, int64_t M, int64_t K, int nthreads);
+
 #ifdef __cplusplus
 }
 #endif
