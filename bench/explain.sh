@@ -59,3 +59,11 @@ if [ -x "$PEER/llama-batched-bench" ] && [ -f "$LLAMA_GGUF" ]; then
 else
   echo "llama.cpp peer: not run (needs make bench-peer, or PEER_BIN=<llama.cpp bin dir>, and LLAMA_GGUF=<llama.cpp-named GGUF of the same weights>, made by make bench)"
 fi
+
+# Issue 8's projection for the 27B pair, from rates measured now on the 27B-shaped bench model (made by bench/run.sh).
+if [ -f "$CACHE/bench/27b-q4_0.llamacpp.gguf" ]; then
+  echo "27B pair projection (bench/project_27b.py, rates measured now on the 27B-shaped q4_0 model):"
+  python3 bench/project_27b.py "$CACHE/bench/27b-q4_0.llamacpp.gguf"
+else
+  echo "27B projection: not run ($CACHE/bench/27b-q4_0.llamacpp.gguf missing: bench/run.sh makes it)"
+fi

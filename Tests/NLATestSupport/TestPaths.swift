@@ -48,17 +48,21 @@ package enum TestPaths {
         (nlaBinary as NSString).deletingLastPathComponent + "/quantize"
     }
 
-    /// A fresh, empty directory under the system temporary directory (`nla-<tag>-<uuid>`).
+    /// A fresh, empty directory under the system temporary directory (`nla-<tag>-<uuid>`), removed when
+    /// the test process exits.
     package static func tempDirectory(_ tag: String) -> String {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("nla-\(tag)-\(UUID().uuidString)")
         try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        TempCleanup.register(url.path)
         return url.path
     }
 
-    /// This process's scratch directory for `tag` (`nla-<tag>-<pid>`, created; shared by the tests of one run).
+    /// This process's scratch directory for `tag` (`nla-<tag>-<pid>`, created; shared by the tests of one
+    /// run; removed when the process exits: some hold GBs of converted models).
     package static func processScratch(_ tag: String) -> String {
         let d = FileManager.default.temporaryDirectory.appendingPathComponent("nla-\(tag)-\(getpid())").path
         try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        TempCleanup.register(d)
         return d
     }
 
@@ -72,8 +76,35 @@ package enum TestPaths {
         }
     }
 
-    /// A path for a new file in the system temporary directory (`nla-<tag>-<uuid><ext>`); nothing is created.
+    /// A path for a new file in the system temporary directory (`nla-<tag>-<uuid><ext>`); nothing is created
+    /// (whatever is created there is removed when the test process exits).
     package static func tempFile(_ tag: String, ext: String = "") -> String {
-        FileManager.default.temporaryDirectory.appendingPathComponent("nla-\(tag)-\(UUID().uuidString)\(ext)").path
+        let p = FileManager.default.temporaryDirectory.appendingPathComponent("nla-\(tag)-\(UUID().uuidString)\(ext)").path
+        TempCleanup.register(p)
+        return p
+    }
+}
+
+/// Temporary paths handed out by TestPaths, removed at process exit (a test run used to leave
+/// tens of GB of converted models in /tmp). A crashed run leaves them, as it should, for inspection.
+enum TempCleanup {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var paths: Set<String> = []
+    nonisolated(unsafe) private static var installed = false
+
+    static func register(_ path: String) {
+        lock.lock(); defer { lock.unlock() }
+        paths.insert(path)
+        if !installed {
+            installed = true
+            atexit { TempCleanup.removeAll() }
+        }
+    }
+
+    private static func removeAll() {
+        lock.lock(); defer { lock.unlock() }
+        if getenv("NLA_KEEP_TEST_FILES") != nil { return }
+        for p in paths { try? FileManager.default.removeItem(atPath: p) }
+        paths.removeAll()
     }
 }
