@@ -64,6 +64,11 @@ fi
 if [ -f "$CACHE/bench/27b-q4_0.llamacpp.gguf" ]; then
   echo "27B pair projection (bench/project_27b.py, rates measured now on the 27B-shaped q4_0 model):"
   python3 bench/project_27b.py "$CACHE/bench/27b-q4_0.llamacpp.gguf"
+  if [ -x "$PEER/llama-batched-bench" ]; then
+    echo "llama.cpp llama-batched-bench -pps on the same 27B-shaped q4_0 file (108-token shared prompt, 16 generated, $THREADS threads):"
+    "$PEER/llama-batched-bench" -m "$CACHE/bench/27b-q4_0.llamacpp.gguf" -c 2048 -b 2048 -ub 512 -npp 108 -ntg 16 -npl 1,16 -pps \
+      -t "$THREADS" 2>/dev/null | grep '^|'
+  fi
 else
   echo "27B projection: not run ($CACHE/bench/27b-q4_0.llamacpp.gguf missing: bench/run.sh makes it)"
 fi
