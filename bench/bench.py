@@ -18,7 +18,7 @@ embedding once as the LM head, minus the one embedding row lookup) × decode tok
 Prints ONE table; writes bench/results/bench-<time>.jsonl (not committed) with every round.
 Without the peer (bench/build-peer.sh, `make bench-peer`) it prints our side and says so.
 
-Environment: BENCH_MODELS (default "270m 27b"; add 12b for the 12B shape), BENCH_TYPES ("q8_0 q4_0"), BENCH_ROUNDS (2),
+Environment: BENCH_MODELS (default "270m 27b 12b"), BENCH_TYPES ("q8_0 q4_0"), BENCH_ROUNDS (2),
 BENCH_THREADS (2), BENCH_QUICK=1 (270m q8_0, 64/16 tokens, one round), PEER_BIN (llama.cpp bin dir),
 NLA_CACHE (~/.cache/nla).
 """
@@ -38,7 +38,7 @@ BIN = REPO / ".build/release"
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "2"))
-MODELS = os.environ.get("BENCH_MODELS", "270m" if QUICK else "270m 27b").split()
+MODELS = os.environ.get("BENCH_MODELS", "270m" if QUICK else "270m 27b 12b").split()
 TYPES = os.environ.get("BENCH_TYPES", "q8_0" if QUICK else "q8_0 q4_0").split()
 PEER_VERSION = "0.3.36"
 
