@@ -117,15 +117,67 @@ T512 static inline float dot512(const float *a, const float *b, int64_t n) {
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
+// Sum of each of 8 vectors, as the 8 lanes of one 256-bit vector (lane k = Σ lanes of a[k]).
+T512 static inline __m256 sum8(const __m512 a[8]) {
+    __m256 h[8];
+    for (int k = 0; k < 8; k++) h[k] = _mm256_add_ps(_mm512_castps512_ps256(a[k]), _mm512_extractf32x8_ps(a[k], 1));
+    const __m256 t0 = _mm256_hadd_ps(h[0], h[1]), t1 = _mm256_hadd_ps(h[2], h[3]);
+    const __m256 t2 = _mm256_hadd_ps(h[4], h[5]), t3 = _mm256_hadd_ps(h[6], h[7]);
+    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    // u0 = [k0 k1 k2 k3 | k0 k1 k2 k3] partial sums of the low / high 128-bit halves; u1 the same for k4…k7.
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+// Scores of n keys (ring index idx on, rows of stride ldkv from k0) against q, hd ≤ 256 (hd % 16 == 0):
+// q stays in registers, 8 keys at a time with one accumulator each, reduced together (sum8). Every
+// score is computed the same way whatever n is (tail keys: one at a time with the same per-key order
+// of products, then a full reduction), so a row's result does not depend on the rows around it.
+T512 static void scores_q_in_registers(const ck_attn_params *p, const float *qv, const float *k0, float *s, int64_t n,
+                                       int64_t idx) {
+    const int64_t hd = p->head_dim;
+    const int c = (int)(hd / 16);
+    __m512 qr[16];
+    for (int i = 0; i < c; i++) qr[i] = _mm512_loadu_ps(qv + 16 * i);
+    const __m256 scale = _mm256_set1_ps(p->scale);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const float *kr[8];
+        for (int k = 0; k < 8; k++) {
+            kr[k] = k0 + idx * p->ldkv;
+            if (++idx == p->ring) idx = 0;
+        }
+        __m512 acc[8];
+        for (int k = 0; k < 8; k++) acc[k] = _mm512_mul_ps(qr[0], _mm512_loadu_ps(kr[k]));
+        for (int i = 1; i < c; i++)
+            for (int k = 0; k < 8; k++) acc[k] = _mm512_fmadd_ps(qr[i], _mm512_loadu_ps(kr[k] + 16 * i), acc[k]);
+        _mm256_storeu_ps(s + j, _mm256_mul_ps(sum8(acc), scale));
+    }
+    for (; j < n; j++) {
+        const float *kr = k0 + idx * p->ldkv;
+        if (++idx == p->ring) idx = 0;
+        __m512 acc[8];
+        acc[0] = _mm512_mul_ps(qr[0], _mm512_loadu_ps(kr));
+        for (int i = 1; i < c; i++) acc[0] = _mm512_fmadd_ps(qr[i], _mm512_loadu_ps(kr + 16 * i), acc[0]);
+        for (int k = 1; k < 8; k++) acc[k] = _mm512_setzero_ps();
+        s[j] = _mm256_cvtss_f32(_mm256_mul_ps(sum8(acc), scale));
+    }
+    if (p->softcap > 0)
+        for (int64_t i = 0; i < n; i++) s[i] = capped(s[i], p->softcap);
+}
+
 T512 static void item_512(const ck_attn_params *p, const float *q, const float *kc, const float *vc, float *out,
                           float *s, int64_t r, int64_t h) {
     const int64_t hd = p->head_dim, g = h / (p->heads / p->kv_heads);
     const span sp = visible(p, r);
     const float *qv = q + r * p->ldq + h * hd;
     int64_t idx = sp.lo % p->ring;
-    for (int64_t j = 0; j < sp.n; j++) {
-        s[j] = capped(dot512(qv, kc + idx * p->ldkv + g * hd, hd) * p->scale, p->softcap);
-        if (++idx == p->ring) idx = 0;
+    if (hd <= 256) {
+        scores_q_in_registers(p, qv, kc + g * hd, s, sp.n, idx);
+    } else {
+        for (int64_t j = 0; j < sp.n; j++) {
+            s[j] = capped(dot512(qv, kc + idx * p->ldkv + g * hd, hd) * p->scale, p->softcap);
+            if (++idx == p->ring) idx = 0;
+        }
     }
     // max, then exp and sum in 16 lanes (lane = j % 16), padding lanes -inf → 0
     __m512 mv = _mm512_set1_ps(-INFINITY);
