@@ -86,20 +86,45 @@ public enum KQ {
 // MARK: - Symmetric grid search (Q4_0, Q6_K sub-blocks, IQ4_NL)
 
 /// A sorted grid of levels; `nearest(v)` returns the index of the level nearest to v (ties to the lower).
-private struct Grid {
+struct Grid {
     let levels: [Float]
     let mids: [Float]
+    /// The first level when the levels are consecutive integers (Q4_0, Q5_0, Q6_K): then `nearest` is
+    /// arithmetic instead of a search.
+    let uniformFirst: Float?
     init(_ levels: [Float]) {
         self.levels = levels
         mids = (0..<(levels.count - 1)).map { (levels[$0] + levels[$0 + 1]) / 2 }
+        let consecutive = levels.indices.dropFirst().allSatisfy { levels[$0] == levels[$0 - 1] + 1 } && levels[0] == levels[0].rounded()
+        uniformFirst = consecutive ? levels[0] : nil
     }
+    /// Index of the level nearest to v; a tie (v exactly between two levels) and NaN go to the lower index.
     @inline(__always) func nearest(_ v: Float) -> Int {
+        if let f = uniformFirst { return Self.nearestUniform(v, first: f, count: levels.count) }
+        return nearestSearch(v)
+    }
+    /// The definition: binary search over the midpoints.
+    @inline(__always) func nearestSearch(_ v: Float) -> Int {
         var lo = 0, hi = mids.count  // answer in lo...hi
         while lo < hi {
             let m = (lo + hi) >> 1
             if v > mids[m] { lo = m + 1 } else { hi = m }
         }
         return lo
+    }
+    /// Levels first, first + 1, …: the same answer as the search (ties down, NaN → 0). ⌊v − first + ½⌋
+    /// clamped to 0..<count, then checked against the exact midpoints first + k ± ½ (ties, and the
+    /// subtraction rounding onto a midpoint, are off by one; one step corrects them).
+    @inline(__always) static func nearestUniform(_ v: Float, first: Float, count: Int) -> Int {
+        guard v > first else { return 0 }  // also NaN
+        let t = Swift.min(v - first, Float(count))  // in (0, count]: the truncation below is a plain conversion
+        var k = Swift.min(Int(t + 0.5), count - 1)  // nearest, ties up (fixed below), no libm call
+        if k > 0 && !(v > first + Float(k) - 0.5) {
+            k -= 1
+        } else if k < count - 1 && v > first + Float(k) + 0.5 {
+            k += 1
+        }
+        return k
     }
 }
 
@@ -120,6 +145,8 @@ private func searchSymmetric(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float
         return 0
     }
     let lo = grid.levels.first!, hi = grid.levels.last!
+    let uniform = grid.uniformFirst
+    @inline(__always) func level(_ k: Int) -> Float { uniform.map { $0 + Float(k) } ?? grid.levels[k] }
     var bestErr = Float.infinity, bestS: Float = 0
     return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: n) { tmpBuf -> Float in
     let tmp = tmpBuf.baseAddress!
@@ -132,7 +159,7 @@ private func searchSymmetric(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float
             for j in 0..<n {
                 let k = grid.nearest(x[j] * inv)
                 tmp[j] = UInt8(k)
-                let l = grid.levels[k]
+                let l = level(k)
                 sxq += w[j] * x[j] * l
                 sqq += w[j] * l * l
             }
@@ -147,7 +174,7 @@ private func searchSymmetric(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float
         for j in 0..<n {
             let k = grid.nearest(x[j] * inv)
             tmp[j] = UInt8(k)
-            let e = x[j] - s * grid.levels[k]
+            let e = x[j] - s * level(k)
             err += w[j] * e * e
         }
         if err < bestErr {
