@@ -44,7 +44,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
-        // `nla serve` (Sources/NLAServer): Hummingbird 2 on SwiftNIO; AsyncHTTPClient only in its tests.
+        // `nla serve` (Sources/NLAServer): Hummingbird 2 on SwiftNIO; AsyncHTTPClient for `--backend sglang` and the tests.
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -74,6 +74,7 @@ let package = Package(
             name: "NLAServer",
             dependencies: ["NLARuntime",
                            .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "AsyncHTTPClient", package: "async-http-client"),
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "Yams", package: "Yams")],
             path: "Sources/NLAServer"
@@ -108,7 +109,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NLAServerTests",
-            dependencies: ["NLAServer", "NLARuntime",
+            dependencies: ["NLAServer", "NLARuntime", "NLATestSupport",
                            .product(name: "AsyncHTTPClient", package: "async-http-client")],
             path: "Tests/NLAServerTests"
         ),
