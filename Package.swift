@@ -69,10 +69,13 @@ let package = Package(
             dependencies: ["Quant", "SIMDKernels", .product(name: "Yams", package: "Yams")],
             path: "Sources/NLARuntime"
         ),
+        // The request bodies of `nla serve` decoded without a model or a network (JSON reader, /generate and /api/*
+        // bodies): used by NLAServer and by the fuzz target http_bodies (no Hummingbird/NIO in the fuzz build).
+        .target(name: "NLAWire", dependencies: ["NLARuntime"], path: "Sources/NLAWire"),
         // The HTTP server of `nla serve` (JSON API, SGLang-compatible /generate, the page); a library so tests start it in-process.
         .target(
             name: "NLAServer",
-            dependencies: ["NLARuntime",
+            dependencies: ["NLARuntime", "NLAWire",
                            .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "AsyncHTTPClient", package: "async-http-client"),
                            .product(name: "Logging", package: "swift-log"),
@@ -93,7 +96,7 @@ let package = Package(
         .target(name: "CFuzzSupport", path: "fuzz/CFuzzSupport"),
         .executableTarget(
             name: "nla-fuzz",
-            dependencies: ["NLARuntime", "Quant", "CFuzzSupport"],
+            dependencies: ["NLARuntime", "Quant", "CFuzzSupport", "NLAWire"],
             path: "fuzz/Sources/nla-fuzz"
         ),
         // Test support shared by the test targets: paths (fixtures, cache, temp dirs, the nla binary), the
@@ -109,7 +112,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NLAServerTests",
-            dependencies: ["NLAServer", "NLARuntime", "NLATestSupport",
+            dependencies: ["NLAServer", "NLAWire", "NLARuntime", "NLATestSupport",
                            .product(name: "AsyncHTTPClient", package: "async-http-client")],
             path: "Tests/NLAServerTests"
         ),

@@ -11,6 +11,7 @@
 
 import Foundation
 import NLARuntime
+import NLAWire
 
 /// The outcome of one generation job.
 public struct JobResult: Sendable {

@@ -6,6 +6,7 @@ import HTTPTypes
 import Logging
 import NIOCore
 import NLARuntime
+import NLAWire
 
 enum Routes {
     static func install(on router: Router<BasicRequestContext>, service s: NLAService) {
@@ -158,61 +159,12 @@ enum Routes {
 
 // MARK: - sampling parameters
 
-enum Sampling {
-    /// SGLang's `sampling_params` (defaults as SGLang's: temperature 1, max_new_tokens 128, top_k -1 = off).
-    static func sglang(_ v: JSONValue?, field: String, service s: NLAService, lm: LanguageModel) throws -> (SamplingOptions, Set<Int>, Bool) {
-        var o = SamplingOptions(temperature: 1, maxNewTokens: 128)
-        var stops = s.stopIds(lm)
-        var skipSpecial = true
-        guard let v, v != .null else { return (o, stops, skipSpecial) }
-        let f = try Fields(v, field)
-        if let t = try f.double("temperature") {
-            guard t >= 0 else { throw APIError.bad("\(field).temperature: must be >= 0") }
-            o.temperature = Float(t)
-        }
-        if let n = try f.int("max_new_tokens", min: 0, max: s.options.maxNewTokensLimit) { o.maxNewTokens = n }
-        if let p = try f.double("top_p") {
-            guard p > 0, p <= 1 else { throw APIError.bad("\(field).top_p: must be in (0, 1]") }
-            o.topP = Float(p)
-        }
-        if let k = try f.int("top_k", min: -1) { o.topK = max(k, 0) }
-        if let seed = try f.int("sampling_seed", min: 0) { o.seed = UInt64(seed) } else if let seed = try f.int("seed", min: 0) { o.seed = UInt64(seed) }
-        if let n = try f.int("n"), n != 1 { throw APIError.bad("\(field).n: only n = 1 is supported") }
-        for k in ["frequency_penalty", "presence_penalty", "min_p"] {
-            if let x = try f.double(k), x != 0 { throw APIError.bad("\(field).\(k): not supported (only 0)") }
-        }
-        if let x = try f.double("repetition_penalty"), x != 1 { throw APIError.bad("\(field).repetition_penalty: not supported (only 1)") }
-        if let stop = f.o["stop"], stop != .null {
-            switch stop {
-            case .floats(let a) where a.isEmpty: break
-            case .array(let a) where a.isEmpty: break
-            case .string(let str) where str.isEmpty: break
-            default: throw APIError.bad("\(field).stop: stop strings are not supported (use stop_token_ids)")
-            }
-        }
-        if try f.bool("ignore_eos") == true { stops = [] }
-        if let ids = f.o["stop_token_ids"], ids != .null {
-            stops.formUnion(try tokenIds(ids, "\(field).stop_token_ids", vocab: lm.config.vocabSize))
-        }
-        if let sk = try f.bool("skip_special_tokens") { skipSpecial = sk }
-        return (o, stops, skipSpecial)
-    }
-
-    /// The API's own sampling fields (defaults: greedy).
-    static func api(_ f: Fields, service s: NLAService, defaultMaxNew: Int) throws -> SamplingOptions {
-        var o = SamplingOptions(temperature: 0, maxNewTokens: defaultMaxNew)
-        if let t = try f.double("temperature") {
-            guard t >= 0 else { throw APIError.bad("temperature: must be >= 0") }
-            o.temperature = Float(t)
-        }
-        if let n = try f.int("max_new_tokens", min: 0, max: s.options.maxNewTokensLimit) { o.maxNewTokens = n }
-        if let p = try f.double("top_p") {
-            guard p > 0, p <= 1 else { throw APIError.bad("top_p: must be in (0, 1]") }
-            o.topP = Float(p)
-        }
-        if let k = try f.int("top_k", min: 0) { o.topK = k }
-        if let seed = try f.int("seed", min: 0) { o.seed = UInt64(seed) }
-        return o
+extension NLAService {
+    /// The stop ids of a decoded `sampling_params` on a lane's model: the model's (unless ignore_eos) ∪ stop_token_ids.
+    func stops(_ p: SGLangParams, _ lm: LanguageModel) -> Set<Int> {
+        var s = p.ignoreEos ? Set<Int>() : stopIds(lm)
+        s.formUnion(p.stopTokenIds)
+        return s
     }
 }
 
@@ -222,72 +174,23 @@ enum Generate {
     enum Input { case embeds([Float], rows: Int), ids([Int]) }
 
     static func handle(_ v: JSONValue, service s: NLAService, requestId: String) async throws -> Response {
-        let f = try Fields(v)
-        let laneName = try f.string("model") ?? s.defaultLane
+        let laneName = try GenerateBody.model(v) ?? s.defaultLane
         let lane = try s.lane(laneName)
-        let lm = lane.lm, d = lane.d
-        let given = ["input_embeds", "text", "input_ids"].filter { f.has($0) }
-        guard given.count == 1 else {
-            throw APIError.bad(given.isEmpty ? "give one of input_embeds, text or input_ids"
-                                             : "give only one of input_embeds, text or input_ids (got \(given.joined(separator: ", ")))")
-        }
-        var inputs: [Input] = []
-        var batched = false
-        switch given[0] {
-        case "input_embeds":
-            let e = f.o["input_embeds"]!
-            guard case .array(let items) = e, let first = items.first else {
-                throw APIError.bad("input_embeds: expected [[float × \(d)] × T] (or a list of them), got \(e.typeName == "an array" ? "an empty or flat array" : e.typeName)")
-            }
-            func one(_ x: JSONValue, _ name: String) throws -> Input {
-                let rows = try matrix(x, name, width: d)
-                guard !rows.isEmpty else { throw APIError.bad("\(name): no rows") }
-                var flat: [Float] = []
-                flat.reserveCapacity(rows.count * d)
-                for r in rows { flat += r }
-                return .embeds(flat, rows: rows.count)
-            }
-            if case .array = first {
-                batched = true
-                inputs = try items.enumerated().map { try one($0.element, "input_embeds[\($0.offset)]") }
-            } else {
-                inputs = [try one(e, "input_embeds")]
-            }
-        case "text":
-            switch f.o["text"]! {
-            case .string(let t): inputs = [.ids(lm.tokenizer.encode(t, addSpecialTokens: true))]
-            case .array(let a):
-                batched = true
-                inputs = try a.enumerated().map { (i, x) in
-                    guard case .string(let t) = x else { throw APIError.bad("text[\(i)]: expected a string, got \(x.typeName)") }
-                    return .ids(lm.tokenizer.encode(t, addSpecialTokens: true))
-                }
-            case .floats(let a) where a.isEmpty: batched = true
-            case let x: throw APIError.bad("text: expected a string or a list of strings, got \(x.typeName)")
-            }
-        default:
-            let x = f.o["input_ids"]!
-            switch x {
-            case .floats: inputs = [.ids(try tokenIds(x, "input_ids", vocab: lm.config.vocabSize))]
-            case .array(let a):
-                batched = true
-                inputs = try a.enumerated().map { .ids(try tokenIds($0.element, "input_ids[\($0.offset)]", vocab: lm.config.vocabSize)) }
-            default: throw APIError.bad("input_ids: expected a list of token ids (or a list of them), got \(x.typeName)")
+        let lm = lane.lm
+        let body = try GenerateBody.decode(v, d: lane.d, vocab: lm.config.vocabSize, maxNewTokensLimit: s.options.maxNewTokensLimit)
+        let batched = body.batched
+        let inputs: [Input] = body.inputs.map {
+            switch $0 {
+            case .embeds(let rows, let n): return .embeds(rows, rows: n)
+            case .ids(let ids): return .ids(ids)
+            case .text(let t): return .ids(lm.tokenizer.encode(t, addSpecialTokens: true))
             }
         }
-        guard !inputs.isEmpty else { throw APIError.bad("empty batch: nothing to generate") }
-        // sampling_params: one object for all, or one per input.
-        var params: [(SamplingOptions, Set<Int>, Bool)] = []
-        if let sp = f.o["sampling_params"], case .array(let list) = sp {
-            guard batched, list.count == inputs.count else {
-                throw APIError.bad("sampling_params: a list needs one object per input (\(inputs.count))")
-            }
-            params = try list.enumerated().map { try Sampling.sglang($0.element, field: "sampling_params[\($0.offset)]", service: s, lm: lm) }
-        } else {
-            let p = try Sampling.sglang(f.o["sampling_params"], field: "sampling_params", service: s, lm: lm)
-            params = Array(repeating: p, count: inputs.count)
+        let params = body.params.map { (p: SGLangParams) in (p.options, s.stops(p, lm), p.skipSpecialTokens) }
+        if body.stream { throw APIError.bad("stream: streaming /generate is not supported (use /api/chat for a stream)") }
+        if body.params.contains(where: { !$0.stopStrings.isEmpty }) {
+            throw APIError.bad("sampling_params.stop: stop strings are not supported (use stop_token_ids)")
         }
-        if try f.bool("stream") == true { throw APIError.bad("stream: streaming /generate is not supported (use /api/chat for a stream)") }
         var specs: [GenJob.Spec] = []
         for (i, inp) in inputs.enumerated() {
             let name = batched ? "input \(i)" : "input"
@@ -326,22 +229,11 @@ enum Generate {
 
 enum Chat {
     static func handle(_ v: JSONValue, service s: NLAService) async throws -> Response {
-        let f = try Fields(v)
         let laneName = s.nla ? "target" : "model"
         let lane = try s.lane(laneName)
         let lm = lane.lm
-        guard let m = f.o["messages"], case .array(let list) = m, !list.isEmpty else {
-            throw APIError.bad("messages: expected a non-empty list of {\"role\",\"content\"}")
-        }
-        let messages = try list.enumerated().map { (i, x) -> ChatMessage in
-            let mf = try Fields(x, "messages[\(i)]")
-            guard let role = try mf.string("role"), ["user", "assistant", "system", "model"].contains(role) else {
-                throw APIError.bad("messages[\(i)].role: expected user, assistant or system")
-            }
-            guard let content = try mf.string("content") else { throw APIError.bad("messages[\(i)].content: missing") }
-            return ChatMessage(role: role == "model" ? "assistant" : role, content: content)
-        }
-        let options = try Sampling.api(f, service: s, defaultMaxNew: 256)
+        let body = try ChatBody.decode(v, maxNewTokensLimit: s.options.maxNewTokensLimit)
+        let messages = body.messages, options = body.options
         let promptIds: [Int]
         do { promptIds = try lm.tokenizer.encodeChat(messages, addGenerationPrompt: true) } catch {
             throw APIError.bad("messages: \(error)")
@@ -358,7 +250,7 @@ enum Chat {
                     "conversation_ids": all, "tokens": all.map { lm.tokenizer.decode([$0]) },
                     "finish_reason": r.stoppedOnStopId ? "stop" : "length"]
         }
-        if try f.bool("stream") == false {
+        if !body.stream {
             let r = try await s.generate(lane: laneName, jobs: [spec])
             return Routes.json(done(try r[0].get()))
         }

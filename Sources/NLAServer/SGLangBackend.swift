@@ -11,6 +11,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NLARuntime
+import NLAWire
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -6,6 +6,7 @@ import HTTPTypes
 import Logging
 import NIOCore
 import NLARuntime
+import NLAWire
 
 public struct ServerOptions: Sendable {
     public var host = "127.0.0.1"
