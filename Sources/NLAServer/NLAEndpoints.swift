@@ -24,8 +24,8 @@ private func reconstructAll(_ s: NLAService, _ r: ActivationReconstructor, _ tex
     while start < texts.count {
         try Task.checkCancellation()
         let part = Array(texts[start..<min(start + chunk, texts.count)])
-        let res = try await s.engine.run { () -> [Result<[Float], Error>] in
-            try NLAPipeline.reconstruct(r, explanations: part, batch: max(1, part.count))
+        let res = try await s.engine.run { (control: TaskControl) -> [Result<[Float], Error>] in
+            try NLAPipeline.reconstruct(r, explanations: part, batch: max(1, part.count), isCancelled: { control.isStopped })
         }
         out += res
         start += part.count
@@ -150,6 +150,7 @@ final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     private var n = 0
     func next() -> Int { lock.lock(); defer { lock.unlock() }; n += 1; return n }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return n }
 }
 
 enum NLAEndpoints {

@@ -126,6 +126,37 @@ enum Routes {
         }
     }
 
+    /// SGLang's stream format: `data: {json}` events from `produce`, then `data: [DONE]`; an error becomes a last
+    /// `data: {"error": {"message", "code"}}` event before [DONE]. A client that goes away cancels `produce`.
+    static func sseData(_ produce: @escaping @Sendable (_ send: @escaping @Sendable (Any) -> Void) async throws -> Void) -> Response {
+        let (stream, cont) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .unbounded)
+        let send: @Sendable (Any) -> Void = { obj in
+            var b = ByteBuffer(string: "data: ")
+            b.writeBytes((try? NLAJSON.data(obj)) ?? Data("{}".utf8))
+            b.writeString("\n\n")
+            cont.yield(b)
+        }
+        let work = Task {
+            do { try await produce(send) } catch {
+                let (code, msg) = errorStatus(error)
+                send(["error": ["message": msg.replacingOccurrences(of: "\n", with: " "), "code": code]])
+            }
+            cont.yield(ByteBuffer(string: "data: [DONE]\n\n"))
+            cont.finish()
+        }
+        cont.onTermination = { _ in work.cancel() }
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+                        body: ResponseBody { writer in
+                            do {
+                                for await b in stream { try await writer.write(b) }
+                                try await writer.finish(nil)
+                            } catch {
+                                work.cancel()
+                                throw error
+                            }
+                        })
+    }
+
     /// An SSE response fed by `produce` (events are written as they come; a client that goes away cancels it).
     static func sse(_ produce: @escaping @Sendable (_ send: @escaping @Sendable (String, Any) -> Void) async throws -> Void) -> Response {
         let (stream, cont) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .unbounded)
@@ -186,16 +217,17 @@ enum Generate {
             case .text(let t): return .ids(lm.tokenizer.encode(t, addSpecialTokens: true))
             }
         }
-        let params = body.params.map { (p: SGLangParams) in (p.options, s.stops(p, lm), p.skipSpecialTokens) }
-        if body.stream { throw APIError.bad("stream: streaming /generate is not supported (use /api/chat for a stream)") }
-        if body.params.contains(where: { !$0.stopStrings.isEmpty }) {
-            throw APIError.bad("sampling_params.stop: stop strings are not supported (use stop_token_ids)")
-        }
+        let params = body.params
         var specs: [GenJob.Spec] = []
         for (i, inp) in inputs.enumerated() {
             let name = batched ? "input \(i)" : "input"
             let t: Int
-            var spec = GenJob.Spec(options: params[i].0, stopIds: params[i].1)
+            let p = params[i]
+            var spec = GenJob.Spec(options: p.options, stopIds: s.stops(p, lm))
+            if !p.stopStrings.isEmpty {
+                let strings = p.stopStrings, skip = p.skipSpecialTokens
+                spec.stopCheck = { ids in StopStrings.first(in: lm.tokenizer.decode(ids, skipSpecialTokens: skip), strings) != nil }
+            }
             switch inp {
             case .embeds(let rows, let n): t = n; spec.rows = rows
             case .ids(let ids):
@@ -207,21 +239,95 @@ enum Generate {
             }
             specs.append(spec)
         }
+        if body.stream { return stream(specs, params: params, batched: batched, lane: laneName, lm: lm, service: s, requestId: requestId) }
         let start = Date()
         let results = try await s.generate(lane: laneName, jobs: specs)
         let secs = Date().timeIntervalSince(start)
         var out: [[String: Any]] = []
         for (i, r) in results.enumerated() {
             let jr = try r.get()
-            let textIds = jr.stoppedOnStopId ? Array(jr.ids.dropLast()) : jr.ids
-            let finish: [String: Any] = jr.stoppedOnStopId ? ["type": "stop", "matched": jr.ids.last!]
-                                                           : ["type": "length", "length": jr.ids.count]
-            out.append(["text": lm.tokenizer.decode(textIds, skipSpecialTokens: params[i].2), "output_ids": jr.ids,
-                        "meta_info": ["id": batched ? "\(requestId)-\(i)" : requestId, "prompt_tokens": jr.promptTokens,
-                                      "completion_tokens": jr.ids.count, "cached_tokens": jr.cachedTokens,
-                                      "finish_reason": finish, "e2e_latency": secs]])
+            out.append(reply(lm, ids: jr.ids, result: jr, params: params[i], id: batched ? "\(requestId)-\(i)" : requestId,
+                             promptTokens: jr.promptTokens, cachedTokens: jr.cachedTokens, seconds: secs))
         }
         return Routes.json(batched ? out as Any : out[0] as Any)
+    }
+
+    /// One reply object (SGLang's shape). `result` nil = in progress (a stream event before the last): finish_reason null.
+    static func reply(_ lm: LanguageModel, ids: [Int], result: JobResult?, params: SGLangParams, id: String,
+                      promptTokens: Int, cachedTokens: Int?, seconds: Double) -> [String: Any] {
+        let onStopId = result?.stoppedOnStopId ?? false
+        let textIds = onStopId ? Array(ids.dropLast()) : ids
+        var text = lm.tokenizer.decode(textIds, skipSpecialTokens: params.skipSpecialTokens)
+        var matched: String?
+        if !params.stopStrings.isEmpty, let (m, at) = StopStrings.first(in: text, params.stopStrings) {
+            // The text is cut before the stop string (SGLang's default trim).
+            text = String(text[..<at])
+            matched = m
+        }
+        let finish: Any
+        if let m = matched, result != nil {
+            finish = ["type": "stop", "matched": m]
+        } else if let r = result {
+            finish = r.stoppedOnStopId ? ["type": "stop", "matched": ids.last!] as [String: Any] : ["type": "length", "length": ids.count]
+        } else {
+            finish = NSNull()
+        }
+        var meta: [String: Any] = ["id": id, "prompt_tokens": promptTokens, "completion_tokens": ids.count,
+                                   "finish_reason": finish, "e2e_latency": seconds]
+        // Known once the prompt ran; stream events before the last leave it out.
+        if let cachedTokens { meta["cached_tokens"] = cachedTokens }
+        return ["text": text, "output_ids": ids, "meta_info": meta]
+    }
+
+    /// `"stream": true`: server-sent events as SGLang sends them, `data: {reply so far}` per new token (cumulative
+    /// text and output_ids, finish_reason null until the last token, whose event carries it), then `data: [DONE]`.
+    /// A batch streams every input's events interleaved, each with its `index`. An error ends the stream with
+    /// `data: {"error": {"message", "code"}}` before [DONE]. A client that goes away cancels the jobs.
+    static func stream(_ specs: [GenJob.Spec], params: [SGLangParams], batched: Bool, lane: String, lm: LanguageModel,
+                       service s: NLAService, requestId: String) -> Response {
+        Routes.sseData { send in
+            let start = Date()
+            let state = StreamState(count: specs.count)
+            let prompts = specs.map { $0.ids?.count ?? $0.rows.count / lm.config.hiddenSize }
+            @Sendable func event(_ i: Int, ids: [Int], result: JobResult?, prompt: Int, cached: Int?) -> [String: Any] {
+                var o = reply(lm, ids: ids, result: result, params: params[i], id: batched ? "\(requestId)-\(i)" : requestId,
+                              promptTokens: prompt, cachedTokens: cached, seconds: Date().timeIntervalSince(start))
+                if batched { o["index"] = i }
+                return o
+            }
+            // Each token's event is sent when the next token (or the finish) of the same input arrives, so the
+            // last token's event carries the finish reason and every event is one new token.
+            let results = try await s.generate(lane: lane, jobs: specs, onToken: { i, id in
+                if let prev = state.push(i, id) { send(event(i, ids: prev, result: nil, prompt: prompts[i], cached: nil)) }
+            }, onDone: { i, r in
+                if case .success(let jr) = r { send(event(i, ids: jr.ids, result: jr, prompt: jr.promptTokens, cached: jr.cachedTokens)) }
+            })
+            for r in results { _ = try r.get() }
+        }
+    }
+}
+
+/// Per input of a stream: the ids so far; `push` returns the ids of the event to send now (all but the new token).
+final class StreamState: @unchecked Sendable {
+    private let lock = NSLock()
+    private var ids: [[Int]]
+    init(count: Int) { ids = Array(repeating: [], count: count) }
+    func push(_ i: Int, _ id: Int) -> [Int]? {
+        lock.lock(); defer { lock.unlock() }
+        let prev = ids[i]
+        ids[i].append(id)
+        return prev.isEmpty ? nil : prev
+    }
+}
+
+/// Stop strings: the earliest occurrence of any of them in a text.
+enum StopStrings {
+    static func first(in text: String, _ strings: [String]) -> (String, String.Index)? {
+        var best: (String, String.Index)?
+        for s in strings {
+            if let r = text.range(of: s), best == nil || r.lowerBound < best!.1 { best = (s, r.lowerBound) }
+        }
+        return best
     }
 }
 

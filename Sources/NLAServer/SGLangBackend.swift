@@ -97,7 +97,7 @@ public struct SGLangBackend: VerbalizeBackend {
         var sp: [String: Any] = ["temperature": Double(options.temperature), "max_new_tokens": options.maxNewTokens,
                                  "top_k": options.topK > 0 ? options.topK : -1, "top_p": Double(options.topP),
                                  "skip_special_tokens": false]
-        if options.temperature > 0 { sp["sampling_seed"] = options.seed }
+        if options.temperature > 0 { sp["sampling_seed"] = Int(clamping: options.seed) }
         if ignoreStopIds { sp["ignore_eos"] = true } else { sp["stop_token_ids"] = stopIds.sorted() }
         out += Array(((try? NLAJSON.data(sp)) ?? Data("{}".utf8)))
         out.append(UInt8(ascii: "}"))

@@ -66,6 +66,7 @@ package enum WireSampling {
         case nil, .null?: return []
         case .string(let s)?: out = [s]
         case .floats(let a)? where a.isEmpty: return []
+        case .floats?: throw APIError.bad("\(field)[0]: expected a string, got a number")
         case .array(let a)?:
             out = try a.enumerated().map { (i, x) in
                 guard case .string(let s) = x else { throw APIError.bad("\(field)[\(i)]: expected a string, got \(x.typeName)") }
