@@ -30,7 +30,8 @@ package enum WireSampling {
 
     /// SGLang's `sampling_params` (defaults as SGLang's: temperature 1, max_new_tokens 128, top_k -1 = off).
     package static func sglang(_ v: JSONValue?, field: String, maxNewTokensLimit: Int, vocab: Int) throws -> SGLangParams {
-        var p = SGLangParams(options: SamplingOptions(temperature: 1, maxNewTokens: 128))
+        // SGLang's default of 128 new tokens, within the server's limit (a fuzz finding: the default passed a lower limit).
+        var p = SGLangParams(options: SamplingOptions(temperature: 1, maxNewTokens: min(128, maxNewTokensLimit)))
         guard let v, v != .null else { return p }
         let f = try Fields(v, field)
         if let t = try f.double("temperature") {
