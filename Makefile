@@ -78,7 +78,7 @@ bench-batched-peer: test-model build
 ## Coverage-guided fuzzing of every file reader (libFuzzer; README "Fuzzing"): a separate build in
 ## .build-fuzz with -sanitize=fuzzer, then each target for FUZZ_SECONDS from the seeds in fuzz/corpus.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= safetensors gguf config generation_config tokenizer tokenizer_config special_tokens_map nla_meta vectors_npy vectors_jsonl vectors_safetensors
+FUZZ_TARGETS ?= safetensors gguf config generation_config tokenizer tokenizer_config special_tokens_map nla_meta vectors_npy vectors_jsonl vectors_safetensors http_bodies
 
 fuzz-build: system-deps
 	$(SWIFT) build -c release --scratch-path .build-fuzz --product nla-fuzz \

@@ -44,7 +44,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
-        // `nla serve` (Sources/NLAServer): Hummingbird 2 on SwiftNIO; AsyncHTTPClient only in its tests.
+        // `nla serve` (Sources/NLAServer): Hummingbird 2 on SwiftNIO; AsyncHTTPClient for `--backend sglang` and the tests.
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -69,11 +69,15 @@ let package = Package(
             dependencies: ["Quant", "SIMDKernels", .product(name: "Yams", package: "Yams")],
             path: "Sources/NLARuntime"
         ),
+        // The request bodies of `nla serve` decoded without a model or a network (JSON reader, /generate and /api/*
+        // bodies): used by NLAServer and by the fuzz target http_bodies (no Hummingbird/NIO in the fuzz build).
+        .target(name: "NLAWire", dependencies: ["NLARuntime"], path: "Sources/NLAWire"),
         // The HTTP server of `nla serve` (JSON API, SGLang-compatible /generate, the page); a library so tests start it in-process.
         .target(
             name: "NLAServer",
-            dependencies: ["NLARuntime",
+            dependencies: ["NLARuntime", "NLAWire",
                            .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "AsyncHTTPClient", package: "async-http-client"),
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "Yams", package: "Yams")],
             path: "Sources/NLAServer"
@@ -92,7 +96,7 @@ let package = Package(
         .target(name: "CFuzzSupport", path: "fuzz/CFuzzSupport"),
         .executableTarget(
             name: "nla-fuzz",
-            dependencies: ["NLARuntime", "Quant", "CFuzzSupport"],
+            dependencies: ["NLARuntime", "Quant", "CFuzzSupport", "NLAWire"],
             path: "fuzz/Sources/nla-fuzz"
         ),
         // Test support shared by the test targets: paths (fixtures, cache, temp dirs, the nla binary), the
@@ -108,7 +112,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NLAServerTests",
-            dependencies: ["NLAServer", "NLARuntime",
+            dependencies: ["NLAServer", "NLAWire", "NLARuntime", "NLATestSupport",
                            .product(name: "AsyncHTTPClient", package: "async-http-client")],
             path: "Tests/NLAServerTests"
         ),

@@ -108,6 +108,23 @@ for name in ("av", "ar"):
     if os.path.exists(src):
         put("nla_meta", f"demo_{name}.yaml", open(src, "rb").read())
 
+# HTTP request bodies of `nla serve` (target http_bodies: every route's decoder on the same bytes; width 4, vocab 300)
+row = [0.5, -1.25, 3e-05, 1e+20]
+sp = {"temperature": 0, "max_new_tokens": 8, "top_p": 1, "top_k": -1, "stop_token_ids": [1, 106], "skip_special_tokens": False}
+for name, body in [
+    ("generate_embeds.json", {"input_embeds": [row, row], "sampling_params": sp}),
+    ("generate_batch.json", {"input_embeds": [[row], [row, row]], "sampling_params": [sp, {"temperature": 0.7, "sampling_seed": 3, "stop": ["\n\n", "</explanation>"]}], "stream": True}),
+    ("generate_text.json", {"text": ["hi", "there"], "sampling_params": {"stop": "x", "ignore_eos": True, "n": 1}, "model": "av"}),
+    ("generate_ids.json", {"input_ids": [2, 9259, 299], "sampling_params": {"max_new_tokens": 3, "repetition_penalty": 1}}),
+    ("chat.json", {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}], "max_new_tokens": 16, "stream": False}),
+    ("explain_ids.json", {"ids": [2, 3, 4, 5], "prompt_length": 2, "positions": [1, 3], "fve_baseline": 0.05, "temperature": 0}),
+    ("explain_prompt.json", {"prompt": "What is \u00e9?", "chat": True, "reply": "A letter.", "positions": "4-", "max_reply_tokens": 4, "stream": True}),
+    ("verbalize.json", {"vectors": [row, row], "max_new_tokens": 12, "top_k": 5, "seed": 1}),
+    ("verbalize_one.json", {"vector": row}),
+    ("score.json", {"explanation": "<explanation>a city</explanation>", "gold": row, "fve_baseline": 0.0579}),
+]:
+    put("http_bodies", name, json.dumps(body, ensure_ascii=False))
+
 # GGUF (with embedded config.json, like quantize writes)
 try:
     import gguf

@@ -26,6 +26,7 @@ public struct DecodeJob {
 public struct DecodeOutcome: Sendable, Equatable {
     public var ids: [Int]
     public var stoppedOnStopId: Bool
+    public init(ids: [Int], stoppedOnStopId: Bool) { self.ids = ids; self.stoppedOnStopId = stoppedOnStopId }
 }
 
 public enum BatchDecodeEvent {

@@ -11,6 +11,7 @@
 
 import Foundation
 import NLARuntime
+import NLAWire
 
 /// The outcome of one generation job.
 public struct JobResult: Sendable {
@@ -20,6 +21,8 @@ public struct JobResult: Sendable {
     public var promptTokens: Int
     /// Leading prompt rows whose KV came from the prefix cache.
     public var cachedTokens: Int
+    /// Generation stopped because the job's text check matched (a stop string).
+    public var stoppedOnText = false
 }
 
 /// Where a job reports: tokens as they come, then exactly one finish. Thread-safe.
@@ -54,6 +57,28 @@ public final class JobSink: @unchecked Sendable {
     }
 }
 
+/// Cancellation and deadline of one engine task (capture, AR).
+public final class TaskControl: @unchecked Sendable {
+    private let lock = NSLock()
+    private var cancelled = false
+    let deadline: Date
+    let timeout: Double
+
+    init(deadline: Date, timeout: Double) { self.deadline = deadline; self.timeout = timeout }
+
+    func cancel() { lock.lock(); cancelled = true; lock.unlock() }
+
+    /// Why the task must stop (cancelled, past the deadline), nil to go on.
+    var stopReason: Error? {
+        lock.lock(); let c = cancelled; lock.unlock()
+        if c { return EngineError.cancelled }
+        if Date() > deadline { return APIError(504, "request timed out after \(Int(timeout)) s") }
+        return nil
+    }
+
+    var isStopped: Bool { stopReason != nil }
+}
+
 public enum EngineError: Error, CustomStringConvertible {
     case cancelled
     public var description: String { "request cancelled" }
@@ -65,6 +90,9 @@ struct GenJob {
     var options: SamplingOptions
     var stopIds: Set<Int>
     var sink: JobSink
+    /// Checked after every token that is not a stop id, on the engine thread, with the ids so far: true ends the
+    /// job (stop strings).
+    var stopCheck: (@Sendable ([Int]) -> Bool)? = nil
 }
 
 /// One generative model's continuous batch.
@@ -230,8 +258,10 @@ final class Lane {
             tokens += 1
             a.job.sink.onToken(tok)
             let stop = a.job.stopIds.contains(tok)
-            if stop || a.out.count >= a.job.options.maxNewTokens || cache.position >= cache.capacity {
-                a.job.sink.finish(.success(JobResult(ids: a.out, stoppedOnStopId: stop, promptTokens: a.promptTokens, cachedTokens: a.cachedTokens)))
+            let textStop = !stop && (a.job.stopCheck?(a.out) ?? false)
+            if stop || textStop || a.out.count >= a.job.options.maxNewTokens || cache.position >= cache.capacity {
+                a.job.sink.finish(.success(JobResult(ids: a.out, stoppedOnStopId: stop, promptTokens: a.promptTokens, cachedTokens: a.cachedTokens,
+                                                     stoppedOnText: textStop)))
                 slots[s] = nil
             } else {
                 do {
@@ -312,17 +342,35 @@ public final class Engine: @unchecked Sendable {
 
     /// Run `body` on the engine thread between decode steps and return its result.
     func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
-            cond.lock()
-            if queuedLocked + 1 > maxQueue {
-                let n = queuedLocked
+        try await run { (_: TaskControl) in try body() }
+    }
+
+    /// Run `body` on the engine thread between decode steps, cancellable and with the request timeout: a task whose
+    /// caller was cancelled (the client went away) or whose deadline passed while it waited is not run; a running one
+    /// sees `control.isStopped` (work that checks it, such as the AR batches, stops between steps) and its result is
+    /// replaced by the stop reason (cancelled, or 504).
+    func run<T: Sendable>(_ body: @escaping @Sendable (TaskControl) throws -> T) async throws -> T {
+        let control = TaskControl(deadline: Date().addingTimeInterval(timeout), timeout: timeout)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
+                cond.lock()
+                if queuedLocked + 1 > maxQueue {
+                    let n = queuedLocked
+                    cond.unlock()
+                    c.resume(throwing: APIError(429, "queue full (\(n) waiting, limit \(maxQueue)); retry later"))
+                    return
+                }
+                tasks.append {
+                    if let e = control.stopReason { c.resume(throwing: e); return }
+                    let r = Result { try body(control) }
+                    if let e = control.stopReason { c.resume(throwing: e); return }
+                    c.resume(with: r)
+                }
+                cond.signal()
                 cond.unlock()
-                c.resume(throwing: APIError(429, "queue full (\(n) waiting, limit \(maxQueue)); retry later"))
-                return
             }
-            tasks.append { c.resume(with: Result { try body() }) }
-            cond.signal()
-            cond.unlock()
+        } onCancel: {
+            control.cancel()
         }
     }
 

@@ -6,6 +6,7 @@
 import Foundation
 import Hummingbird
 import NLARuntime
+import NLAWire
 
 private func requireNLA(_ s: NLAService, _ what: String) throws -> (ActivationVerbalizer, ActivationReconstructor, LanguageModel, Int) {
     guard let v = s.verbalizer, let r = s.reconstructor, let t = s.target, let k = s.layer else {
@@ -23,8 +24,8 @@ private func reconstructAll(_ s: NLAService, _ r: ActivationReconstructor, _ tex
     while start < texts.count {
         try Task.checkCancellation()
         let part = Array(texts[start..<min(start + chunk, texts.count)])
-        let res = try await s.engine.run { () -> [Result<[Float], Error>] in
-            try NLAPipeline.reconstruct(r, explanations: part, batch: max(1, part.count))
+        let res = try await s.engine.run { (control: TaskControl) -> [Result<[Float], Error>] in
+            try NLAPipeline.reconstruct(r, explanations: part, batch: max(1, part.count), isCancelled: { control.isStopped })
         }
         out += res
         start += part.count
@@ -44,38 +45,19 @@ enum Explain {
     /// Build the report (progress: (event, object) for the SSE stream).
     static func run(_ v: JSONValue, service s: NLAService, progress: @escaping @Sendable (String, Any) -> Void) async throws -> ExplainReport {
         let (verbalizer, reconstructor, target, layer) = try requireNLA(s, "explain")
-        let f = try Fields(v)
-        let sampling = try Sampling.api(f, service: s, defaultMaxNew: 200)
-        let spec: NLAPositionSpec
-        switch f.o["positions"] {
-        case nil, .null?: spec = .all
-        case .string(let str)?:
-            do { spec = try NLAPositionSpec.parse(str) } catch { throw APIError.bad("positions: \(error)") }
-        case .floats(let a)?:
-            guard !a.isEmpty else { throw APIError.bad("positions: empty list") }
-            let list = try a.enumerated().map { (j, x) -> String in
-                guard x >= 0, x == x.rounded(), x < 1e9 else { throw APIError.bad("positions[\(j)]: \(x) is not a position") }
-                return String(Int(x))
-            }
-            spec = try NLAPositionSpec.parse(list.joined(separator: ","))
-        case let x?: throw APIError.bad("positions: expected \"all\", a spec like \"4-\" or a list of positions, got \(x.typeName)")
-        }
-        let baseline = try f.double("fve_baseline") ?? s.options.fveBaseline ?? FVEBaselines.builtIn(dModel: reconstructor.dModel, layer: layer)
+        let body = try ExplainBody.decode(v, vocab: target.config.vocabSize, maxNewTokensLimit: s.options.maxNewTokensLimit)
+        let sampling = body.sampling, spec = body.positions
+        let baseline = body.fveBaseline ?? s.options.fveBaseline ?? FVEBaselines.builtIn(dModel: reconstructor.dModel, layer: layer)
         let context = min(target.config.maxPositionEmbeddings, s.options.context)
         // What to capture: explicit ids, or a prompt (and reply).
         let captured: CapturedActivations
         progress("progress", ["phase": "capture", "done": 0, "total": 1])
-        if let idsValue = f.o["ids"], idsValue != .null {
-            let ids = try tokenIds(idsValue, "ids", vocab: target.config.vocabSize)
-            guard !ids.isEmpty else { throw APIError.bad("ids: empty") }
+        switch body.source {
+        case .ids(let ids, let promptLength):
             guard ids.count <= context else { throw APIError.bad("ids: \(ids.count) tokens exceed the context of \(context) (--context)") }
-            let pl = try f.int("prompt_length", min: 0, max: ids.count) ?? ids.count
+            let pl = promptLength ?? ids.count
             captured = try await s.engine.run { try ActivationCapture.capture(target: target, layer: layer, ids: ids, promptLength: pl) }
-        } else {
-            guard let prompt = try f.string("prompt") else { throw APIError.bad("give ids (and prompt_length) or prompt") }
-            let chat = try f.bool("chat") ?? true
-            let reply = try f.string("reply")
-            let maxReply = try f.int("max_reply_tokens", min: 0, max: s.options.maxNewTokensLimit) ?? 64
+        case .prompt(let prompt, let chat, let reply, let maxReply):
             let promptTokens = try target.promptIds(prompt, chat: chat).count
             guard promptTokens + (reply == nil ? maxReply : 0) <= context else {
                 throw APIError.bad("prompt: \(promptTokens) tokens (+ \(maxReply) reply) exceed the context of \(context) (--context)")
@@ -155,8 +137,8 @@ enum Explain {
     }
 
     static func stream(_ v: JSONValue, service s: NLAService) async throws -> Response {
-        _ = try requireNLA(s, "explain")
-        _ = try Fields(v)
+        let (_, _, target, _) = try requireNLA(s, "explain")
+        _ = try ExplainBody.decode(v, vocab: target.config.vocabSize, maxNewTokensLimit: s.options.maxNewTokensLimit)
         return Routes.sse { send in
             let report = try await run(v, service: s, progress: send)
             send("report", try JSONSerialization.jsonObject(with: try report.jsonData()))
@@ -168,32 +150,20 @@ final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     private var n = 0
     func next() -> Int { lock.lock(); defer { lock.unlock() }; n += 1; return n }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return n }
 }
 
 enum NLAEndpoints {
     /// `{"vectors": [[f32 × d] × n]}` (or `"vector"`) → `[{"ids","text","explanation"}]` as `nla verbalize --json`.
     static func verbalize(_ v: JSONValue, service s: NLAService) async throws -> Any {
         let (verbalizer, _, _, _) = try requireNLA(s, "verbalize")
-        let f = try Fields(v)
-        let sampling = try Sampling.api(f, service: s, defaultMaxNew: 200)
-        var vectors: [[Float]]
-        if let one = f.o["vector"], one != .null {
-            guard !f.has("vectors") else { throw APIError.bad("give vector or vectors, not both") }
-            vectors = [try vector(one, "vector")]
-        } else if let many = f.o["vectors"], many != .null {
-            vectors = try matrix(many, "vectors", width: nil)
-        } else {
-            throw APIError.bad("vectors: missing (a list of activation vectors of \(verbalizer.dModel) floats)")
-        }
-        guard !vectors.isEmpty else { throw APIError.bad("vectors: empty list") }
-        guard vectors.count <= s.options.maxExplainPositions else {
-            throw APIError.bad("vectors: \(vectors.count) vectors exceed the limit of \(s.options.maxExplainPositions) per request")
-        }
+        let body = try VerbalizeBody.decode(v, d: verbalizer.dModel, maxNewTokensLimit: s.options.maxNewTokensLimit,
+                                            maxVectors: s.options.maxExplainPositions)
+        let sampling = body.sampling
         var specs: [GenJob.Spec] = []
-        for (i, x) in vectors.enumerated() {
-            let name = f.has("vector") ? "vector" : "vectors[\(i)]"
+        for (i, x) in body.vectors.enumerated() {
             do { specs.append(GenJob.Spec(rows: try verbalizer.inputEmbeddings(for: x), options: sampling, stopIds: verbalizer.stopIds)) } catch {
-                throw APIError.bad("\(name): \(error)")
+                throw APIError.bad("\(body.name(i)): \(error)")
             }
         }
         let results = try await s.generate(lane: "av", jobs: specs)
@@ -203,15 +173,10 @@ enum NLAEndpoints {
         }
     }
 
-    static func explanation(_ f: Fields) throws -> String {
-        guard let e = try f.string("explanation") else { throw APIError.bad("explanation: missing (the text to reconstruct)") }
-        return e
-    }
-
     /// `{"explanation"}` → `{"vector","norm"}` as `nla reconstruct --json`.
     static func reconstruct(_ v: JSONValue, service s: NLAService) async throws -> Any {
         let (_, r, _, _) = try requireNLA(s, "reconstruct")
-        let e = try explanation(try Fields(v))
+        let e = try ScoreBody.decodeReconstruct(v)
         let vec = try await s.engine.run { try r.reconstruct(e) }
         return NLAJSON.reconstruction(vec)
     }
@@ -219,11 +184,9 @@ enum NLAEndpoints {
     /// `{"explanation","gold"[,"fve_baseline"]}` → `{"mse_nrm","cos","fve_nrm"}` as `nla score --json`.
     static func score(_ v: JSONValue, service s: NLAService) async throws -> Any {
         let (_, r, _, k) = try requireNLA(s, "score")
-        let f = try Fields(v)
-        let e = try explanation(f)
-        guard let gold = try f.floats("gold") else { throw APIError.bad("gold: missing (the gold activation vector, \(r.dModel) floats)") }
-        do { try NLAVectorMath.validate(gold, d: r.dModel, label: "gold") } catch { throw APIError.bad("\(error)") }
-        let baseline = try f.double("fve_baseline") ?? s.options.fveBaseline ?? FVEBaselines.builtIn(dModel: r.dModel, layer: k)
+        let body = try ScoreBody.decodeScore(v, d: r.dModel)
+        let e = body.explanation, gold = body.gold!
+        let baseline = body.fveBaseline ?? s.options.fveBaseline ?? FVEBaselines.builtIn(dModel: r.dModel, layer: k)
         let sc = try await s.engine.run { try r.score(prediction: try r.reconstruct(e), gold: gold, fveBaseline: baseline) }
         return sc.jsonObject
     }

@@ -49,6 +49,13 @@ components:
         ignore_eos: {type: boolean, default: false}
         sampling_seed: {type: integer, minimum: 0}
         n: {type: integer, enum: [1]}
+        stop:
+          description: 'stop strings (at most 16, each at most 256 bytes); generation ends when the decoded text contains one,
+            the text is cut before it and finish_reason is {"type":"stop","matched":"<string>"}'
+          oneOf:
+            - type: string
+            - type: array
+              items: {type: string}
     GenerateRequest:
       type: object
       description: Exactly one of input_embeds, text or input_ids; a list of them is a batch (the reply is then a list).
@@ -77,7 +84,9 @@ components:
           description: Which loaded model generates (model | target | av); default av with an NLA pair, else model.
         stream:
           type: boolean
-          enum: [false]
+          default: false
+          description: 'server-sent events as SGLang sends them: "data: {GenerateReply so far}" per new token (cumulative text and
+            output_ids; finish_reason null until the last token; "index" in a batch), then "data: [DONE]"'
     GenerateReply:
       type: object
       required: [text, output_ids, meta_info]
@@ -98,7 +107,11 @@ components:
               required: [type]
               properties:
                 type: {type: string, enum: [stop, length]}
-                matched: {type: integer}
+                matched:
+                  description: the stop id, or the stop string
+                  oneOf:
+                    - type: integer
+                    - type: string
                 length: {type: integer}
     Sampling:
       type: object
@@ -352,7 +365,7 @@ paths:
             schema: {$ref: '#/components/schemas/GenerateRequest'}
       responses:
         "200":
-          description: one reply, or a list for a batch
+          description: one reply, or a list for a batch (with stream true, server-sent events)
           content:
             application/json:
               schema:
@@ -360,6 +373,8 @@ paths:
                   - $ref: '#/components/schemas/GenerateReply'
                   - type: array
                     items: {$ref: '#/components/schemas/GenerateReply'}
+            text/event-stream:
+              schema: {type: string}
         "400": {$ref: '#/components/responses/BadRequest'}
         "401": {$ref: '#/components/responses/Unauthorized'}
         "404": {$ref: '#/components/responses/NotFound'}

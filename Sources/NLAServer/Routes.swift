@@ -6,6 +6,7 @@ import HTTPTypes
 import Logging
 import NIOCore
 import NLARuntime
+import NLAWire
 
 enum Routes {
     static func install(on router: Router<BasicRequestContext>, service s: NLAService) {
@@ -125,6 +126,37 @@ enum Routes {
         }
     }
 
+    /// SGLang's stream format: `data: {json}` events from `produce`, then `data: [DONE]`; an error becomes a last
+    /// `data: {"error": {"message", "code"}}` event before [DONE]. A client that goes away cancels `produce`.
+    static func sseData(_ produce: @escaping @Sendable (_ send: @escaping @Sendable (Any) -> Void) async throws -> Void) -> Response {
+        let (stream, cont) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .unbounded)
+        let send: @Sendable (Any) -> Void = { obj in
+            var b = ByteBuffer(string: "data: ")
+            b.writeBytes((try? NLAJSON.data(obj)) ?? Data("{}".utf8))
+            b.writeString("\n\n")
+            cont.yield(b)
+        }
+        let work = Task {
+            do { try await produce(send) } catch {
+                let (code, msg) = errorStatus(error)
+                send(["error": ["message": msg.replacingOccurrences(of: "\n", with: " "), "code": code]])
+            }
+            cont.yield(ByteBuffer(string: "data: [DONE]\n\n"))
+            cont.finish()
+        }
+        cont.onTermination = { _ in work.cancel() }
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+                        body: ResponseBody { writer in
+                            do {
+                                for await b in stream { try await writer.write(b) }
+                                try await writer.finish(nil)
+                            } catch {
+                                work.cancel()
+                                throw error
+                            }
+                        })
+    }
+
     /// An SSE response fed by `produce` (events are written as they come; a client that goes away cancels it).
     static func sse(_ produce: @escaping @Sendable (_ send: @escaping @Sendable (String, Any) -> Void) async throws -> Void) -> Response {
         let (stream, cont) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .unbounded)
@@ -158,61 +190,12 @@ enum Routes {
 
 // MARK: - sampling parameters
 
-enum Sampling {
-    /// SGLang's `sampling_params` (defaults as SGLang's: temperature 1, max_new_tokens 128, top_k -1 = off).
-    static func sglang(_ v: JSONValue?, field: String, service s: NLAService, lm: LanguageModel) throws -> (SamplingOptions, Set<Int>, Bool) {
-        var o = SamplingOptions(temperature: 1, maxNewTokens: 128)
-        var stops = s.stopIds(lm)
-        var skipSpecial = true
-        guard let v, v != .null else { return (o, stops, skipSpecial) }
-        let f = try Fields(v, field)
-        if let t = try f.double("temperature") {
-            guard t >= 0 else { throw APIError.bad("\(field).temperature: must be >= 0") }
-            o.temperature = Float(t)
-        }
-        if let n = try f.int("max_new_tokens", min: 0, max: s.options.maxNewTokensLimit) { o.maxNewTokens = n }
-        if let p = try f.double("top_p") {
-            guard p > 0, p <= 1 else { throw APIError.bad("\(field).top_p: must be in (0, 1]") }
-            o.topP = Float(p)
-        }
-        if let k = try f.int("top_k", min: -1) { o.topK = max(k, 0) }
-        if let seed = try f.int("sampling_seed", min: 0) { o.seed = UInt64(seed) } else if let seed = try f.int("seed", min: 0) { o.seed = UInt64(seed) }
-        if let n = try f.int("n"), n != 1 { throw APIError.bad("\(field).n: only n = 1 is supported") }
-        for k in ["frequency_penalty", "presence_penalty", "min_p"] {
-            if let x = try f.double(k), x != 0 { throw APIError.bad("\(field).\(k): not supported (only 0)") }
-        }
-        if let x = try f.double("repetition_penalty"), x != 1 { throw APIError.bad("\(field).repetition_penalty: not supported (only 1)") }
-        if let stop = f.o["stop"], stop != .null {
-            switch stop {
-            case .floats(let a) where a.isEmpty: break
-            case .array(let a) where a.isEmpty: break
-            case .string(let str) where str.isEmpty: break
-            default: throw APIError.bad("\(field).stop: stop strings are not supported (use stop_token_ids)")
-            }
-        }
-        if try f.bool("ignore_eos") == true { stops = [] }
-        if let ids = f.o["stop_token_ids"], ids != .null {
-            stops.formUnion(try tokenIds(ids, "\(field).stop_token_ids", vocab: lm.config.vocabSize))
-        }
-        if let sk = try f.bool("skip_special_tokens") { skipSpecial = sk }
-        return (o, stops, skipSpecial)
-    }
-
-    /// The API's own sampling fields (defaults: greedy).
-    static func api(_ f: Fields, service s: NLAService, defaultMaxNew: Int) throws -> SamplingOptions {
-        var o = SamplingOptions(temperature: 0, maxNewTokens: defaultMaxNew)
-        if let t = try f.double("temperature") {
-            guard t >= 0 else { throw APIError.bad("temperature: must be >= 0") }
-            o.temperature = Float(t)
-        }
-        if let n = try f.int("max_new_tokens", min: 0, max: s.options.maxNewTokensLimit) { o.maxNewTokens = n }
-        if let p = try f.double("top_p") {
-            guard p > 0, p <= 1 else { throw APIError.bad("top_p: must be in (0, 1]") }
-            o.topP = Float(p)
-        }
-        if let k = try f.int("top_k", min: 0) { o.topK = k }
-        if let seed = try f.int("seed", min: 0) { o.seed = UInt64(seed) }
-        return o
+extension NLAService {
+    /// The stop ids of a decoded `sampling_params` on a lane's model: the model's (unless ignore_eos) ∪ stop_token_ids.
+    func stops(_ p: SGLangParams, _ lm: LanguageModel) -> Set<Int> {
+        var s = p.ignoreEos ? Set<Int>() : stopIds(lm)
+        s.formUnion(p.stopTokenIds)
+        return s
     }
 }
 
@@ -222,77 +205,29 @@ enum Generate {
     enum Input { case embeds([Float], rows: Int), ids([Int]) }
 
     static func handle(_ v: JSONValue, service s: NLAService, requestId: String) async throws -> Response {
-        let f = try Fields(v)
-        let laneName = try f.string("model") ?? s.defaultLane
+        let laneName = try GenerateBody.model(v) ?? s.defaultLane
         let lane = try s.lane(laneName)
-        let lm = lane.lm, d = lane.d
-        let given = ["input_embeds", "text", "input_ids"].filter { f.has($0) }
-        guard given.count == 1 else {
-            throw APIError.bad(given.isEmpty ? "give one of input_embeds, text or input_ids"
-                                             : "give only one of input_embeds, text or input_ids (got \(given.joined(separator: ", ")))")
-        }
-        var inputs: [Input] = []
-        var batched = false
-        switch given[0] {
-        case "input_embeds":
-            let e = f.o["input_embeds"]!
-            guard case .array(let items) = e, let first = items.first else {
-                throw APIError.bad("input_embeds: expected [[float × \(d)] × T] (or a list of them), got \(e.typeName == "an array" ? "an empty or flat array" : e.typeName)")
-            }
-            func one(_ x: JSONValue, _ name: String) throws -> Input {
-                let rows = try matrix(x, name, width: d)
-                guard !rows.isEmpty else { throw APIError.bad("\(name): no rows") }
-                var flat: [Float] = []
-                flat.reserveCapacity(rows.count * d)
-                for r in rows { flat += r }
-                return .embeds(flat, rows: rows.count)
-            }
-            if case .array = first {
-                batched = true
-                inputs = try items.enumerated().map { try one($0.element, "input_embeds[\($0.offset)]") }
-            } else {
-                inputs = [try one(e, "input_embeds")]
-            }
-        case "text":
-            switch f.o["text"]! {
-            case .string(let t): inputs = [.ids(lm.tokenizer.encode(t, addSpecialTokens: true))]
-            case .array(let a):
-                batched = true
-                inputs = try a.enumerated().map { (i, x) in
-                    guard case .string(let t) = x else { throw APIError.bad("text[\(i)]: expected a string, got \(x.typeName)") }
-                    return .ids(lm.tokenizer.encode(t, addSpecialTokens: true))
-                }
-            case .floats(let a) where a.isEmpty: batched = true
-            case let x: throw APIError.bad("text: expected a string or a list of strings, got \(x.typeName)")
-            }
-        default:
-            let x = f.o["input_ids"]!
-            switch x {
-            case .floats: inputs = [.ids(try tokenIds(x, "input_ids", vocab: lm.config.vocabSize))]
-            case .array(let a):
-                batched = true
-                inputs = try a.enumerated().map { .ids(try tokenIds($0.element, "input_ids[\($0.offset)]", vocab: lm.config.vocabSize)) }
-            default: throw APIError.bad("input_ids: expected a list of token ids (or a list of them), got \(x.typeName)")
+        let lm = lane.lm
+        let body = try GenerateBody.decode(v, d: lane.d, vocab: lm.config.vocabSize, maxNewTokensLimit: s.options.maxNewTokensLimit)
+        let batched = body.batched
+        let inputs: [Input] = body.inputs.map {
+            switch $0 {
+            case .embeds(let rows, let n): return .embeds(rows, rows: n)
+            case .ids(let ids): return .ids(ids)
+            case .text(let t): return .ids(lm.tokenizer.encode(t, addSpecialTokens: true))
             }
         }
-        guard !inputs.isEmpty else { throw APIError.bad("empty batch: nothing to generate") }
-        // sampling_params: one object for all, or one per input.
-        var params: [(SamplingOptions, Set<Int>, Bool)] = []
-        if let sp = f.o["sampling_params"], case .array(let list) = sp {
-            guard batched, list.count == inputs.count else {
-                throw APIError.bad("sampling_params: a list needs one object per input (\(inputs.count))")
-            }
-            params = try list.enumerated().map { try Sampling.sglang($0.element, field: "sampling_params[\($0.offset)]", service: s, lm: lm) }
-        } else {
-            let p = try Sampling.sglang(f.o["sampling_params"], field: "sampling_params", service: s, lm: lm)
-            params = Array(repeating: p, count: inputs.count)
-        }
-        if try f.bool("stream") == true { throw APIError.bad("stream: streaming /generate is not supported (use /api/chat for a stream)") }
+        let params = body.params
         var specs: [GenJob.Spec] = []
         for (i, inp) in inputs.enumerated() {
             let name = batched ? "input \(i)" : "input"
             let t: Int
-            var spec = GenJob.Spec(options: params[i].0, stopIds: params[i].1)
+            let p = params[i]
+            var spec = GenJob.Spec(options: p.options, stopIds: s.stops(p, lm))
+            if !p.stopStrings.isEmpty {
+                let strings = p.stopStrings, skip = p.skipSpecialTokens
+                spec.stopCheck = { ids in StopStrings.first(in: lm.tokenizer.decode(ids, skipSpecialTokens: skip), strings) != nil }
+            }
             switch inp {
             case .embeds(let rows, let n): t = n; spec.rows = rows
             case .ids(let ids):
@@ -304,21 +239,95 @@ enum Generate {
             }
             specs.append(spec)
         }
+        if body.stream { return stream(specs, params: params, batched: batched, lane: laneName, lm: lm, service: s, requestId: requestId) }
         let start = Date()
         let results = try await s.generate(lane: laneName, jobs: specs)
         let secs = Date().timeIntervalSince(start)
         var out: [[String: Any]] = []
         for (i, r) in results.enumerated() {
             let jr = try r.get()
-            let textIds = jr.stoppedOnStopId ? Array(jr.ids.dropLast()) : jr.ids
-            let finish: [String: Any] = jr.stoppedOnStopId ? ["type": "stop", "matched": jr.ids.last!]
-                                                           : ["type": "length", "length": jr.ids.count]
-            out.append(["text": lm.tokenizer.decode(textIds, skipSpecialTokens: params[i].2), "output_ids": jr.ids,
-                        "meta_info": ["id": batched ? "\(requestId)-\(i)" : requestId, "prompt_tokens": jr.promptTokens,
-                                      "completion_tokens": jr.ids.count, "cached_tokens": jr.cachedTokens,
-                                      "finish_reason": finish, "e2e_latency": secs]])
+            out.append(reply(lm, ids: jr.ids, result: jr, params: params[i], id: batched ? "\(requestId)-\(i)" : requestId,
+                             promptTokens: jr.promptTokens, cachedTokens: jr.cachedTokens, seconds: secs))
         }
         return Routes.json(batched ? out as Any : out[0] as Any)
+    }
+
+    /// One reply object (SGLang's shape). `result` nil = in progress (a stream event before the last): finish_reason null.
+    static func reply(_ lm: LanguageModel, ids: [Int], result: JobResult?, params: SGLangParams, id: String,
+                      promptTokens: Int, cachedTokens: Int?, seconds: Double) -> [String: Any] {
+        let onStopId = result?.stoppedOnStopId ?? false
+        let textIds = onStopId ? Array(ids.dropLast()) : ids
+        var text = lm.tokenizer.decode(textIds, skipSpecialTokens: params.skipSpecialTokens)
+        var matched: String?
+        if !params.stopStrings.isEmpty, let (m, at) = StopStrings.first(in: text, params.stopStrings) {
+            // The text is cut before the stop string (SGLang's default trim).
+            text = String(text[..<at])
+            matched = m
+        }
+        let finish: Any
+        if let m = matched, result != nil {
+            finish = ["type": "stop", "matched": m]
+        } else if let r = result {
+            finish = r.stoppedOnStopId ? ["type": "stop", "matched": ids.last!] as [String: Any] : ["type": "length", "length": ids.count]
+        } else {
+            finish = NSNull()
+        }
+        var meta: [String: Any] = ["id": id, "prompt_tokens": promptTokens, "completion_tokens": ids.count,
+                                   "finish_reason": finish, "e2e_latency": seconds]
+        // Known once the prompt ran; stream events before the last leave it out.
+        if let cachedTokens { meta["cached_tokens"] = cachedTokens }
+        return ["text": text, "output_ids": ids, "meta_info": meta]
+    }
+
+    /// `"stream": true`: server-sent events as SGLang sends them, `data: {reply so far}` per new token (cumulative
+    /// text and output_ids, finish_reason null until the last token, whose event carries it), then `data: [DONE]`.
+    /// A batch streams every input's events interleaved, each with its `index`. An error ends the stream with
+    /// `data: {"error": {"message", "code"}}` before [DONE]. A client that goes away cancels the jobs.
+    static func stream(_ specs: [GenJob.Spec], params: [SGLangParams], batched: Bool, lane: String, lm: LanguageModel,
+                       service s: NLAService, requestId: String) -> Response {
+        Routes.sseData { send in
+            let start = Date()
+            let state = StreamState(count: specs.count)
+            let prompts = specs.map { $0.ids?.count ?? $0.rows.count / lm.config.hiddenSize }
+            @Sendable func event(_ i: Int, ids: [Int], result: JobResult?, prompt: Int, cached: Int?) -> [String: Any] {
+                var o = reply(lm, ids: ids, result: result, params: params[i], id: batched ? "\(requestId)-\(i)" : requestId,
+                              promptTokens: prompt, cachedTokens: cached, seconds: Date().timeIntervalSince(start))
+                if batched { o["index"] = i }
+                return o
+            }
+            // Each token's event is sent when the next token (or the finish) of the same input arrives, so the
+            // last token's event carries the finish reason and every event is one new token.
+            let results = try await s.generate(lane: lane, jobs: specs, onToken: { i, id in
+                if let prev = state.push(i, id) { send(event(i, ids: prev, result: nil, prompt: prompts[i], cached: nil)) }
+            }, onDone: { i, r in
+                if case .success(let jr) = r { send(event(i, ids: jr.ids, result: jr, prompt: jr.promptTokens, cached: jr.cachedTokens)) }
+            })
+            for r in results { _ = try r.get() }
+        }
+    }
+}
+
+/// Per input of a stream: the ids so far; `push` returns the ids of the event to send now (all but the new token).
+final class StreamState: @unchecked Sendable {
+    private let lock = NSLock()
+    private var ids: [[Int]]
+    init(count: Int) { ids = Array(repeating: [], count: count) }
+    func push(_ i: Int, _ id: Int) -> [Int]? {
+        lock.lock(); defer { lock.unlock() }
+        let prev = ids[i]
+        ids[i].append(id)
+        return prev.isEmpty ? nil : prev
+    }
+}
+
+/// Stop strings: the earliest occurrence of any of them in a text.
+enum StopStrings {
+    static func first(in text: String, _ strings: [String]) -> (String, String.Index)? {
+        var best: (String, String.Index)?
+        for s in strings {
+            if let r = text.range(of: s), best == nil || r.lowerBound < best!.1 { best = (s, r.lowerBound) }
+        }
+        return best
     }
 }
 
@@ -326,22 +335,11 @@ enum Generate {
 
 enum Chat {
     static func handle(_ v: JSONValue, service s: NLAService) async throws -> Response {
-        let f = try Fields(v)
         let laneName = s.nla ? "target" : "model"
         let lane = try s.lane(laneName)
         let lm = lane.lm
-        guard let m = f.o["messages"], case .array(let list) = m, !list.isEmpty else {
-            throw APIError.bad("messages: expected a non-empty list of {\"role\",\"content\"}")
-        }
-        let messages = try list.enumerated().map { (i, x) -> ChatMessage in
-            let mf = try Fields(x, "messages[\(i)]")
-            guard let role = try mf.string("role"), ["user", "assistant", "system", "model"].contains(role) else {
-                throw APIError.bad("messages[\(i)].role: expected user, assistant or system")
-            }
-            guard let content = try mf.string("content") else { throw APIError.bad("messages[\(i)].content: missing") }
-            return ChatMessage(role: role == "model" ? "assistant" : role, content: content)
-        }
-        let options = try Sampling.api(f, service: s, defaultMaxNew: 256)
+        let body = try ChatBody.decode(v, maxNewTokensLimit: s.options.maxNewTokensLimit)
+        let messages = body.messages, options = body.options
         let promptIds: [Int]
         do { promptIds = try lm.tokenizer.encodeChat(messages, addGenerationPrompt: true) } catch {
             throw APIError.bad("messages: \(error)")
@@ -358,7 +356,7 @@ enum Chat {
                     "conversation_ids": all, "tokens": all.map { lm.tokenizer.decode([$0]) },
                     "finish_reason": r.stoppedOnStopId ? "stop" : "length"]
         }
-        if try f.bool("stream") == false {
+        if !body.stream {
             let r = try await s.generate(lane: laneName, jobs: [spec])
             return Routes.json(done(try r[0].get()))
         }

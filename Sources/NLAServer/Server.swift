@@ -6,6 +6,7 @@ import HTTPTypes
 import Logging
 import NIOCore
 import NLARuntime
+import NLAWire
 
 public struct ServerOptions: Sendable {
     public var host = "127.0.0.1"
@@ -131,7 +132,7 @@ public final class NLAService: @unchecked Sendable {
                 collector.put(i, r)
             })
         }
-        let built = jobs.enumerated().map { (i, s) in GenJob(rows: s.rows, ids: s.ids, options: s.options, stopIds: s.stopIds, sink: sinks[i]) }
+        let built = jobs.enumerated().map { (i, s) in GenJob(rows: s.rows, ids: s.ids, options: s.options, stopIds: s.stopIds, sink: sinks[i], stopCheck: s.stopCheck) }
         if built.isEmpty { return [] }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<[Result<JobResult, Error>], Error>) in
@@ -150,6 +151,7 @@ extension GenJob {
         var ids: [Int]? = nil
         var options: SamplingOptions
         var stopIds: Set<Int>
+        var stopCheck: (@Sendable ([Int]) -> Bool)? = nil
     }
 }
 

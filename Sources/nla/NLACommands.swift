@@ -4,6 +4,7 @@
 import ArgumentParser
 import Foundation
 import NLARuntime
+import NLAServer
 import Quant
 import SIMDKernels
 
@@ -93,6 +94,7 @@ struct Explain: ParsableCommand {
     @Option(help: "Sequences decoded together (default: automatic, bounded by memory; 1 = sequential reference path).") var batch: Int?
     @Flag(name: .customLong("force-tokens"), help: .hidden) var forceTokens = false
     @Flag(help: "Print one JSON object.") var json = false
+    @OptionGroup var remote: BackendOptions
     @OptionGroup var threads: ThreadsOption
     @Argument(help: "The user prompt (- reads standard input).") var prompt: String
 
@@ -107,9 +109,11 @@ struct Explain: ParsableCommand {
             try validateFVEBaselineFlag(fveBaselineFlag)
             let spec: NLAPositionSpec
             do { spec = try NLAPositionSpec.parse(positions) } catch { throw ModelError.input("--\(error)") }
-            let req = ExplainRequest(target: target, av: av, ar: ar, prompt: text, chat: chat, reply: reply,
+            let backend = try remote.make()
+            var req = ExplainRequest(target: target, av: av, ar: ar, prompt: text, chat: chat, reply: reply,
                                      maxReplyTokens: maxReplyTokens, positions: spec, sampling: sampling,
                                      fveBaseline: fveBaselineFlag, avPrompt: avPrompt, batch: batch, ignoreStopIds: forceTokens)
+            req.backend = backend
             let bar = PipelineProgress()
             let report: ExplainReport
             var kvBytes = 0
@@ -118,7 +122,11 @@ struct Explain: ParsableCommand {
             do {
                 report = try NLAPipeline.explain(req, progress: { bar.update($0); phaseEnd[$0.phase] = $0 }, onBatch: { n, auto, kv in
                     kvBytes = kv
-                    log("nla: batch \(n)\(auto ? " (automatic; --batch N to choose)" : "")\(n == 1 ? ": sequential reference path" : "")")
+                    if let backend {
+                        log(BackendOptions.describe(backend, perRequest: n, automatic: auto))
+                    } else {
+                        log("nla: batch \(n)\(auto ? " (automatic; --batch N to choose)" : "")\(n == 1 ? ": sequential reference path" : "")")
+                    }
                 })
             } catch let e as ModelError where "\(e)".hasPrefix("positions:") {
                 throw ModelError.input("--\(e)")
@@ -205,6 +213,7 @@ struct Verbalize: ParsableCommand {
     @Option(name: .customLong("av-prompt"), help: "Custom AV user prompt containing <INJECT> (default: the sidecar's template).") var avPrompt: String?
     @Option(help: "Sequences decoded together (default: automatic, bounded by memory; 1 = sequential reference path).") var batch: Int?
     @Flag(help: "Print one JSON array.") var json = false
+    @OptionGroup var remote: BackendOptions
     @OptionGroup var threads: ThreadsOption
 
     func run() throws {
@@ -212,19 +221,30 @@ struct Verbalize: ParsableCommand {
             try threads.apply()
             let sampling = SamplingOptions(temperature: temperature, seed: seed, maxNewTokens: maxNewTokens)
             try sampling.validate()
+            let backend = try remote.make()
             let vs = try VectorFile.read(path: vectors, key: key)
-            let verbalizer = try ActivationVerbalizer(path: av, promptTemplate: avPrompt)
+            // A remote AV needs only the prompt embeddings and the tokenizer here: one block is loaded.
+            let verbalizer = try ActivationVerbalizer(path: av, promptTemplate: avPrompt, blocks: backend == nil ? nil : 1)
             for (i, v) in vs.enumerated() {
                 do { try verbalizer.validate(v) } catch { throw ModelError.input("\(vectors): vector \(i): \(error)") }
             }
             if let batch, batch < 1 { throw ModelError.input("--batch must be >= 1") }
-            let n = try NLAPipeline.batchSize(batch, verbalizer: verbalizer, options: sampling, items: vs.count)
-            log("nla: batch \(n)\(batch == nil ? " (automatic; --batch N to choose)" : "")\(n == 1 ? ": sequential reference path" : "")")
+            let n: Int
+            if let backend {
+                n = batch ?? backend.batchSize(items: vs.count, verbalizer: verbalizer)
+                log(BackendOptions.describe(backend, perRequest: n, automatic: batch == nil))
+            } else {
+                n = try NLAPipeline.batchSize(batch, verbalizer: verbalizer, options: sampling, items: vs.count)
+                log("nla: batch \(n)\(batch == nil ? " (automatic; --batch N to choose)" : "")\(n == 1 ? ": sequential reference path" : "")")
+            }
             let bar = ProgressLine(label: "verbalize", total: vs.count)
             var done = 0
-            let results = try NLAPipeline.verbalize(verbalizer, vectors: vs, options: sampling, batch: n, onEvent: { e in
+            let onEvent: (BatchDecodeEvent) -> Void = { e in
                 switch e { case .finished, .failed: done += 1; bar.update(done); default: break }
-            })
+            }
+            let results = try backend.map { try $0.verbalize(verbalizer, vectors: vs, options: sampling, batch: n, ignoreStopIds: false,
+                                                            onEvent: onEvent, isCancelled: { false }) }
+                ?? NLAPipeline.verbalize(verbalizer, vectors: vs, options: sampling, batch: n, onEvent: onEvent)
             var out: [[String: Any]] = []
             for (i, res) in results.enumerated() {
                 let r = try res.get()

@@ -5,6 +5,7 @@
 import Foundation
 import NLARuntime
 @testable import NLAServer
+import NLAWire
 import Testing
 
 enum Reference {

@@ -71,10 +71,12 @@ public final class ActivationVerbalizer: Sendable {
 
     /// An AV model directory or `.gguf`; the sidecar is read from the model's files. `promptTemplate`:
     /// a custom user prompt containing `<INJECT>` (spec §6.1), validated like the canonical one.
-    public convenience init(path: String, promptTemplate: String? = nil) throws {
+    /// `blocks`: load only the first blocks (1 when the AV runs elsewhere and only its prompt embeddings
+    /// and tokenizer are needed here, e.g. `--backend sglang`).
+    public convenience init(path: String, promptTemplate: String? = nil, blocks: Int? = nil) throws {
         let sidecar = try NLASidecar.load(files: try ModelFiles.open(path, tensors: false))
         guard sidecar.role == .av else { throw NLAError.wrongRole(file: sidecar.file, expected: "AV", found: sidecar.role.rawValue) }
-        try self.init(model: try LanguageModel(directory: path), sidecar: sidecar, promptTemplate: promptTemplate)
+        try self.init(model: try LanguageModel(directory: path, blocks: blocks), sidecar: sidecar, promptTemplate: promptTemplate)
     }
 
     public var dModel: Int { model.config.hiddenSize }

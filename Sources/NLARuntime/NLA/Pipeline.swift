@@ -62,6 +62,16 @@ public enum NLAPositionSpec: Sendable, Equatable {
     }
 }
 
+/// An AV that runs elsewhere (`nla explain --backend sglang`: an SGLang `/generate` server or another
+/// `nla serve`). It gets the loaded verbalizer (only its prompt embeddings and tokenizer are used here) and the
+/// vectors, and returns one result per vector, as `NLAPipeline.verbalize` does; capture and the AR stay local.
+public protocol VerbalizeBackend: Sendable {
+    /// Vectors per request when the caller did not choose (also the AR batch of the report).
+    func batchSize(items: Int, verbalizer: ActivationVerbalizer) -> Int
+    func verbalize(_ verbalizer: ActivationVerbalizer, vectors: [[Float]], options: SamplingOptions, batch: Int, ignoreStopIds: Bool,
+                   onEvent: ((BatchDecodeEvent) -> Void)?, isCancelled: () -> Bool) throws -> [Result<Verbalization, Error>]
+}
+
 public struct ExplainRequest: Sendable {
     public var target: String
     public var av: String
@@ -81,6 +91,8 @@ public struct ExplainRequest: Sendable {
     public var batch: Int?
     /// Decode exactly `maxNewTokens` tokens per explanation (benchmarks).
     public var ignoreStopIds: Bool
+    /// Where the AV runs when not in this process (`nla explain --backend sglang`); nil = here.
+    public var backend: (any VerbalizeBackend)? = nil
 
     public init(target: String, av: String, ar: String, prompt: String, chat: Bool = false, reply: String? = nil,
                 maxReplyTokens: Int = 64, positions: NLAPositionSpec = .all, sampling: SamplingOptions = SamplingOptions(maxNewTokens: 200),
@@ -308,19 +320,25 @@ public enum NLAPipeline {
         let verbal: [Result<Verbalization, Error>]
         let batch: Int
         do {
-            let verbalizer = try ActivationVerbalizer(path: req.av, promptTemplate: req.avPrompt)
-            batch = try batchSize(req.batch, verbalizer: verbalizer, options: req.sampling, items: picked.count)
-            let cfg = verbalizer.model.config
-            let kvCapacity = min(verbalizer.promptIds.count + req.sampling.maxNewTokens, cfg.maxPositionEmbeddings)
-            // Batch 1 runs Gemma3Session (full-length KV on every block); batched runs ring KV on sliding blocks.
-            let kv = batch == 1 ? kvCapacity * cfg.kvDim * 2 * 4 * cfg.numHiddenLayers
-                                : KVCache.bytes(config: cfg, blocks: cfg.numHiddenLayers, capacity: kvCapacity, chunk: 256)
-            onBatch?(batch, req.batch == nil, kv)
+            // A remote AV needs only the prompt embeddings and the tokenizer here: one block is loaded.
+            let verbalizer = try ActivationVerbalizer(path: req.av, promptTemplate: req.avPrompt, blocks: req.backend == nil ? nil : 1)
+            if let backend = req.backend {
+                if let b = req.batch, b < 1 { throw ModelError.input("batch size must be at least 1 (got \(b))") }
+                batch = req.batch ?? backend.batchSize(items: picked.count, verbalizer: verbalizer)
+                onBatch?(batch, req.batch == nil, 0)
+            } else {
+                batch = try batchSize(req.batch, verbalizer: verbalizer, options: req.sampling, items: picked.count)
+                let cfg = verbalizer.model.config
+                let kvCapacity = min(verbalizer.promptIds.count + req.sampling.maxNewTokens, cfg.maxPositionEmbeddings)
+                // Batch 1 runs Gemma3Session (full-length KV on every block); batched runs ring KV on sliding blocks.
+                let kv = batch == 1 ? kvCapacity * cfg.kvDim * 2 * 4 * cfg.numHiddenLayers
+                                    : KVCache.bytes(config: cfg, blocks: cfg.numHiddenLayers, capacity: kvCapacity, chunk: 256)
+                onBatch?(batch, req.batch == nil, kv)
+            }
             start = Date()
             var done = 0, tokens = 0, decodeTokens = 0, decodeSeconds = 0.0
             progress?(ExplainProgress(phase: .verbalize, done: 0, total: picked.count, tokens: 0, elapsed: 0))
-            verbal = try verbalize(verbalizer, vectors: picked.map { captured.vectors[$0] }, options: req.sampling, batch: batch,
-                                   ignoreStopIds: req.ignoreStopIds, onEvent: { e in
+            let onEvent: (BatchDecodeEvent) -> Void = { e in
                 switch e {
                 case .token: tokens += 1
                 case .step(let n, let rows, let secs) where n == rows:
@@ -331,7 +349,16 @@ public enum NLAPipeline {
                                               elapsed: Date().timeIntervalSince(start), decodeTokens: decodeTokens, decodeSeconds: decodeSeconds))
                 default: break
                 }
-            }, isCancelled: isCancelled)
+            }
+            let vectors = picked.map { captured.vectors[$0] }
+            if let backend = req.backend {
+                try req.sampling.validate()
+                verbal = try backend.verbalize(verbalizer, vectors: vectors, options: req.sampling, batch: batch,
+                                               ignoreStopIds: req.ignoreStopIds, onEvent: onEvent, isCancelled: isCancelled)
+            } else {
+                verbal = try verbalize(verbalizer, vectors: vectors, options: req.sampling, batch: batch,
+                                       ignoreStopIds: req.ignoreStopIds, onEvent: onEvent, isCancelled: isCancelled)
+            }
         }
         let reconstructor = try ActivationReconstructor(path: req.ar)
         let baseline = req.fveBaseline ?? FVEBaselines.builtIn(dModel: reconstructor.sidecar.dModel, layer: layer)

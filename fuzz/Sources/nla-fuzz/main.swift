@@ -12,6 +12,7 @@
 import CFuzzSupport
 import Foundation
 import NLARuntime
+import NLAWire
 import Quant
 
 /// Inputs go through a file when the reader takes a path (the readers mmap); /dev/shm when present.
@@ -67,7 +68,64 @@ let fallbackConfig: Gemma3Config = {
     return try! Gemma3Config.decode(Data(json.utf8), file: "config.json")
 }()
 
+/// `nla serve`'s request bodies: the bytes go through the server's JSON reader, then through every route's
+/// decoder exactly as the routes call them (`Sources/NLAWire`; no model, no network: a width of 4, a vocabulary of
+/// 300). Each decoder may refuse the body, with a one-line error; what it accepts must be consistent.
+func httpBodies(_ data: Data) throws {
+    let d = 4, vocab = 300, limit = 64
+    let v = try JSONReader.parse(Array(data))
+    func run(_ name: String, _ body: () throws -> Void) {
+        do { try body() } catch { checkError(error, target: "http_bodies/\(name)") }
+    }
+    run("generate") {
+        _ = try GenerateBody.model(v)
+        let b = try GenerateBody.decode(v, d: d, vocab: vocab, maxNewTokensLimit: limit)
+        guard !b.inputs.isEmpty, b.params.count == b.inputs.count, b.batched || b.inputs.count == 1 else {
+            fatalError("[http_bodies] /generate: \(b.inputs.count) inputs, \(b.params.count) sampling params, batched \(b.batched)")
+        }
+        for input in b.inputs {
+            switch input {
+            case .embeds(let rows, let n):
+                guard n >= 1, rows.count == n * d, rows.allSatisfy(\.isFinite) else { fatalError("[http_bodies] input_embeds: \(rows.count) floats for \(n) rows") }
+            case .ids(let ids):
+                guard !ids.isEmpty, ids.allSatisfy({ (0..<vocab).contains($0) }) else { fatalError("[http_bodies] input_ids out of range: \(ids)") }
+            case .text: break
+            }
+        }
+        for p in b.params {
+            guard p.options.maxNewTokens >= 0, p.options.maxNewTokens <= limit, p.options.temperature >= 0, p.options.topP > 0, p.options.topP <= 1,
+                  p.stopTokenIds.allSatisfy({ (0..<vocab).contains($0) }), p.stopStrings.allSatisfy({ !$0.isEmpty }) else {
+                fatalError("[http_bodies] sampling_params out of range: \(p.options), \(p.stopTokenIds), \(p.stopStrings)")
+            }
+        }
+    }
+    run("chat") {
+        let b = try ChatBody.decode(v, maxNewTokensLimit: limit)
+        guard !b.messages.isEmpty, b.options.maxNewTokens <= limit else { fatalError("[http_bodies] chat accepted \(b.messages.count) messages") }
+    }
+    run("explain") {
+        let b = try ExplainBody.decode(v, vocab: vocab, maxNewTokensLimit: limit)
+        // The route resolves the positions against the captured conversation.
+        run("explain.positions") { _ = try b.positions.resolve(count: 40) }
+        if case .ids(let ids, let pl) = b.source, ids.isEmpty || (pl ?? 0) > ids.count { fatalError("[http_bodies] explain ids \(ids), prompt_length \(String(describing: pl))") }
+    }
+    run("verbalize") {
+        let b = try VerbalizeBody.decode(v, d: d, maxNewTokensLimit: limit, maxVectors: 8)
+        guard !b.vectors.isEmpty, b.vectors.count <= 8, b.vectors.allSatisfy({ $0.allSatisfy(\.isFinite) }) else {
+            fatalError("[http_bodies] verbalize accepted \(b.vectors.count) vectors")
+        }
+        // The route injects each vector; a wrong length or a zero vector is refused there, one line.
+        for (i, x) in b.vectors.enumerated() { run("verbalize.\(b.name(i))") { try NLAVectorMath.validate(x, d: d, label: b.name(i)) } }
+    }
+    run("reconstruct") { _ = try ScoreBody.decodeReconstruct(v) }
+    run("score") {
+        let b = try ScoreBody.decodeScore(v, d: d)
+        guard b.gold?.count == d else { fatalError("[http_bodies] score accepted a gold vector of \(b.gold?.count ?? -1) floats") }
+    }
+}
+
 let targets: [String: (Data) throws -> Void] = [
+    "http_bodies": httpBodies,
     "safetensors": { data in
         try withFile(data, named: "model.safetensors") { p in
             let f = try SafetensorsFile(path: p)

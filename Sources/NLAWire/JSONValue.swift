@@ -25,7 +25,7 @@ public struct APIError: Error, CustomStringConvertible, Sendable {
     public var message: String
     public init(_ status: Int, _ message: String) { self.status = status; self.message = message }
     public var description: String { message }
-    static func bad(_ m: String) -> APIError { APIError(400, m) }
+    package static func bad(_ m: String) -> APIError { APIError(400, m) }
 }
 
 public enum JSONReader {
@@ -233,7 +233,7 @@ public enum JSONReader {
 }
 
 /// A field name quoted for messages (control characters escaped so messages stay one line).
-func quoteField(_ s: String) -> String {
+package func quoteField(_ s: String) -> String {
     var out = "'"
     for u in s.unicodeScalars.prefix(80) {
         if u.value < 0x20 || u.value == 0x7F { out += String(format: "\\x%02x", u.value) } else { out.unicodeScalars.append(u) }
@@ -244,7 +244,7 @@ func quoteField(_ s: String) -> String {
 // MARK: - typed access with one-line errors naming the field
 
 extension JSONValue {
-    var typeName: String {
+    package var typeName: String {
         switch self {
         case .null: return "null"
         case .bool: return "a boolean"
@@ -262,37 +262,37 @@ extension JSONValue {
 }
 
 /// Field access on a request object.
-struct Fields {
-    let o: [String: JSONValue]
-    let prefix: String
+package struct Fields {
+    package let o: [String: JSONValue]
+    package let prefix: String
 
-    init(_ v: JSONValue, _ name: String = "request body") throws {
+    package init(_ v: JSONValue, _ name: String = "request body") throws {
         o = try v.object(name)
         prefix = name == "request body" ? "" : name + "."
     }
 
-    func has(_ k: String) -> Bool { if let v = o[k], v != .null { return true } else { return false } }
-    func name(_ k: String) -> String { prefix + k }
+    package func has(_ k: String) -> Bool { if let v = o[k], v != .null { return true } else { return false } }
+    package func name(_ k: String) -> String { prefix + k }
 
-    func string(_ k: String) throws -> String? {
+    package func string(_ k: String) throws -> String? {
         guard let v = o[k], v != .null else { return nil }
         guard case .string(let s) = v else { throw APIError.bad("\(name(k)): expected a string, got \(v.typeName)") }
         return s
     }
 
-    func bool(_ k: String) throws -> Bool? {
+    package func bool(_ k: String) throws -> Bool? {
         guard let v = o[k], v != .null else { return nil }
         guard case .bool(let b) = v else { throw APIError.bad("\(name(k)): expected true or false, got \(v.typeName)") }
         return b
     }
 
-    func double(_ k: String) throws -> Double? {
+    package func double(_ k: String) throws -> Double? {
         guard let v = o[k], v != .null else { return nil }
         guard case .number(let x) = v, x.isFinite else { throw APIError.bad("\(name(k)): expected a number, got \(v.typeName)") }
         return x
     }
 
-    func int(_ k: String, min lo: Int? = nil, max hi: Int? = nil) throws -> Int? {
+    package func int(_ k: String, min lo: Int? = nil, max hi: Int? = nil) throws -> Int? {
         guard let x = try double(k) else { return nil }
         guard x == x.rounded(), abs(x) < 9.0e15 else { throw APIError.bad("\(name(k)): expected an integer, got \(x)") }
         let n = Int(x)
@@ -302,13 +302,13 @@ struct Fields {
     }
 
     /// A vector of floats, all finite.
-    func floats(_ k: String) throws -> [Float]? {
+    package func floats(_ k: String) throws -> [Float]? {
         guard let v = o[k], v != .null else { return nil }
         return try vector(v, name(k))
     }
 }
 
-func vector(_ v: JSONValue, _ field: String) throws -> [Float] {
+package func vector(_ v: JSONValue, _ field: String) throws -> [Float] {
     guard case .floats(let f) = v else { throw APIError.bad("\(field): expected an array of numbers, got \(v.typeName)") }
     for (j, x) in f.enumerated() where !x.isFinite {
         throw APIError.bad("\(field)[\(j)]: not a finite float32")
@@ -317,7 +317,7 @@ func vector(_ v: JSONValue, _ field: String) throws -> [Float] {
 }
 
 /// [[Float] × n] from an array of arrays of numbers (each row `width` long when given).
-func matrix(_ v: JSONValue, _ field: String, width: Int?) throws -> [[Float]] {
+package func matrix(_ v: JSONValue, _ field: String, width: Int?) throws -> [[Float]] {
     switch v {
     case .array(let rows):
         return try rows.enumerated().map { (i, r) in
@@ -333,7 +333,7 @@ func matrix(_ v: JSONValue, _ field: String, width: Int?) throws -> [[Float]] {
 }
 
 /// Token ids from an array of numbers (integers in 0..<vocab).
-func tokenIds(_ v: JSONValue, _ field: String, vocab: Int) throws -> [Int] {
+package func tokenIds(_ v: JSONValue, _ field: String, vocab: Int) throws -> [Int] {
     guard case .floats(let f) = v else { throw APIError.bad("\(field): expected an array of token ids, got \(v.typeName)") }
     return try f.enumerated().map { (j, x) in
         guard x.isFinite, x == x.rounded(), x >= 0, x < Float(vocab) else {
