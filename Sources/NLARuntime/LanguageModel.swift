@@ -17,11 +17,8 @@ public final class LanguageModel: @unchecked Sendable {
         self.directory = directory
         let files = try ModelFiles.open(directory)
         self.files = files
-        // The tokenizer first: parsing its tables needs ~100 MB of temporary heap, handed back to the
-        // system before the weights are loaded, so the two peaks do not add up.
-        tokenizer = try Tokenizer(files: files)
-        releaseFreedHeap()
         model = try Gemma3Model(files: files, blocks: blocks)
+        tokenizer = try Tokenizer(files: files)
         // Every id the tokenizer can produce must have an embedding row (a tokenizer.json whose added
         // tokens run past config.json's vocab_size would fail later, mid-generation, or index out of range).
         if tokenizer.vocabSize > model.config.vocabSize {
@@ -89,14 +86,3 @@ extension Tokenizer {
     }
 }
 
-/// Return freed heap pages to the system (glibc keeps them in its arenas otherwise, where they count in
-/// the resident size although nothing uses them).
-/// (glibc's malloc_trim, looked up at run time: the Glibc module does not export it; absent elsewhere.)
-func releaseFreedHeap() {
-    #if canImport(Glibc)
-    typealias Trim = @convention(c) (Int) -> Int32
-    if let f = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") {
-        _ = unsafeBitCast(f, to: Trim.self)(0)
-    }
-    #endif
-}
