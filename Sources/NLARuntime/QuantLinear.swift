@@ -71,6 +71,8 @@ enum QuantLinear {
 
     /// NLA_FUSE=0 turns the fused calls off (a call per matrix; for measuring what fusing gains).
     static let fuse: Bool = getenv("NLA_FUSE").map { String(cString: $0) } != "0"
+    /// Largest group (total weights) that `applyFused` runs as one call.
+    static let fuseMaxWeights = 8 << 20
 
     /// Several matrices over the same input rows (a layer's q/k/v projections, gate and up): one
     /// packed call when they are all packed for the integer path (one activation quantization and one
@@ -79,7 +81,11 @@ enum QuantLinear {
     static func applyFused(_ ws: [WeightMatrix], _ x: UnsafePointer<Float>, rows m: Int, into ys: [UnsafeMutablePointer<Float>],
                            scratch: ActivationScratch) {
         let packed = ws.compactMap(\.packed)
-        if fuse, packed.count == ws.count, isIntegerPath(ws[0].type), PackedWeights.canFuse(packed) {
+        // Only small matrices gain (the 270M's: a region's start-up is a visible share of a 1 MB matrix);
+        // on 12B/27B-sized ones alternating runs showed no gain (27B q8_0 prefill medians 52.5 fused vs
+        // 58.1 per matrix, within the noise), so those keep a call per matrix.
+        let weights = ws.reduce(0) { $0 + $1.rows * $1.cols }
+        if fuse, weights <= fuseMaxWeights, packed.count == ws.count, isIntegerPath(ws[0].type), PackedWeights.canFuse(packed) {
             precondition(m <= scratch.rows && ws[0].cols <= scratch.maxCols, "activation scratch too small")
             PackedWeights.matmul(parts: packed, x: x, ys: ys, m: m, scratch: scratch.bytes)
             return
