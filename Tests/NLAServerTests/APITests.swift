@@ -186,10 +186,10 @@ func events(_ text: String) throws -> [(String, Any)] {
         let warm = try await s.post("/generate", #"{"text":"Hello","sampling_params":{"max_new_tokens":3,"temperature":0}}"#, headers: key)
         #expect(warm.status == 200, "\(warm.status) \(warm.text.prefix(200))")
         // 504: a request that runs past --timeout (5 s).
-        let start = Date()
+        // (The 504 itself shows the deadline cut the 1000-token generation short: finishing would give 200.
+        // No wall-clock bound: under a parallel test run the client can wait minutes for a thread.)
         let to = try await s.post("/generate", #"{"text":"Tell me a long story.","sampling_params":{"max_new_tokens":1000,"ignore_eos":true,"temperature":0}}"#, headers: key)
         #expect(to.status == 504, "\(to.status) \(to.text.prefix(200))")
-        #expect(Date().timeIntervalSince(start) < 60)
         // The server still answers.
         let ok = try await s.post("/generate", #"{"text":"Hello","sampling_params":{"max_new_tokens":3,"temperature":0}}"#, headers: key)
         #expect(ok.status == 200)
