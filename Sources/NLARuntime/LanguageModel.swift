@@ -1,6 +1,9 @@
 // A model directory as users name it: weights + config + tokenizer + generation config.
 
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public final class LanguageModel: @unchecked Sendable {
     public let directory: String
@@ -15,10 +18,15 @@ public final class LanguageModel: @unchecked Sendable {
     /// Open a Hugging Face model directory or a `.gguf` file written by `quantize`.
     public init(directory: String, blocks: Int? = nil) throws {
         self.directory = directory
-        let files = try ModelFiles.open(directory)
+        let opened = try ModelFiles.open(directory)
+        // The tokenizer first, then the weights: building it needs tokenizer.json (33 MB for Gemma 3) and
+        // scratch several times that, which are all freed before the weights are packed, so they do not
+        // add to the peak resident set. The model keeps its files without tokenizer.json.
+        tokenizer = try Tokenizer(files: opened)
+        let files = opened.dropping(["tokenizer.json"])
+        releaseFreedHeapPages()
         self.files = files
         model = try Gemma3Model(files: files, blocks: blocks)
-        tokenizer = try Tokenizer(files: files)
         // Every id the tokenizer can produce must have an embedding row (a tokenizer.json whose added
         // tokens run past config.json's vocab_size would fail later, mid-generation, or index out of range).
         if tokenizer.vocabSize > model.config.vocabSize {
@@ -53,6 +61,22 @@ public final class LanguageModel: @unchecked Sendable {
         return try model.makeSession(capacity: min(ids.count + max(extra, 0), ctx))
     }
 }
+
+/// Return the heap pages freed so far to the kernel (glibc keeps freed small allocations in its arenas;
+/// building a tokenizer frees tens of MB of them). No effect where there is no `malloc_trim`.
+func releaseFreedHeapPages() {
+    #if canImport(Glibc)
+    // malloc.h is not part of the Glibc module: look the function up once.
+    if let trim = mallocTrim { _ = trim(0) }
+    #endif
+}
+
+#if canImport(Glibc)
+private let mallocTrim: (@convention(c) (Int) -> Int32)? = {
+    guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return nil }
+    return unsafeBitCast(sym, to: (@convention(c) (Int) -> Int32).self)
+}()
+#endif
 
 /// Peak resident set size of this process so far, in bytes.
 public func peakRSSBytes() -> Int {

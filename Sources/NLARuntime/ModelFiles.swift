@@ -30,9 +30,16 @@ public struct ModelFiles: @unchecked Sendable {
     public let configName: String
     public let tensors: [String: TensorEntry]
     /// Other embedded files by name (tokenizer.json, …): present ones only.
-    public let files: [String: Data]
+    public private(set) var files: [String: Data]
     /// Keeps the mappings open.
     private let owners: [AnyObject]
+
+    /// The same files without `names` (e.g. tokenizer.json once the tokenizer is built: 33 MB for Gemma 3).
+    public func dropping(_ names: [String]) -> ModelFiles {
+        var copy = self
+        for n in names { copy.files.removeValue(forKey: n) }
+        return copy
+    }
 
     public func fileName(_ name: String) -> String {
         isGGUF ? "\(path)[\(name)]" : (path as NSString).appendingPathComponent(name)
@@ -86,6 +93,8 @@ public struct ModelFiles: @unchecked Sendable {
                 throw ModelError.weights(file: path, reason: "metadata \(GGUFKeys.filePrefix + name) is not a string")
             }
             files[name] = Data(s.utf8)
+            // One copy is enough: the metadata string (as large as tokenizer.json) is freed here.
+            g.removeMetadata(GGUFKeys.filePrefix + name)
         }
         // llama.cpp's dialect (its converter's files, or ours written with `--names llama.cpp`): tensors
         // mapped back to HF names with norms shifted back to w; without embedded files, the config and the
@@ -104,6 +113,13 @@ public struct ModelFiles: @unchecked Sendable {
             for (k, v) in synthesized where files[k] == nil { files[k] = v }
             configName = "\(path)[gemma3.* metadata]"
         }
+        // The tokenizer is built from files["tokenizer.json"] (embedded or synthesized above); its source
+        // arrays in the metadata (262,144 strings for Gemma 3) are not needed again.
+        for k in ["tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type", "tokenizer.ggml.merges"] {
+            g.removeMetadata(k)
+        }
+        // Every metadata value the model needs has been read: the header's pages can leave the resident set.
+        g.releaseHeaderPages()
         guard let config = files.removeValue(forKey: "config.json") else {
             throw ModelError.weights(file: path, reason: "no embedded config.json (metadata \(GGUFKeys.filePrefix)config.json) and no gemma3.* metadata; was it written by `quantize` or llama.cpp?")
         }

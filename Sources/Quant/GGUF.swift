@@ -245,12 +245,25 @@ public final class GGUFFile: @unchecked Sendable {
     public let alignment: Int
     /// File offset of the data section.
     public let dataOffset: Int
-    public let metadata: [String: GGUFValue]
+    /// Parsed metadata. `removeMetadata` may drop large values (embedded files) once they are copied out.
+    public private(set) var metadata: [String: GGUFValue]
     /// Metadata keys in file order.
     public let metadataKeys: [String]
     public let tensors: [String: GGUFTensorInfo]
     /// Tensor names in file (tensor info) order.
     public let tensorNames: [String]
+
+    /// Drop a metadata value that is no longer needed (e.g. an embedded tokenizer.json already copied out),
+    /// so its memory is freed. Call it while the file is still owned by one thread (right after opening).
+    public func removeMetadata(_ key: String) {
+        metadata.removeValue(forKey: key)
+    }
+
+    /// Give the pages of the header (magic, metadata, tensor infos: all parsed into values by now) back to
+    /// the kernel. The tensor data keeps its mapping; a page touched again is read back from the file.
+    public func releaseHeaderPages() {
+        mapping.dropPages(mapping.base, count: dataOffset)
+    }
 
     public init(path: String) throws {
         self.path = path

@@ -27,6 +27,35 @@ enum QuantizedTestModels {
 }
 
 @Suite(.serialized) struct QuantizedModelTests {
+    /// tokenizer.json (33 MB) is parsed once and not held by a loaded model; a GGUF's copy of it sat in
+    /// memory twice before (metadata string and Data), and the header pages may leave the resident set.
+    @Test func aLoadedModelDoesNotKeepTokenizerJSONAndStillTokenizes() throws {
+        let dir = TestModel.directory
+        let gguf = try QuantizedTestModels.path(.q8_0)
+        do {
+            // The opened files have it (the tokenizer is built from them) ...
+            #expect(try ModelFiles.open(dir).files["tokenizer.json"] != nil)
+            #expect(try ModelFiles.open(gguf).files["tokenizer.json"] != nil)
+            let fromDir = try LanguageModel(directory: dir)
+            let fromGGUF = try LanguageModel(directory: gguf)
+            // ... the loaded models do not.
+            #expect(fromDir.files.files["tokenizer.json"] == nil)
+            #expect(fromGGUF.files.files["tokenizer.json"] == nil)
+            // The rest of the embedded files stay (generation config, tokenizer config).
+            #expect(fromGGUF.files.files["tokenizer_config.json"] != nil)
+            let text = "Hello world, the quick brown fox."
+            let ids = fromDir.tokenizer.encode(text, addSpecialTokens: true)
+            #expect(ids.count > 2)
+            #expect(fromGGUF.tokenizer.encode(text, addSpecialTokens: true) == ids)
+            #expect(try Tokenizer(modelPath: dir).encode(text, addSpecialTokens: true) == ids)
+            // And the model runs on those ids after its header pages were released.
+            let a = try fromDir.session(for: ids).forward(ids: ids)
+            let b = try fromGGUF.session(for: ids).forward(ids: ids)
+            #expect(a.count == fromDir.config.vocabSize && b.count == a.count)
+            #expect(a.indices.max(by: { a[$0] < a[$1] }) == b.indices.max(by: { b[$0] < b[$1] }))
+        }
+    }
+
     @Test func ggufContainsTheWholeModel() throws {
         let path = try QuantizedTestModels.path(.q8_0)
         let g = try GGUFFile(path: path)

@@ -393,3 +393,32 @@ enum GGUFTestSupport {
         GGUFTestSupport.expectError(Array("{\"__metadata__\": 1}".utf8), { if case .badMagic = $0 { return true } else { return false } }, "not GGUF")
     }
 }
+
+/// A GGUF's parsed header pages may leave the resident set and large metadata values may be dropped (an
+/// embedded tokenizer.json, once copied out) without changing what the tensors read.
+@Suite struct GGUFHeaderReleaseTests {
+    @Test func releasedHeaderPagesAndRemovedMetadataLeaveTensorsIntact() throws {
+        let path = GGUFTestSupport.tempDir() + "/header.gguf"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let w = try GGUFWriter(path: path)
+        // A metadata string spanning many pages, as an embedded tokenizer.json does.
+        let big = String(repeating: "tokenizer ", count: 50_000)
+        try w.addMetadata("nla.file.tokenizer.json", value: .string(big))
+        try w.addMetadata("general.name", value: .string("small"))
+        let x = (0..<(64 * 96)).map { Float(sin(Double($0) * 0.37)) }
+        try w.addTensor(name: "t.weight", shape: [64, 96], type: .q8_0)
+        try w.write { _, dst in
+            try x.withUnsafeBufferPointer { try QuantType.q8_0.quantizeRows($0, width: 96, into: dst) }
+        }
+        let f = try GGUFFile(path: path)
+        #expect(f.dataOffset > 500_000)
+        let before = Array(try f.tensor("t.weight").bytes)
+        f.removeMetadata("nla.file.tokenizer.json")
+        f.releaseHeaderPages()
+        #expect(f.metadata["nla.file.tokenizer.json"] == nil)
+        #expect(f.metadata["general.name"] == .string("small"))
+        let t = try f.tensor("t.weight")
+        #expect(Array(t.bytes) == before)
+        #expect(try t.toFloatArray() == (try QuantType.q8_0.dequantize(try QuantType.q8_0.quantize(x, width: 96), width: 96)))
+    }
+}
