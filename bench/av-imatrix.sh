@@ -12,13 +12,13 @@
 #   permuted: the same AV on the function-preserving permuted 270M (scripts/permute-model), target the permuted 270M
 #             (the residual basis is permuted too, so the pair is the demo pair up to f32 rounding); off the grid.
 # Env: OUT (default ~/.cache/nla/bench/av-imatrix), PPP (held-out vectors per paragraph, default 16), NEW (explanation
-#      cap, default 64), CALPPP (calibration vectors per paragraph, default 4), GPTQ (1: also q4_k_m + --gptq with
+#      cap, default 64), CALPPP / CALNEW (calibration vectors per paragraph, default 4; their cap, default 64), GPTQ (1: also q4_k_m + --gptq with
 #      Hessians from each imatrix; default 0), THREADS (default 2).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NLA_CACHE=${NLA_CACHE:-$HOME/.cache/nla}
 OUT=${OUT:-$NLA_CACHE/bench/av-imatrix}
-PPP=${PPP:-16}; NEW=${NEW:-64}; CALPPP=${CALPPP:-4}; GPTQ=${GPTQ:-0}; THREADS=${THREADS:-2}
+PPP=${PPP:-16}; NEW=${NEW:-64}; CALPPP=${CALPPP:-4}; CALNEW=${CALNEW:-64}; GPTQ=${GPTQ:-0}; THREADS=${THREADS:-2}
 CAL=$ROOT/Tests/Fixtures/calibration.txt
 HELD=$ROOT/Tests/Fixtures/kld.txt
 NLA=${NLA:-$ROOT/.build/release/nla}
@@ -42,24 +42,34 @@ run_pair() {
     log "$name: AV-mode imatrix"
     /usr/bin/time -f "[av-imatrix] $name AV imatrix: %e s wall, %M KB peak RSS" \
       "$NLA" imatrix --model "$av" --av --target "$target" --text-file "$CAL" --out "$ima" \
-        --positions-per-paragraph "$CALPPP" --max-new-tokens "$NEW" --threads "$THREADS" $h
+        --positions-per-paragraph "$CALPPP" --max-new-tokens "$CALNEW" --threads "$THREADS" $h
   fi
-  local variants=("none:" "text:$imt" "av:$ima")
-  for v in "${variants[@]}"; do
+  # Quantize every variant, then ONE av-kld run: the f32 AV's explanations are made once and every file is
+  # compared along them (one JSON line per file).
+  local files=() labels=()
+  for v in "none:" "text:$imt" "av:$ima"; do
     local label=${v%%:*} im=${v#*:}
     local modes=("")
     [ "$GPTQ" = 1 ] && [ -n "$im" ] && modes+=("--gptq")
     for g in "${modes[@]}"; do
       local f=$OUT/$name-q4_k_m-$label${g:+-gptq}.gguf
       if [ ! -f "$f" ]; then
+        log "$name: quantize q4_k_m, imatrix $label ${g}"
         "$QUANTIZE" "$av" "$f" --type q4_k_m ${im:+--imatrix "$im"} $g --threads "$THREADS" >&2
       fi
-      local res
-      res=$("$NLA" av-kld --av "$av" --av-q "$f" --target "$target" --text-file "$HELD" \
-              --positions-per-paragraph "$PPP" --max-new-tokens "$NEW" --threads "$THREADS" --json)
-      echo "{\"model\": \"$name\", \"imatrix\": \"$label${g:+ + gptq}\", \"file\": \"$f\", \"result\": $res}" | tee -a "$OUT/results.jsonl"
+      files+=("$f"); labels+=("$label${g:+ + gptq}")
     done
   done
+  local args=()
+  for f in "${files[@]}"; do args+=(--av-q "$f"); done
+  log "$name: av-kld on $HELD ($PPP vectors per paragraph, $NEW new tokens)"
+  local i=0
+  "$NLA" av-kld --av "$av" "${args[@]}" --target "$target" --text-file "$HELD" \
+      --positions-per-paragraph "$PPP" --max-new-tokens "$NEW" --threads "$THREADS" --json |
+    while read -r line; do
+      echo "{\"model\": \"$name\", \"imatrix\": \"${labels[$i]}\", \"result\": $line}" | tee -a "$OUT/results.jsonl"
+      i=$((i + 1))
+    done
 }
 
 pairs=("$@"); [ ${#pairs[@]} -gt 0 ] || pairs=(demo permuted)

@@ -124,7 +124,8 @@ struct AVKldCommand: ParsableCommand {
         abstract: "Compare a quantized NLA AV with its reference on held-out vectors: greedy explanation agreement and KL divergence along the reference's explanations.")
 
     @Option(help: "Reference AV (directory or .gguf).") var av: String
-    @Option(name: .customLong("av-q"), help: "Quantized AV (.gguf or directory).") var avQ: String
+    @Option(name: .customLong("av-q"), help: "Quantized AV (.gguf or directory); repeat to compare several against one reference run.")
+    var avQ: [String]
     @Option(help: "Target model whose residual vectors the AVs read.") var target: String
     @Option(name: .customLong("text-file"), help: "Held-out text (paragraphs at blank lines).") var textFile: String
     @Option(name: .customLong("positions-per-paragraph"), help: "Vectors per paragraph (evenly spaced, never BOS).") var positionsPerParagraph: Int = 16
@@ -145,21 +146,28 @@ struct AVKldCommand: ParsableCommand {
             let paragraphs = AVCalibration.paragraphs(text)
             guard !paragraphs.isEmpty else { throw ModelError.input("\(textFile): no text") }
             try ImatrixCommand.requireAVSidecar(av, flag: "--av")
-            try ImatrixCommand.requireAVSidecar(avQ, flag: "--av-q")
+            guard !avQ.isEmpty else { throw ModelError.input("--av-q: give at least one quantized AV") }
+            for q in avQ { try ImatrixCommand.requireAVSidecar(q, flag: "--av-q") }
             let (layer, dModel) = try AVCalibration.avLayer(av: av)
             let (sources, _) = try AVCalibration.captureVectors(target: target, layer: layer, dModel: dModel, paragraphs: paragraphs, options: options)
             let ref = try ActivationVerbalizer(path: av)
-            let q = try ActivationVerbalizer(path: avQ)
-            let (r, _, _) = try AVDivergence.compare(reference: ref, quantized: q, vectors: sources.map(\.vector),
-                                                     maxNewTokens: options.maxNewTokens, batch: options.batch)
-            if json {
-                var obj = r.json
-                obj["layer"] = layer
-                obj["text_sha256"] = sha256Hex(data)
-                try printJSON(obj)
-            } else {
-                print(String(format: "vectors %d  identical explanations %d/%d  mean prefix agreement %.4f  positions %d  mean KLD %.6f  p99 KLD %.6f  max KLD %.6f  top-1 agreement %.4f",
-                             r.vectors, r.identical, r.vectors, r.meanPrefixAgreement, r.positions, r.meanKLD, r.p99KLD, r.maxKLD, r.top1Agreement))
+            let vectors = sources.map(\.vector)
+            let (refGen, _) = try AVCalibration.verbalize(ref, vectors: vectors, maxNewTokens: options.maxNewTokens, batch: options.batch)
+            for path in avQ {
+                let q = try ActivationVerbalizer(path: path)
+                let (r, _) = try AVDivergence.compare(reference: ref, referenceGenerations: refGen, quantized: q, vectors: vectors,
+                                                      maxNewTokens: options.maxNewTokens, batch: options.batch)
+                if json {
+                    var obj = r.json
+                    obj["layer"] = layer
+                    obj["text_sha256"] = sha256Hex(data)
+                    obj["av_q"] = path
+                    try printJSON(obj)
+                } else {
+                    print(String(format: "%@: vectors %d  identical explanations %d/%d  mean prefix agreement %.4f  positions %d  mean KLD %.6f  p99 KLD %.6f  max KLD %.6f  top-1 agreement %.4f",
+                                 path, r.vectors, r.identical, r.vectors, r.meanPrefixAgreement, r.positions, r.meanKLD, r.p99KLD, r.maxKLD, r.top1Agreement))
+                }
+                fflush(stdout)
             }
         }
     }

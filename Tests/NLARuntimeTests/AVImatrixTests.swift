@@ -126,13 +126,18 @@ import NLATestSupport
         #expect(normEntry.type == .f32)
         let d = SynNLAPair.d
         let w = (0..<d).map { Double(normEntry.data.load(fromByteOffset: 4 * $0, as: Float.self)) }
-        let eps = av.model.config.rmsNormEps
+        let eps = Double(av.model.config.rmsNormEps)
         var scalar = [Double](repeating: 0, count: d)
         for seq in seqs {
             for r in 0..<(seq.count / d) {
-                let x = (0..<d).map { Double(seq[r * d + $0]) }
-                let inv = 1 / (x.reduce(0) { $0 + $1 * $1 } / Double(d) + eps).squareRoot()
-                for j in 0..<d { let y = x[j] * inv * (1 + w[j]); scalar[j] += y * y }
+                let x: [Double] = (0..<d).map { Double(seq[r * d + $0]) }
+                var ss = 0.0
+                for v in x { ss += v * v }
+                let inv: Double = 1 / (ss / Double(d) + eps).squareRoot()
+                for j in 0..<d {
+                    let y: Double = x[j] * inv * (1 + w[j])
+                    scalar[j] += y * y
+                }
             }
         }
         scalar = scalar.map { $0 / Double(rows) }

@@ -42,12 +42,21 @@ public enum AVDivergence {
     /// forward for the generations). Returns the report and both sides' generations.
     public static func compare(reference: ActivationVerbalizer, quantized: ActivationVerbalizer, vectors: [[Float]],
                                maxNewTokens: Int, batch: Int?) throws -> (report: AVDivergenceReport, reference: [Verbalization], quantized: [Verbalization]) {
+        guard !vectors.isEmpty else { throw ModelError.input("no vectors to compare") }
+        let (refGen, _) = try AVCalibration.verbalize(reference, vectors: vectors, maxNewTokens: maxNewTokens, batch: batch)
+        let (report, qGen) = try compare(reference: reference, referenceGenerations: refGen, quantized: quantized, vectors: vectors,
+                                         maxNewTokens: maxNewTokens, batch: batch)
+        return (report, refGen, qGen)
+    }
+
+    /// The same with the reference's generations already made (one reference run for several quantized files).
+    public static func compare(reference: ActivationVerbalizer, referenceGenerations refGen: [Verbalization], quantized: ActivationVerbalizer,
+                               vectors: [[Float]], maxNewTokens: Int, batch: Int?) throws -> (report: AVDivergenceReport, quantized: [Verbalization]) {
         guard reference.model.config.vocabSize == quantized.model.config.vocabSize, reference.dModel == quantized.dModel,
               reference.promptIds == quantized.promptIds, reference.injectionPosition == quantized.injectionPosition else {
             throw ModelError.input("\(quantized.model.directory): not the same AV as \(reference.model.directory) (vocabulary, width or prompt differ)")
         }
-        guard !vectors.isEmpty else { throw ModelError.input("no vectors to compare") }
-        let (refGen, _) = try AVCalibration.verbalize(reference, vectors: vectors, maxNewTokens: maxNewTokens, batch: batch)
+        guard !vectors.isEmpty, refGen.count == vectors.count else { throw ModelError.input("no vectors to compare") }
         let (qGen, _) = try AVCalibration.verbalize(quantized, vectors: vectors, maxNewTokens: maxNewTokens, batch: batch)
         var identical = 0, prefixSum = 0.0
         var klds: [Double] = []
@@ -77,6 +86,6 @@ public enum AVDivergence {
         let report = AVDivergenceReport(vectors: vectors.count, identical: identical, meanPrefixAgreement: prefixSum / Double(vectors.count),
                                         positions: klds.count, meanKLD: klds.reduce(0, +) / Double(klds.count), p99KLD: p99,
                                         maxKLD: sorted.last!, top1Agreement: Double(agree) / Double(klds.count))
-        return (report, refGen, qGen)
+        return (report, qGen)
     }
 }
