@@ -164,10 +164,9 @@ struct AVKldCommand: ParsableCommand {
                     obj["av_q"] = path
                     try printJSON(obj)
                 } else {
-                    print(String(format: "%@: vectors %d  identical explanations %d/%d  mean prefix agreement %.4f  positions %d  mean KLD %.6f  p99 KLD %.6f  max KLD %.6f  top-1 agreement %.4f",
-                                 path, r.vectors, r.identical, r.vectors, r.meanPrefixAgreement, r.positions, r.meanKLD, r.p99KLD, r.maxKLD, r.top1Agreement))
+                    writeStdout(String(format: "%@: vectors %d  identical explanations %d/%d  mean prefix agreement %.4f  positions %d  mean KLD %.6f  p99 KLD %.6f  max KLD %.6f  top-1 agreement %.4f",
+                                 path, r.vectors, r.identical, r.vectors, r.meanPrefixAgreement, r.positions, r.meanKLD, r.p99KLD, r.maxKLD, r.top1Agreement) + "\n")
                 }
-                fflush(stdout)
             }
         }
     }
