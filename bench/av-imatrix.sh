@@ -11,14 +11,14 @@
 #             Its bf16 weights sit on the Q4_K grid (they come from a Q4_K_M file), which flatters every 4-bit file.
 #   permuted: the same AV on the function-preserving permuted 270M (scripts/permute-model), target the permuted 270M
 #             (the residual basis is permuted too, so the pair is the demo pair up to f32 rounding); off the grid.
-# Env: OUT (default ~/.cache/nla/bench/av-imatrix), PPP (held-out vectors per paragraph, default 16), NEW (explanation
-#      cap, default 64), CALPPP / CALNEW (calibration vectors per paragraph, default 4; their cap, default 64), GPTQ (1: also q4_k_m + --gptq with
+# Env: OUT (default ~/.cache/nla/bench/av-imatrix), PPP (held-out vectors per paragraph, default 8), NEW (explanation
+#      cap, default 32), CALPPP / CALNEW (calibration vectors per paragraph, default 4; their cap, default 64), GPTQ (1: also q4_k_m + --gptq with
 #      Hessians from each imatrix; default 0), THREADS (default 2).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NLA_CACHE=${NLA_CACHE:-$HOME/.cache/nla}
 OUT=${OUT:-$NLA_CACHE/bench/av-imatrix}
-PPP=${PPP:-16}; NEW=${NEW:-64}; CALPPP=${CALPPP:-4}; CALNEW=${CALNEW:-64}; GPTQ=${GPTQ:-0}; THREADS=${THREADS:-2}
+PPP=${PPP:-8}; NEW=${NEW:-32}; CALPPP=${CALPPP:-4}; CALNEW=${CALNEW:-64}; GPTQ=${GPTQ:-0}; THREADS=${THREADS:-2}
 CAL=$ROOT/Tests/Fixtures/calibration.txt
 HELD=$ROOT/Tests/Fixtures/kld.txt
 NLA=${NLA:-$ROOT/.build/release/nla}
