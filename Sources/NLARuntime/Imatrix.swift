@@ -56,7 +56,18 @@ public final class ImatrixCollector {
     /// Run one sequence (BOS + tokens, as the caller tokenized it) through every block and accumulate x².
     public func observe(ids: [Int]) throws {
         guard !ids.isEmpty else { return }
-        let session = try model.makeSession(capacity: ids.count)
+        let e = try model.embed(ids)
+        try observe(embeddings: e, rows: ids.count)
+    }
+
+    /// Run one sequence given as input-embedding rows ([rows, d], scaled as the model expects: `Gemma3Model.embed`
+    /// for token rows; an NLA AV's injected row as is) through every block and accumulate x².
+    public func observe(embeddings: [Float], rows: Int) throws {
+        guard rows > 0 else { return }
+        guard embeddings.count == rows * model.config.hiddenSize else {
+            throw ModelError.input("imatrix: \(embeddings.count) embedding values for \(rows) rows of width \(model.config.hiddenSize)")
+        }
+        let session = try model.makeSession(capacity: rows)
         session.linearInputObserver = { [unowned self] w, x, rows in
             guard let name = self.names[ObjectIdentifier(w)] else { return }
             let cols = w.cols
@@ -75,9 +86,9 @@ public final class ImatrixCollector {
                 }
             }
         }
-        _ = try session.forward(ids: ids, logits: .none)
-        session.linearInputObserver = nil
-        tokens += ids.count
+        defer { session.linearInputObserver = nil }
+        _ = try embeddings.withUnsafeBufferPointer { try session.forward(embeddings: $0.baseAddress!, rows: rows, logits: .none) }
+        tokens += rows
         sequences += 1
     }
 
@@ -86,11 +97,14 @@ public final class ImatrixCollector {
         sums.mapValues { s in s.map { Float($0 / Double(max(tokens, 1))) } }
     }
 
-    public func write(to path: String, textSHA256: String) throws {
+    /// `extraMetadata` adds keys to the file's metadata (AV calibration: source, target, layer, vectors…); it cannot
+    /// replace the standard ones.
+    public func write(to path: String, textSHA256: String, extraMetadata: [String: String] = [:]) throws {
         guard tokens > 0 else { throw ModelError.input("imatrix: no tokens observed") }
         var w = SafetensorsWriter()
         w.metadata = ["format": "nla-imatrix", "tokens": String(tokens), "sequences": String(sequences),
                       "text_sha256": textSHA256, "model": model.directory]
+        for (k, v) in extraMetadata where w.metadata[k] == nil { w.metadata[k] = v }
         for name in sums.keys.sorted() {
             w.add(.init(name: name, shape: [widths[name]!], floats: means[name]!))
         }
