@@ -14,7 +14,7 @@
 //   softmax                        vector exp (<= 1 ulp) + 8-lane sum; vs exact <= (8 + n + |x - max|)·2⁻²⁴
 //                                  relative (tested); measured 66 ulp SIMD / 263 ulp scalar at n = 4096
 //   geluTanhMul                    stable x·σ(2u) form: <= 2.9 ulp relative measured (the scalar formula
-//                                  cancels for x << 0: up to 203 ulp relative); tiers within 2⁻²²·|x·up|
+//                                  cancels for x << 0: up to 203 ulp relative); tiers within 10·2⁻²⁴·|x·up|
 // Measured with /tmp/kernpkg's kbench; bounds enforced by Tests/SIMDKernelsTests.
 // Quantized kernels: QuantKernels.swift.
 

@@ -99,8 +99,10 @@ struct ElementwiseTests {
     }
 
     /// GELU-tanh · up. The SIMD tier uses the stable x·σ(2u) form; u is bit-identical to the scalar
-    /// tier's. Bounds: SIMD vs Double reference ≤ 6 ulp relative + 2⁻⁴⁸·|x| absolute (the f32 rounding of
-    /// u is shared with the reference formula); SIMD vs scalar ≤ 2⁻²²·|x·up|.
+    /// tier's. Bounds: SIMD vs Double reference of the same f32 u ≤ 6 ulp relative + 2⁻¹²⁶·|x·up| absolute
+    /// (where e^{−2u} overflows, x < −9.9, the result flushes to ±0); scalar vs Double ≤ 4·2⁻²⁴·|x·up| (libm tanhf ≤ 3 ulp of
+    /// tanh, 1 + t and two products rounded); so SIMD vs scalar ≤ (6 + 4)·2⁻²⁴·|x·up| (an earlier 2⁻²²
+    /// was exceeded at x = 2.639, up = 1.079 by 4.5·2⁻²⁴·|x·up|, each tier within 2 ulp of exact there).
     @Test("geluTanhMul within bounds", arguments: oddSizes)
     func gelu(n: Int) {
         var rng = TestRNG(seed: 300 + UInt64(n))
@@ -115,8 +117,10 @@ struct ElementwiseTests {
             let uf = ScalarKernels.geluBeta * (x + ScalarKernels.geluKappa * x * x * x)  // the f32 u both tiers use
             let exact = Double(x) / (1 + Foundation.exp(-2 * Double(uf))) * Double(up[i])
             let y = Double(o2[i])
-            #expect(abs(y - exact) <= 6 * 0x1p-24 * abs(exact) + 1e-44, "simd vs exact i=\(i) x=\(x)")
-            #expect(abs(Double(o1[i]) - y) <= 0x1p-22 * abs(Double(x) * Double(up[i])) + 1e-44, "simd vs scalar i=\(i) x=\(x)")
+            #expect(abs(y - exact) <= 6 * 0x1p-24 * abs(exact) + 0x1p-126 * abs(Double(x) * Double(up[i])) + 1e-44,
+                    "simd vs exact i=\(i) x=\(x)")
+            #expect(abs(Double(o1[i]) - exact) <= 4 * 0x1p-24 * abs(Double(x) * Double(up[i])) + 1e-44, "scalar vs exact i=\(i) x=\(x)")
+            #expect(abs(Double(o1[i]) - y) <= 10 * 0x1p-24 * abs(Double(x) * Double(up[i])) + 1e-44, "simd vs scalar i=\(i) x=\(x)")
         }
     }
 
@@ -269,7 +273,9 @@ struct ElementwiseCTests {
     }
 
     /// GELU-tanh · up: bit-identical to SIMD; vs the Double reference of the same f32 u ≤ 6 ulp relative
-    /// (+ 1e-44 absolute); vs the scalar formula ≤ 2⁻²²·|x·up| (the bounds of `ElementwiseTests.gelu`).
+    /// + 2⁻¹²⁶·|x·up| (x < −9.9: e^{−2u} overflows and a result below 2⁻¹²⁷·|x·up| flushes to ±0; the
+    /// sizes here reach x ≈ −10 with scale 3) + 1e-44; vs the scalar formula ≤ 10·2⁻²⁴·|x·up| (the
+    /// bounds of `ElementwiseTests.gelu`).
     @Test("geluTanhMul: bit-identical to SIMD, within the bounds of exact and scalar", arguments: sizes)
     func gelu(n: Int) {
         var rng = TestRNG(seed: 800 + UInt64(n))
@@ -289,8 +295,14 @@ struct ElementwiseCTests {
                 let uf = ScalarKernels.geluBeta * (x + ScalarKernels.geluKappa * x * x * x)
                 let exact = Double(x) / (1 + Foundation.exp(-2 * Double(uf))) * Double(up[i])
                 let y = Double(o[i])
-                if abs(y - exact) > 6 * 0x1p-24 * abs(exact) + 1e-44 { bad += 1 }
-                if abs(Double(refS[i]) - y) > 0x1p-22 * abs(Double(x) * Double(up[i])) + 1e-44 { bad += 1 }
+                if abs(y - exact) > 6 * 0x1p-24 * abs(exact) + 0x1p-126 * abs(Double(x) * Double(up[i])) + 1e-44 {
+                    bad += 1
+                    if bad <= 3 { Issue.record("vs exact \(isa) i=\(i) x=\(x) up=\(up[i]) y=\(y) exact=\(exact) rel=\(abs(y - exact) / abs(exact) / 0x1p-24) ulp") }
+                }
+                if abs(Double(refS[i]) - y) > 10 * 0x1p-24 * abs(Double(x) * Double(up[i])) + 1e-44 {
+                    bad += 1
+                    if bad <= 3 { Issue.record("vs scalar \(isa) i=\(i) x=\(x) up=\(up[i]) y=\(y) scalar=\(refS[i])") }
+                }
             }
             #expect(bad == 0, "gelu \(isa) n=\(n): \(bad) outside the bounds")
             // in place (out aliases gate), the model's call
