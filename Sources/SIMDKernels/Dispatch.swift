@@ -2,18 +2,22 @@
 //
 // Tiers (shared/docs/style.md): `.scalar` is the reference (plain loops, deterministic, the definition
 // every other tier is tested against), `.simd` is portable Swift SIMD, `.c` is the OpenMP-threaded C
-// target (with its own run-time choice of instruction set, see `CKernelISA`). A family without a
-// tier falls back to the next lower one (element-wise `.c` runs `.simd`). Model code never names a
-// tier: it calls `Kernels.*` / `QuantKernels.*` and this table decides.
+// target (with its own run-time choice of instruction set, see `CKernelISA`). A kernel without a
+// tier falls back to the next lower one (element-wise `.c` has add, scale, dot, rmsNorm, geluTanhMul
+// and ropeRotateHalf; softmax and geluExactMul run `.simd`). Model code never names a tier: it calls
+// `Kernels.*` / `QuantKernels.*` and this table decides.
 //
-// Defaults: matmuls `.c`, everything else `.simd`, quantized matmuls with the weight type's activation partner.
+// Defaults: matmuls and element-wise `.c`, quantize `.simd`, quantized matmuls with the weight type's
+// activation partner.
 // Override for tests and benchmarks with `Kernels.dispatch = ...`, `QuantKernels.tier = .scalar`, or
 // the environment variable NLA_KERNELS (read once, at first use), e.g.
 //     NLA_KERNELS=scalar                          every family on the scalar tier
 //     NLA_KERNELS=simd                            every family on Swift SIMD (matmuls too)
-//     NLA_KERNELS=c                               matmuls + quantize on C, element-wise on SIMD
+//     NLA_KERNELS=c                               every family on C
+//     NLA_KERNELS=elementwise=simd                the Swift SIMD element-wise tier (the pre-C default)
 //     NLA_KERNELS=matmul=simd,elementwise=scalar,act=f32
-// NLA_C_ISA=generic|avx2|avx512vnni forces the C tier's instruction set (see CKernelISA).
+// NLA_C_ISA=generic|avx2|avx512vnni forces the C tier's instruction set (see CKernelISA), element-wise
+// kernels included (their avx512vnni path is plain AVX-512).
 
 import CKernels
 
@@ -38,13 +42,14 @@ public struct KernelDispatch: Sendable, Equatable, CustomStringConvertible {
     public var matmul: KernelTier
     /// Activation quantization (f32 → Q8_0) and row dequantization.
     public var quantize: KernelTier
-    /// dot, rmsNorm, add, scale, softmax, GELU, RoPE (`.c` runs `.simd`).
+    /// dot, rmsNorm, add, scale, softmax, GELU, RoPE (`.c`: elementwise_kernels.c where it has the
+    /// kernel, else `.simd`).
     public var elementwise: KernelTier
     /// Activation format of quantized-weight matmuls (`QuantKernels.matmul`); nil = the weight type's
     /// own partner (the model passes it from the Quant type table: Q8_0 weights → f32, Q4_0 → Q8_0).
     public var activation: ActivationMode?
 
-    public init(matmul: KernelTier = .c, quantize: KernelTier = .simd, elementwise: KernelTier = .simd,
+    public init(matmul: KernelTier = .c, quantize: KernelTier = .simd, elementwise: KernelTier = .c,
                 activation: ActivationMode? = nil) {
         self.matmul = matmul
         self.quantize = quantize
@@ -52,12 +57,12 @@ public struct KernelDispatch: Sendable, Equatable, CustomStringConvertible {
         self.activation = activation
     }
 
-    /// The defaults: matmuls in C, the rest in Swift SIMD, activations per weight type.
+    /// The defaults: matmuls and element-wise in C, quantize in Swift SIMD, activations per weight type.
     public static let standard = KernelDispatch()
 
-    /// Every family on `tier` (element-wise `.c` → `.simd`).
+    /// Every family on `tier`.
     public static func all(_ tier: KernelTier, activation: ActivationMode? = nil) -> KernelDispatch {
-        KernelDispatch(matmul: tier, quantize: tier, elementwise: tier == .c ? .simd : tier, activation: activation)
+        KernelDispatch(matmul: tier, quantize: tier, elementwise: tier, activation: activation)
     }
 
     /// Parses an NLA_KERNELS value (grammar in the file header); nil if malformed.

@@ -1,18 +1,20 @@
 // Element-wise and reduction kernels of the forward pass, plus the f32 matmuls. This file is the
 // model-facing facade: every function dispatches through `Kernels.dispatch` (Dispatch.swift) to the
 // scalar reference tier (ScalarKernels.swift), the Swift SIMD tier (VectorKernels.swift) or the C
-// tier (CKernels: OpenBLAS / OpenMP). No model knowledge: Gemma's (1 + w) norm weights, embedding
+// tier (CKernels: OpenBLAS / OpenMP; element-wise: elementwise_kernels.c, built per instruction set). No model knowledge: Gemma's (1 + w) norm weights, embedding
 // scale and attention scale are applied by the model code. Nothing here allocates.
 //
 // Numerical contract (details on each function and in the tier files): all arithmetic in f32.
-// Default tiers: element-wise SIMD, matmuls C. SIMD vs scalar:
+// Default tiers: element-wise C (add, scale, rmsNorm, geluTanhMul, ropeRotateHalf, dot; the rest run
+// the SIMD tier), matmuls C. The element-wise C tier is bit-identical to the SIMD tier on every
+// instruction-set path (include/elementwise_kernels.h), so everything below holds for it. SIMD vs scalar:
 //   add, scale, ropeRotateHalf, geluExactMul, matmulNN(simd)     bit-identical
 //   dot, rmsNorm, matmulNT(simd)   16-lane partial sums: differ by summation order only
 //                                  (rmsNorm vs exact: SIMD 4.6 ulp, scalar 17.5 ulp measured at n <= 4096)
 //   softmax                        vector exp (<= 1 ulp) + 8-lane sum; vs exact <= (8 + n + |x - max|)·2⁻²⁴
 //                                  relative (tested); measured 66 ulp SIMD / 263 ulp scalar at n = 4096
 //   geluTanhMul                    stable x·σ(2u) form: <= 2.9 ulp relative measured (the scalar formula
-//                                  cancels for x << 0: up to 203 ulp relative); tiers within 2⁻²²·|x·up|
+//                                  cancels for x << 0: up to 203 ulp relative); tiers within 10·2⁻²⁴·|x·up|
 // Measured with /tmp/kernpkg's kbench; bounds enforced by Tests/SIMDKernelsTests.
 // Quantized kernels: QuantKernels.swift.
 
@@ -22,6 +24,8 @@ public enum Kernels {
     /// The dispatch table (defaults, or NLA_KERNELS at first use). Set it before running kernels, not
     /// concurrently with them; tests that compare tiers pass tiers explicitly instead.
     public nonisolated(unsafe) static var dispatch: KernelDispatch = .fromEnvironment()
+    /// The C kernels' "selected instruction-set path" (CK_ISA_AUTO): CPUID's best, or NLA_C_ISA.
+    static let autoISA: Int32 = -1
 
     /// Threads for the BLAS and OpenMP kernels (0 = all cores).
     public static func setThreads(_ n: Int) { ck_set_threads(Int32(n)) }
@@ -37,19 +41,26 @@ public enum Kernels {
         return (Int(i), a, b)
     }
 
-    /// Sum of a[i]*b[i] over n elements (SIMD tier unless element-wise is `.scalar`).
+    /// Sum of a[i]*b[i] over n elements.
     @inline(__always)
     public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
         kernelRequire(n >= 0, "dot: negative n \(n)")
-        return dispatch.elementwise == .scalar ? ScalarKernels.dot(a, b, n) : VectorKernels.dot(a, b, n)
+        switch dispatch.elementwise {
+        case .scalar: return ScalarKernels.dot(a, b, n)
+        case .simd: return VectorKernels.dot(a, b, n)
+        case .c: return ck_ew_dot(a, b, Int64(n), autoISA)
+        }
     }
 
     /// out = x * rsqrt(mean(x²) + eps) * weight   (out may alias x)
     public static func rmsNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                out: UnsafeMutablePointer<Float>, n: Int, eps: Float) {
         kernelRequire(n > 0, "rmsNorm: n \(n) must be positive")
-        if dispatch.elementwise == .scalar { ScalarKernels.rmsNorm(x, weight: weight, out: out, n: n, eps: eps) }
-        else { VectorKernels.rmsNorm(x, weight: weight, out: out, n: n, eps: eps) }
+        switch dispatch.elementwise {
+        case .scalar: ScalarKernels.rmsNorm(x, weight: weight, out: out, n: n, eps: eps)
+        case .simd: VectorKernels.rmsNorm(x, weight: weight, out: out, n: n, eps: eps)
+        case .c: ck_ew_rmsnorm_rows(x, weight, out, 1, Int64(n), eps, autoISA)
+        }
     }
 
     /// RMSNorm applied to each of `rows` consecutive vectors of length n.
@@ -57,26 +68,35 @@ public enum Kernels {
                                    out: UnsafeMutablePointer<Float>, rows: Int, n: Int, eps: Float) {
         kernelRequire(n > 0 && rows >= 0, "rmsNormRows: rows \(rows), n \(n)")
         kernelRequire(rows.multipliedReportingOverflow(by: n).overflow == false, "rmsNormRows: rows × n overflows")
-        if dispatch.elementwise == .scalar {
-            ScalarKernels.rmsNormRows(x, weight: weight, out: out, rows: rows, n: n, eps: eps)
-        } else {
-            VectorKernels.rmsNormRows(x, weight: weight, out: out, rows: rows, n: n, eps: eps)
+        switch dispatch.elementwise {
+        case .scalar: ScalarKernels.rmsNormRows(x, weight: weight, out: out, rows: rows, n: n, eps: eps)
+        case .simd: VectorKernels.rmsNormRows(x, weight: weight, out: out, rows: rows, n: n, eps: eps)
+        case .c: ck_ew_rmsnorm_rows(x, weight, out, Int64(rows), Int64(n), eps, autoISA)
         }
     }
 
     /// a += b
     public static func add(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) {
         kernelRequire(n >= 0, "add: negative n \(n)")
-        if dispatch.elementwise == .scalar { ScalarKernels.add(a, b, n) } else { VectorKernels.add(a, b, n) }
+        switch dispatch.elementwise {
+        case .scalar: ScalarKernels.add(a, b, n)
+        case .simd: VectorKernels.add(a, b, n)
+        case .c: ck_ew_add(a, b, Int64(n), autoISA)
+        }
     }
 
     /// a *= s
     public static func scale(_ a: UnsafeMutablePointer<Float>, _ s: Float, _ n: Int) {
         kernelRequire(n >= 0, "scale: negative n \(n)")
-        if dispatch.elementwise == .scalar { ScalarKernels.scale(a, s, n) } else { VectorKernels.scale(a, s, n) }
+        switch dispatch.elementwise {
+        case .scalar: ScalarKernels.scale(a, s, n)
+        case .simd: VectorKernels.scale(a, s, n)
+        case .c: ck_ew_scale(a, s, Int64(n), autoISA)
+        }
     }
 
-    /// In-place softmax over n values (max-subtracted, f32). All −inf gives zeros.
+    /// In-place softmax over n values (max-subtracted, f32). All −inf gives zeros. (No C tier: the
+    /// forward pass's softmax lives in the C attention kernel; `.c` runs the SIMD tier.)
     public static func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
         kernelRequire(n >= 0, "softmax: negative n \(n)")
         if dispatch.elementwise == .scalar { ScalarKernels.softmax(x, n) } else { VectorKernels.softmax(x, n) }
@@ -88,8 +108,11 @@ public enum Kernels {
     public static func geluTanhMul(_ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>,
                                    out: UnsafeMutablePointer<Float>, n: Int) {
         kernelRequire(n >= 0, "geluTanhMul: negative n \(n)")
-        if dispatch.elementwise == .scalar { ScalarKernels.geluTanhMul(gate, up, out: out, n: n) }
-        else { VectorKernels.geluTanhMul(gate, up, out: out, n: n) }
+        switch dispatch.elementwise {
+        case .scalar: ScalarKernels.geluTanhMul(gate, up, out: out, n: n)
+        case .simd: VectorKernels.geluTanhMul(gate, up, out: out, n: n)
+        case .c: ck_ew_gelu_tanh_mul(gate, up, out, Int64(n), autoISA)
+        }
     }
 
     /// out[i] = gelu(gate[i]) * up[i] with the exact gelu 0.5·x·(1 + erf(x/√2)) (transformers' "gelu").
@@ -105,8 +128,11 @@ public enum Kernels {
     public static func ropeRotateHalf(_ x: UnsafeMutablePointer<Float>, cos: UnsafePointer<Float>,
                                       sin: UnsafePointer<Float>, headDim d: Int) {
         kernelRequire(d >= 0 && d % 2 == 0, "ropeRotateHalf: headDim \(d) must be even and non-negative")
-        if dispatch.elementwise == .scalar { ScalarKernels.ropeRotateHalf(x, cos: cos, sin: sin, headDim: d) }
-        else { VectorKernels.ropeRotateHalf(x, cos: cos, sin: sin, headDim: d) }
+        switch dispatch.elementwise {
+        case .scalar: ScalarKernels.ropeRotateHalf(x, cos: cos, sin: sin, headDim: d)
+        case .simd: VectorKernels.ropeRotateHalf(x, cos: cos, sin: sin, headDim: d)
+        case .c: ck_ew_rope_rotate_half(x, cos, sin, Int64(d), autoISA)
+        }
     }
 
     /// Y[M,N] = X[M,K] · W[N,K]ᵀ (+ beta·Y), f32. C tier: OpenBLAS (its own blocking and threads).

@@ -11,7 +11,7 @@ struct NLA: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nla",
         abstract: "Gemma 3 and Natural Language Autoencoders on the CPU.",
-        subcommands: [Tokenize.self, Generate.self, Chat.self, Hidden.self, Explain.self, Verbalize.self, Reconstruct.self, Score.self, Fidelity.self, Kld.self, AVKldCommand.self, Bench.self, BenchKernels.self, ImatrixCommand.self, Serve.self])
+        subcommands: [Tokenize.self, Generate.self, Chat.self, Hidden.self, Explain.self, Verbalize.self, Reconstruct.self, Score.self, Fidelity.self, Kld.self, AVKldCommand.self, Bench.self, BenchKernels.self, BenchElementwise.self, ImatrixCommand.self, Serve.self])
 
     /// Like ArgumentParser's `main`, but a command-line error (unknown option, missing or malformed value,
     /// e.g. `--threads -1`, which reads as an option) is one line on stderr, like every other error, with
