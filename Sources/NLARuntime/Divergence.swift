@@ -31,8 +31,7 @@ public enum Divergence {
         let v = reference.config.vocabSize, d = reference.config.hiddenSize
         let sr = try reference.makeSession(capacity: ids.count)
         let sq = try quantized.makeSession(capacity: ids.count)
-        var klds: [Double] = []
-        var agree = 0
+        var tally = KLDTally()
         var cosSum = 0.0
         var start = 0
         while start < ids.count {
@@ -44,24 +43,14 @@ public enum Divergence {
             let lq = try sq.forward(ids: part, logits: .all) { p, row0, vals in
                 if p == .finalNorm { hq.withUnsafeMutableBufferPointer { ($0.baseAddress! + row0 * d).update(from: vals.baseAddress!, count: vals.count) } }
             }
+            tally.add(lr, lq, rows: part.count, vocab: v)
             for r in 0..<part.count {
-                let (kl, same) = lr.withUnsafeBufferPointer { a in
-                    lq.withUnsafeBufferPointer { b in
-                        klAndTop1(UnsafeBufferPointer(rebasing: a[(r * v)..<((r + 1) * v)]),
-                                  UnsafeBufferPointer(rebasing: b[(r * v)..<((r + 1) * v)]))
-                    }
-                }
-                klds.append(kl)
-                if same { agree += 1 }
                 cosSum += cosine(Array(hr[(r * d)..<((r + 1) * d)]), Array(hq[(r * d)..<((r + 1) * d)]))
             }
             start += part.count
         }
-        let sorted = klds.sorted()
-        let p99 = sorted[min(sorted.count - 1, Int((Double(sorted.count) * 0.99).rounded(.up)) - 1)]
-        return DivergenceReport(positions: klds.count, meanKLD: klds.reduce(0, +) / Double(klds.count), p99KLD: p99,
-                                maxKLD: sorted.last!, top1Agreement: Double(agree) / Double(klds.count),
-                                meanHiddenCos: cosSum / Double(klds.count))
+        return DivergenceReport(positions: tally.positions, meanKLD: tally.mean, p99KLD: tally.p99, maxKLD: tally.max,
+                                top1Agreement: tally.top1Agreement, meanHiddenCos: cosSum / Double(tally.positions))
     }
 
     /// KL(softmax(a) ‖ softmax(b)) and whether the argmaxes agree.
@@ -81,6 +70,36 @@ public enum Divergence {
         }
         return (max(kl, 0), ia == ib)
     }
+}
+
+/// Per-position KL(P_ref ‖ P_quant) and top-1 agreement, summarised the same way for every report
+/// (`nla kld`, `nla av-kld`): mean, 99th percentile (nearest rank), max.
+struct KLDTally {
+    private(set) var klds: [Double] = []
+    private(set) var agree = 0
+
+    /// Add rows 0..<rows of two [rows, vocab] logit arrays (reference first).
+    mutating func add(_ reference: [Float], _ quantized: [Float], rows: Int, vocab: Int) {
+        reference.withUnsafeBufferPointer { a in
+            quantized.withUnsafeBufferPointer { b in
+                for r in 0..<rows {
+                    let (kl, same) = Divergence.klAndTop1(UnsafeBufferPointer(rebasing: a[(r * vocab)..<((r + 1) * vocab)]),
+                                                          UnsafeBufferPointer(rebasing: b[(r * vocab)..<((r + 1) * vocab)]))
+                    klds.append(kl)
+                    if same { agree += 1 }
+                }
+            }
+        }
+    }
+
+    var positions: Int { klds.count }
+    var mean: Double { klds.reduce(0, +) / Double(klds.count) }
+    var p99: Double {
+        let sorted = klds.sorted()
+        return sorted[min(sorted.count - 1, Int((Double(sorted.count) * 0.99).rounded(.up)) - 1)]
+    }
+    var max: Double { klds.max()! }
+    var top1Agreement: Double { Double(agree) / Double(klds.count) }
 }
 
 /// Cosine similarity in f64.

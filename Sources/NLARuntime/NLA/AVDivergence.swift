@@ -59,8 +59,7 @@ public enum AVDivergence {
         guard !vectors.isEmpty, refGen.count == vectors.count else { throw ModelError.input("no vectors to compare") }
         let (qGen, _) = try AVCalibration.verbalize(quantized, vectors: vectors, maxNewTokens: maxNewTokens, batch: batch)
         var identical = 0, prefixSum = 0.0
-        var klds: [Double] = []
-        var agree = 0
+        var tally = KLDTally()
         let vocab = reference.model.config.vocabSize
         for (i, v) in vectors.enumerated() {
             let r = refGen[i].ids, q = qGen[i].ids
@@ -70,22 +69,11 @@ public enum AVDivergence {
             prefixSum += Double(common) / Double(max(r.count, 1))
             let lr = try teacherForcedLogits(reference, vector: v, generated: r)
             let lq = try teacherForcedLogits(quantized, vector: v, generated: r)
-            for row in 0..<r.count {
-                let (kl, same) = lr.withUnsafeBufferPointer { a in
-                    lq.withUnsafeBufferPointer { b in
-                        Divergence.klAndTop1(UnsafeBufferPointer(rebasing: a[(row * vocab)..<((row + 1) * vocab)]),
-                                             UnsafeBufferPointer(rebasing: b[(row * vocab)..<((row + 1) * vocab)]))
-                    }
-                }
-                klds.append(kl)
-                if same { agree += 1 }
-            }
+            tally.add(lr, lq, rows: r.count, vocab: vocab)
         }
-        let sorted = klds.sorted()
-        let p99 = sorted[min(sorted.count - 1, Int((Double(sorted.count) * 0.99).rounded(.up)) - 1)]
         let report = AVDivergenceReport(vectors: vectors.count, identical: identical, meanPrefixAgreement: prefixSum / Double(vectors.count),
-                                        positions: klds.count, meanKLD: klds.reduce(0, +) / Double(klds.count), p99KLD: p99,
-                                        maxKLD: sorted.last!, top1Agreement: Double(agree) / Double(klds.count))
+                                        positions: tally.positions, meanKLD: tally.mean, p99KLD: tally.p99,
+                                        maxKLD: tally.max, top1Agreement: tally.top1Agreement)
         return (report, qGen)
     }
 }
