@@ -48,6 +48,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // SHA-256 keys of the tokenizer cache (TokenizerCache); already in the graph through AsyncHTTPClient.
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         .target(
@@ -66,7 +68,8 @@ let package = Package(
         ),
         .target(
             name: "NLARuntime",
-            dependencies: ["Quant", "SIMDKernels", .product(name: "Yams", package: "Yams")],
+            dependencies: ["Quant", "SIMDKernels", .product(name: "Yams", package: "Yams"),
+                           .product(name: "Crypto", package: "swift-crypto")],
             path: "Sources/NLARuntime"
         ),
         // The request bodies of `nla serve` decoded without a model or a network (JSON reader, /generate and /api/*

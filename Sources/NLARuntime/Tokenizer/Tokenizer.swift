@@ -66,23 +66,20 @@ public final class Tokenizer: Sendable {
     }
 
     /// Builds a tokenizer from file contents already in memory (e.g. embedded in a GGUF file); `name`
-    /// of each file is what error messages call it.
+    /// of each file is what error messages call it. The part built from tokenizer.json alone (the
+    /// vocabulary, merges, normalizer, …: most of the work) comes from `cache` when a tokenizer.json with
+    /// the same bytes was built before in this process (see `TokenizerCache`); nil always builds it.
     public init(tokenizerJSON json: TokenizerSourceFile, tokenizerConfig: TokenizerSourceFile?,
-                chatTemplateJinja: TokenizerSourceFile? = nil, specialTokensMap: TokenizerSourceFile? = nil) throws {
+                chatTemplateJinja: TokenizerSourceFile? = nil, specialTokensMap: TokenizerSourceFile? = nil,
+                cache: TokenizerCache? = .shared) throws {
         let file = json.name
-        let parsed = try TokJSONReader.parseTokenizerFile(json.data, file: file)
-        let root = TokJSONNode(file: file, path: "", value: .object(parsed.root))
-
-        let modelNode = try root.require("model")
-        _ = try modelNode.asObject()
-        model = try TokModelFactory.make(modelNode, vocab: parsed.vocab, merges: parsed.merges)
-        let normalizer = try root.optional("normalizer").map(TokNormalizerFactory.make)
-        self.normalizer = normalizer
-        preTokenizer = try root.optional("pre_tokenizer").map(TokPreTokenizerFactory.make)
-        postProcessor = try root.optional("post_processor").map(TokPostProcessorFactory.make)
-        decoder = try root.optional("decoder").map(TokDecoderFactory.make)
-        let added = try root.optional("added_tokens")?.asArray().map(TokAddedToken.init) ?? []
-        addedVocabulary = TokAddedVocabulary(added, normalizer: normalizer)
+        let core = try cache?.core(for: json) ?? TokenizerCore(json)
+        model = core.model
+        normalizer = core.normalizer
+        preTokenizer = core.preTokenizer
+        postProcessor = core.postProcessor
+        decoder = core.decoder
+        addedVocabulary = core.addedVocabulary
 
         // tokenizer_config.json
         var bos: (token: String, file: String)?

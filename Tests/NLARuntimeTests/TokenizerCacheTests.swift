@@ -1,0 +1,93 @@
+import Foundation
+import NLATestSupport
+import Testing
+@testable import NLARuntime
+
+/// The tokenizer.json part of a tokenizer is built once per distinct byte content and shared; the
+/// per-model files (tokenizer_config.json, chat template) stay each model's own.
+@Suite("Tokenizer cache")
+struct TokenizerCacheTests {
+    typealias S = TokTestSupport
+
+    static let gemmaLike = """
+        {{ bos_token }}{%- set loop_messages = messages -%}{%- set first_user_prefix = "" -%}\
+        {{ '<start_of_turn>' + role + '\\n' }}{{ '<end_of_turn>\\n' }}
+        """
+
+    static func tokenizerJSON(extraToken: String? = nil) throws -> String {
+        var vocab = ["<s>": 0, "<t>": 1, "a": 2, "b": 3, "ab": 4]
+        if let t = extraToken { vocab[t] = 5 }
+        return try S.tokenizerJSON(model: S.bpe(vocab, merges: ["a b"]), addedTokens: [S.added(0, "<s>"), S.added(1, "<t>")])
+    }
+
+    static func source(_ text: String, _ name: String) -> TokenizerSourceFile {
+        TokenizerSourceFile(data: Data(text.utf8), name: name)
+    }
+
+    @Test("same tokenizer.json bytes: built once, reused, encodes the same; own bos and template file per model")
+    func sameBytesShareTheCore() throws {
+        let cache = TokenizerCache(capacity: 2)
+        let json = try Self.tokenizerJSON()
+        let first = try Tokenizer(tokenizerJSON: Self.source(json, "target.gguf[tokenizer.json]"),
+                                  tokenizerConfig: Self.source(#"{"bos_token": "<s>", "chat_template": "{{ x }}"}"#,
+                                                               "target.gguf[tokenizer_config.json]"),
+                                  cache: cache)
+        let second = try Tokenizer(tokenizerJSON: Self.source(json, "av.gguf[tokenizer.json]"),
+                                   tokenizerConfig: Self.source(try S.json(["bos_token": "<t>", "chat_template": Self.gemmaLike]),
+                                                                "av.gguf[tokenizer_config.json]"),
+                                   cache: cache)
+        #expect(cache.builds == 1)
+        #expect(cache.reuses == 1)
+        // The shared part: the same encoding and decoding.
+        for text in ["ab", "aab", "ba", "<s>ab<t>"] {
+            #expect(first.encode(text, addSpecialTokens: false) == second.encode(text, addSpecialTokens: false))
+        }
+        #expect(first.encode("aab", addSpecialTokens: false) == [2, 4])
+        #expect(first.vocabSize == second.vocabSize)
+        // The per-model part: bos token and chat template come from each model's own config.
+        #expect(first.bosTokenId == 0)
+        #expect(second.bosTokenId == 1)
+        let e = #expect(throws: TokenizerError.self) { try first.renderChat([ChatMessage(role: "user", content: "a")]) }
+        #expect(e?.description.contains("target.gguf[tokenizer_config.json]") == true)
+        #expect(try second.renderChat([ChatMessage(role: "user", content: "a")]).hasPrefix("<t><start_of_turn>user"))
+    }
+
+    @Test("different bytes are never shared; capacity evicts the least recently used; nil cache always builds")
+    func differentBytesAndEviction() throws {
+        let cache = TokenizerCache(capacity: 1)
+        let a = try Self.tokenizerJSON(), b = try Self.tokenizerJSON(extraToken: "bb")
+        let ta = try Tokenizer(tokenizerJSON: Self.source(a, "a.json"), tokenizerConfig: nil, cache: cache)
+        let tb = try Tokenizer(tokenizerJSON: Self.source(b, "b.json"), tokenizerConfig: nil, cache: cache)
+        #expect(cache.builds == 2 && cache.reuses == 0)
+        #expect(ta.tokenToId("bb") == nil)
+        #expect(tb.tokenToId("bb") == 5)
+        // Capacity 1: b evicted a, so a is built again, and then b again.
+        _ = try Tokenizer(tokenizerJSON: Self.source(a, "a.json"), tokenizerConfig: nil, cache: cache)
+        _ = try Tokenizer(tokenizerJSON: Self.source(b, "b.json"), tokenizerConfig: nil, cache: cache)
+        #expect(cache.builds == 4 && cache.reuses == 0)
+        _ = try Tokenizer(tokenizerJSON: Self.source(b, "b.json"), tokenizerConfig: nil, cache: cache)
+        #expect(cache.builds == 4 && cache.reuses == 1)
+        cache.removeAll()
+        _ = try Tokenizer(tokenizerJSON: Self.source(b, "b.json"), tokenizerConfig: nil, cache: cache)
+        #expect(cache.builds == 5)
+        // One byte of difference (a trailing space) is another key.
+        _ = try Tokenizer(tokenizerJSON: Self.source(b + " ", "b.json"), tokenizerConfig: nil, cache: cache)
+        #expect(cache.builds == 6)
+        // No cache: nothing counted anywhere.
+        _ = try Tokenizer(tokenizerJSON: Self.source(a, "a.json"), tokenizerConfig: nil, cache: nil)
+        #expect(cache.builds == 6)
+    }
+
+    @Test("a tokenizer.json that fails to build is not kept: the same error every time, naming its file")
+    func failuresAreNotCached() throws {
+        let cache = TokenizerCache(capacity: 2)
+        let broken = #"{"version": "1.0", "added_tokens": []}"#  // no "model"
+        for name in ["one.gguf[tokenizer.json]", "two.gguf[tokenizer.json]"] {
+            let e = #expect(throws: TokenizerError.self) {
+                _ = try Tokenizer(tokenizerJSON: Self.source(broken, name), tokenizerConfig: nil, cache: cache)
+            }
+            #expect(e?.description.contains(name) == true)
+        }
+        #expect(cache.builds == 0 && cache.reuses == 0)
+    }
+}
