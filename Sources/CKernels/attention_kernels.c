@@ -222,38 +222,85 @@ T512 static void item_512(const ck_attn_params *p, const float *q, const float *
 }
 #endif
 
-// MARK: - entry point
+// MARK: - entry points
+
+static int valid_params(const ck_attn_params *p) {
+    return p && p->rows >= 0 && p->pos0 >= 0 && p->heads > 0 && p->kv_heads > 0 && p->heads % p->kv_heads == 0 &&
+           p->head_dim > 0 && p->window >= 0 && p->ring > 0 && p->ring >= max_span(p) &&
+           p->ldq >= p->heads * p->head_dim && p->ldo >= p->heads * p->head_dim && p->ldkv >= p->kv_heads * p->head_dim;
+}
+
+int64_t ck_attention_multi_scratch_floats(int64_t n, const ck_attn_params *const *p, int nthreads) {
+    int64_t most = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t f = ck_attention_scratch_floats(p[i], nthreads);
+        if (f > most) most = f;
+    }
+    return most;
+}
 
 int ck_attention(const ck_attn_params *p, const float *q, const float *kc, const float *vc, float *out,
                  float *scratch, int64_t scratch_floats, int isa, int nthreads) {
-    if (!p || p->rows < 0 || p->pos0 < 0 || p->heads <= 0 || p->kv_heads <= 0 || p->heads % p->kv_heads ||
-        p->head_dim <= 0 || p->window < 0 || p->ring < max_span(p) || p->ring <= 0 ||
-        p->ldq < p->heads * p->head_dim || p->ldo < p->heads * p->head_dim || p->ldkv < p->kv_heads * p->head_dim)
-        return -1;
-    if (p->rows == 0) return 0;
+    return ck_attention_multi(1, &p, &q, &kc, &vc, &out, scratch, scratch_floats, isa, nthreads);
+}
+
+int ck_attention_multi(int64_t n, const ck_attn_params *const *ps, const float *const *qs, const float *const *kcs,
+                       const float *const *vcs, float *const *outs, float *scratch, int64_t scratch_floats, int isa,
+                       int nthreads) {
+    if (n < 1 || n > CK_ATTN_MAX_PIECES || !ps) return -1;
     const int nt = nthreads > 0 ? nthreads : ck_get_threads();
-    const int64_t stride = (max_span(p) + 15) & ~(int64_t)15;
+    int64_t stride = 0, work = 0, groupItems = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const ck_attn_params *p = ps[i];
+        if (!valid_params(p)) return -1;
+        const int64_t st = (max_span(p) + 15) & ~(int64_t)15;
+        if (st > stride) stride = st;
+        work += p->rows * p->heads * max_span(p) * p->head_dim;
+        groupItems += p->rows * p->kv_heads;
+    }
     if (scratch_floats < (int64_t)nt * stride) return -1;
     if (isa == CK_ISA_AUTO) isa = ck_quant_isa_selected();
 #if AT_X86
-    const int use512 = isa >= CK_ISA_AVX512VNNI && ck_quant_isa_available(CK_ISA_AVX512VNNI) && p->head_dim % 16 == 0;
+    int use512 = 1;
+    for (int64_t i = 0; i < n; i++) use512 &= ps[i]->head_dim % 16 == 0;
+    use512 = use512 && isa >= CK_ISA_AVX512VNNI && ck_quant_isa_available(CK_ISA_AVX512VNNI);
 #else
     const int use512 = 0;
 #endif
-    const int64_t items = p->rows * p->heads;
+    // An item is one (piece, row, KV head) with all the query heads that share it, run one after the
+    // other on one thread, so the group's keys and values come from memory once and from L2 for the
+    // other heads — when there are enough such items to keep every thread busy; otherwise (a single
+    // decode row) one item per (row, query head). Either way each (row, head) is computed by the same
+    // code from the same inputs: the grouping changes which thread runs it, never its result.
+    const int grouped = groupItems >= 2 * (int64_t)nt;
+    int64_t first[CK_ATTN_MAX_PIECES + 1];  // first item of each piece
+    first[0] = 0;
+    for (int64_t i = 0; i < n; i++) first[i + 1] = first[i] + ps[i]->rows * (grouped ? ps[i]->kv_heads : ps[i]->heads);
+    const int64_t items = first[n];
+    if (items == 0) return 0;
     // Threads only when there is enough work to pay for waking them (visible keys × head_dim × items).
-    const int64_t work = items * max_span(p) * p->head_dim;
     const int par = nt > 1 && work >= 65536;
-// static, 1: rows interleave across threads, which balances the causal triangle (dynamic scheduling
+    // static, 1: items interleave across threads, which balances the causal triangle (dynamic scheduling
     // needs a newer libomp than Debian ships).
 #pragma omp parallel for schedule(static, 1) num_threads(nt) if (par)
     for (int64_t it = 0; it < items; it++) {
-        const int64_t r = it / p->heads, h = it % p->heads;
+        int64_t lo = 0, hi = n - 1;  // the piece holding item it: first[lo] <= it < first[lo + 1]
+        while (lo < hi) {
+            const int64_t mid = (lo + hi + 1) / 2;
+            if (first[mid] <= it) lo = mid; else hi = mid - 1;
+        }
+        const ck_attn_params *p = ps[lo];
+        const int64_t local = it - first[lo];
+        const int64_t per = grouped ? p->heads / p->kv_heads : 1;  // query heads per item
+        const int64_t units = p->heads / per;                      // items per row
+        const int64_t r = local / units, h0 = (local % units) * per;
         float *s = scratch + (par ? omp_get_thread_num() : 0) * stride;
+        for (int64_t h = h0; h < h0 + per; h++) {
 #if AT_X86
-        if (use512) { item_512(p, q, kc, vc, out, s, r, h); continue; }
+            if (use512) { item_512(p, qs[lo], kcs[lo], vcs[lo], outs[lo], s, r, h); continue; }
 #endif
-        item_generic(p, q, kc, vc, out, s, r, h);
+            item_generic(p, qs[lo], kcs[lo], vcs[lo], outs[lo], s, r, h);
+        }
     }
     return 0;
 }

@@ -348,11 +348,7 @@ public final class Gemma3Batch: @unchecked Sendable {
                 }
             }
         }
-        var r0 = 0
-        for p in pieces {
-            attention(l, p, row0: r0, sliding: sliding)
-            r0 += p.rows
-        }
+        attention(l, pieces, sliding: sliding)
         linear(w.oProj, attn, rows: t, into: o)
         w.postAttentionNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(o, weight: $0.baseAddress!, out: o, rows: t, n: d, eps: eps) }
         Kernels.add(x, o, t * d)
@@ -368,18 +364,26 @@ public final class Gemma3Batch: @unchecked Sendable {
         Kernels.add(x, o, t * d)
     }
 
-    /// Store the piece's K/V in its ring, then softmax(q·kᵀ·scale)·v over the visible keys.
-    private func attention(_ l: Int, _ p: Piece, row0: Int, sliding: Bool) {
+    /// Store each piece's K/V in its ring, then softmax(q·kᵀ·scale)·v over its visible keys: all pieces
+    /// (sequences) in one threaded call.
+    private func attention(_ l: Int, _ pieces: [Piece], sliding: Bool) {
         let qDim = cfg.qDim, kvDim = cfg.kvDim
-        let cache = p.cache, t = p.rows, p0 = cache.position
-        let ring = cache.ringLengths[l]
-        let kc = cache.k[l], vc = cache.v[l]
-        for r in 0..<t {
-            let idx = (p0 + r) % ring
-            (kc + idx * kvDim).update(from: k + (row0 + r) * kvDim, count: kvDim)
-            (vc + idx * kvDim).update(from: v + (row0 + r) * kvDim, count: kvDim)
+        var calls: [Kernels.AttentionPiece] = []
+        calls.reserveCapacity(pieces.count)
+        var row0 = 0
+        for p in pieces {
+            let cache = p.cache, t = p.rows, p0 = cache.position
+            let ring = cache.ringLengths[l]
+            let kc = cache.k[l], vc = cache.v[l]
+            for r in 0..<t {
+                let idx = (p0 + r) % ring
+                (kc + idx * kvDim).update(from: k + (row0 + r) * kvDim, count: kvDim)
+                (vc + idx * kvDim).update(from: v + (row0 + r) * kvDim, count: kvDim)
+            }
+            calls.append(.init(q: q + row0 * qDim, k: kc, v: vc, ring: ring, out: attn + row0 * qDim, rows: t, pos0: p0))
+            row0 += t
         }
-        Kernels.attention(cfg.attentionShape(sliding: sliding), q: q + row0 * qDim, ldq: qDim, k: kc, v: vc, ldkv: kvDim,
-                          ring: ring, out: attn + row0 * qDim, ldo: qDim, rows: t, pos0: p0, scratch: attnScratch)
+        Kernels.attention(cfg.attentionShape(sliding: sliding), pieces: calls, ldq: qDim, ldkv: kvDim, ldo: qDim,
+                          scratch: attnScratch)
     }
 }

@@ -62,4 +62,58 @@ extension Kernels {
         let rc = ck_attention(&p, q, k, v, out, s, Int64(scratch.floats), isa?.rawValue ?? -1, Int32(threads))
         kernelRequire(rc == 0, "attention: the KV ring of \(ring) rows cannot hold the visible keys (rows \(rows), pos0 \(pos0), window \(shape.window ?? 0))")
     }
+
+    /// One piece of a `attention(pieces:)` call: the rows of one sequence against its own KV cache.
+    public struct AttentionPiece {
+        public var q: UnsafePointer<Float>
+        public var k: UnsafePointer<Float>
+        public var v: UnsafePointer<Float>
+        public var ring: Int
+        public var out: UnsafeMutablePointer<Float>
+        public var rows: Int
+        public var pos0: Int
+
+        public init(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, ring: Int,
+                    out: UnsafeMutablePointer<Float>, rows: Int, pos0: Int) {
+            self.q = q; self.k = k; self.v = v; self.ring = ring; self.out = out; self.rows = rows; self.pos0 = pos0
+        }
+    }
+
+    /// `attention` for several sequences of one geometry and strides in one threaded pass (a batch's
+    /// layer): piece i's output is bit-identical to an `attention` call for it alone.
+    public static func attention(_ shape: AttentionShape, pieces: [AttentionPiece], ldq: Int, ldkv: Int, ldo: Int,
+                                 scratch: AttentionScratch, isa: CKernelISA? = nil, threads: Int = 0) {
+        guard !pieces.isEmpty else { return }
+        kernelRequire(shape.heads > 0 && shape.kvHeads > 0 && shape.heads % shape.kvHeads == 0 && shape.headDim > 0,
+                      "attention: invalid shape \(shape)")
+        kernelRequire(ldq >= shape.heads * shape.headDim && ldo >= shape.heads * shape.headDim
+                      && ldkv >= shape.kvHeads * shape.headDim, "attention: row strides too small")
+        let most = Int(CK_ATTN_MAX_PIECES)
+        if pieces.count > most {  // C takes at most CK_ATTN_MAX_PIECES per call
+            for s in stride(from: 0, to: pieces.count, by: most) {
+                attention(shape, pieces: Array(pieces[s..<min(s + most, pieces.count)]), ldq: ldq, ldkv: ldkv, ldo: ldo,
+                          scratch: scratch, isa: isa, threads: threads)
+            }
+            return
+        }
+        var params = pieces.map { p in
+            kernelRequire(p.rows >= 0 && p.pos0 >= 0, "attention: negative rows or position")
+            return ck_attn_params(rows: Int64(p.rows), pos0: Int64(p.pos0), heads: Int64(shape.heads),
+                                  kv_heads: Int64(shape.kvHeads), head_dim: Int64(shape.headDim), ldq: Int64(ldq),
+                                  ldo: Int64(ldo), ldkv: Int64(ldkv), ring: Int64(p.ring),
+                                  window: Int64(shape.window ?? 0), scale: shape.scale, softcap: shape.softcap ?? 0)
+        }
+        var qs = pieces.map { Optional($0.q) }, ks = pieces.map { Optional($0.k) }, vs = pieces.map { Optional($0.v) }
+        var outs = pieces.map { Optional($0.out) }
+        let rc: Int32 = params.withUnsafeMutableBufferPointer { pb in
+            withUnsafeTemporaryAllocation(of: UnsafePointer<ck_attn_params>?.self, capacity: pb.count) { pp in
+                for i in 0..<pb.count { pp[i] = UnsafePointer(pb.baseAddress! + i) }
+                let n = Int(ck_attention_multi_scratch_floats(Int64(pb.count), pp.baseAddress!, Int32(threads)))
+                let s = scratch.reserve(n)
+                return ck_attention_multi(Int64(pb.count), pp.baseAddress!, &qs, &ks, &vs, &outs, s, Int64(scratch.floats),
+                                          isa?.rawValue ?? -1, Int32(threads))
+            }
+        }
+        kernelRequire(rc == 0, "attention: a KV ring cannot hold its visible keys (pieces \(pieces.map { ($0.rows, $0.pos0, $0.ring) }), window \(shape.window ?? 0))")
+    }
 }

@@ -117,6 +117,51 @@ struct AttentionKernelTests {
         }
     }
 
+    @Test("several sequences in one call (a batch's layer): each piece bit-identical to its own call, 1 or 2 threads",
+          arguments: attnCases)
+    fileprivate func multiPieceEqualsSeparateCalls(_ c: AttnCase) {
+        // Pieces of one geometry with their own caches, row counts and positions: 1 decode row each (many
+        // pieces: the grouped-by-KV-head split) and a mix with a prefill piece.
+        let qd = c.heads * c.headDim
+        for counts in [[1, 1, 1, 1, 1, 1, 1, 1, 1], [c.rows, 1, 2], [1]] {
+            let cases = counts.map { rows -> AttnCase in
+                var p = c
+                p.rows = min(rows, c.rows)
+                p.pos0 = c.pos0 + c.rows - p.rows  // the piece ends where the case ends: same ring validity
+                return p
+            }
+            let ops = cases.enumerated().map { i, p in operands(c, seed: 0xC0DE + UInt64(i)) }
+            for isa in CKernelISA.available {
+                for threads in [1, 2] {
+                    var outs = cases.map { [Float](repeating: .nan, count: $0.rows * qd) }
+                    let scratch = AttentionScratch()
+                    // Pin the operands for the call (arrays of pointers into arrays that live to the end).
+                    let qs = ops.map { o -> UnsafeMutablePointer<Float> in
+                        let p = UnsafeMutablePointer<Float>.allocate(capacity: o.q.count); p.initialize(from: o.q, count: o.q.count); return p }
+                    let ks = ops.map { o -> UnsafeMutablePointer<Float> in
+                        let p = UnsafeMutablePointer<Float>.allocate(capacity: o.k.count); p.initialize(from: o.k, count: o.k.count); return p }
+                    let vs = ops.map { o -> UnsafeMutablePointer<Float> in
+                        let p = UnsafeMutablePointer<Float>.allocate(capacity: o.v.count); p.initialize(from: o.v, count: o.v.count); return p }
+                    let os = cases.map { UnsafeMutablePointer<Float>.allocate(capacity: $0.rows * qd) }
+                    defer { for p in qs + ks + vs + os { p.deallocate() } }
+                    for (i, p) in cases.enumerated() { os[i].initialize(repeating: .nan, count: p.rows * qd) }
+                    let pieces = cases.indices.map { i in
+                        Kernels.AttentionPiece(q: qs[i], k: ks[i], v: vs[i], ring: cases[i].ring, out: os[i],
+                                               rows: cases[i].rows, pos0: cases[i].pos0)
+                    }
+                    Kernels.attention(c.shape, pieces: pieces, ldq: qd, ldkv: c.kvHeads * c.headDim, ldo: qd,
+                                      scratch: scratch, isa: isa, threads: threads)
+                    for i in cases.indices { outs[i] = Array(UnsafeBufferPointer(start: os[i], count: cases[i].rows * qd)) }
+                    for (i, p) in cases.enumerated() {
+                        let alone = run(p, q: ops[i].q, k: ops[i].k, v: ops[i].v, isa: isa, threads: threads)
+                        #expect(outs[i] == alone, "\(c) \(isa) threads \(threads) pieces \(counts): piece \(i) differs from its own call")
+                        #expect(!alone.contains { $0.isNaN }, "\(c): piece \(i) left unwritten")
+                    }
+                }
+            }
+        }
+    }
+
     @Test("NaN in a visible key poisons exactly the rows that see it")
     func nanPropagates() {
         let c = AttnCase(heads: 2, kvHeads: 1, headDim: 32, window: 3, softcap: nil, rows: 6, pos0: 0, ring: 6)

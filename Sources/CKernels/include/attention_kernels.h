@@ -13,8 +13,8 @@
 // step gives bit-identical output (on one instruction-set path). That is what lets batched and
 // shared-prefix runs reproduce the sequential path exactly.
 //
-// Work is spread over (row, head) pairs with OpenMP. No allocation: `scratch` holds one score row per
-// thread (ck_attention_scratch_floats).
+// Work is spread over (row, head) pairs, or (row, KV head) groups when there are enough of them,
+// with OpenMP. No allocation: `scratch` holds one score row per thread (ck_attention_scratch_floats).
 #ifndef CK_ATTENTION_KERNELS_H
 #define CK_ATTENTION_KERNELS_H
 #include <stddef.h>
@@ -47,6 +47,20 @@ int64_t ck_attention_scratch_floats(const ck_attn_params *p, int nthreads);
 /// Returns 0, or -1 for invalid parameters or a scratch too small (nothing written).
 int ck_attention(const ck_attn_params *p, const float *q, const float *kc, const float *vc, float *out,
                  float *scratch, int64_t scratch_floats, int isa, int nthreads);
+
+/// Most pieces of one ck_attention_multi call.
+#define CK_ATTN_MAX_PIECES 256
+
+/// Floats of scratch `ck_attention_multi` needs for these pieces and thread count (0 = current).
+int64_t ck_attention_multi_scratch_floats(int64_t n, const ck_attn_params *const *p, int nthreads);
+
+/// `ck_attention` for n independent pieces (the sequences of a batch: each its own rows, positions and
+/// KV cache) in one threaded pass: piece i reads q[i], kc[i], vc[i] with parameters p[i] and writes
+/// out[i]. Every output is bit-identical to a `ck_attention` call for its piece alone. Returns 0, or -1
+/// for n outside 1...CK_ATTN_MAX_PIECES, invalid parameters or a scratch too small (nothing written).
+int ck_attention_multi(int64_t n, const ck_attn_params *const *p, const float *const *q, const float *const *kc,
+                       const float *const *vc, float *const *out, float *scratch, int64_t scratch_floats, int isa,
+                       int nthreads);
 
 #ifdef __cplusplus
 }
