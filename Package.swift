@@ -104,7 +104,7 @@ let package = Package(
         ),
         // Test support shared by the test targets: paths (fixtures, cache, temp dirs, the nla binary), the
         // CLI runner, error expectations, synthetic checkpoints and their f64 reference, the decode reference.
-        .target(name: "NLATestSupport", dependencies: ["NLARuntime", "Quant"], path: "Tests/NLATestSupport"),
+        .target(name: "NLATestSupport", dependencies: ["NLARuntime", "Quant", "SIMDKernels"], path: "Tests/NLATestSupport"),
         // (NLARuntime only for the one shared SplitMix64 of the test data generators)
         .testTarget(name: "QuantTests", dependencies: ["Quant", "NLARuntime", "NLATestSupport"], path: "Tests/QuantTests"),
         .testTarget(name: "SIMDKernelsTests", dependencies: ["SIMDKernels", "CKernels", "Quant", "NLARuntime"], path: "Tests/SIMDKernelsTests"),
@@ -121,7 +121,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ModelTests",
-            dependencies: ["NLARuntime", "Quant", "nla", "NLATestSupport"],
+            dependencies: ["NLARuntime", "Quant", "SIMDKernels", "nla", "NLATestSupport"],
             path: "Tests/ModelTests"
         ),
     ]

@@ -100,15 +100,26 @@ public enum BatchDecoder {
                 emb += slots[s]!.pending
                 segments.append(.init(cache: caches[s], rows: slots[s]!.pending.count / d))
             }
+            // A step where every sequence decodes greedily needs only the top 2 of each logits row (the
+            // argmax and the margin): the batch finds them without computing every logit when it can.
+            let greedy = active.allSatisfy { slots[$0]!.sampler.options.temperature == 0 }
             let t0 = Date()
-            let logits = try emb.withUnsafeBufferPointer { try batch.forward(segments, embeddings: $0.baseAddress!, output: .lastLogits) }
+            let logits = try emb.withUnsafeBufferPointer {
+                try batch.forward(segments, embeddings: $0.baseAddress!, output: greedy ? .lastTop2 : .lastLogits)
+            }
             onEvent(.step(sequences: active.count, rows: emb.count / d, seconds: Date().timeIntervalSince(t0)))
             for (k, s) in active.enumerated() {
                 var a = slots[s]!
-                let row = UnsafeBufferPointer(start: logits.baseAddress! + k * vocab, count: vocab)
-                let tok = a.sampler.sample(row)
+                let tok: Int, margin: Float
+                if greedy {
+                    let t = batch.top2[k]
+                    (tok, margin) = (t.index, t.first - t.second)
+                } else {
+                    let row = UnsafeBufferPointer(start: logits.baseAddress! + k * vocab, count: vocab)
+                    (tok, margin) = (a.sampler.sample(row), topTwoMargin(row))
+                }
                 a.out.append(tok)
-                onEvent(.token(index: a.index, id: tok, margin: topTwoMargin(row)))
+                onEvent(.token(index: a.index, id: tok, margin: margin))
                 let cache = caches[s]
                 if a.stops.contains(tok) {
                     onEvent(.finished(index: a.index, DecodeOutcome(ids: a.out, stoppedOnStopId: true)))

@@ -122,7 +122,25 @@ public final class Gemma3Batch: @unchecked Sendable {
         case lastLogits
         /// The raw output of the last block run [d] (no final norm): the NLA AR's h.
         case lastHidden
+        /// Greedy decoding: exactly `Kernels.top2` of the `.lastLogits` row (index of the first maximum,
+        /// the two largest values), in `top2` after the call. With a packed Q8_0 lm_head and no final
+        /// soft-capping the logits are never all computed: every vocabulary row is screened with int8
+        /// activations and only the rows that can be in the top 2 are recomputed exactly
+        /// (`PackedWeights.top2`); otherwise the logits are computed and their top 2 taken.
+        case lastTop2
     }
+
+    /// Whether `.lastTop2` screens the lm_head (packed Q8_0, no final soft-capping, not turned off with
+    /// NLA_HEAD_SCREEN=0) instead of computing every logit.
+    public var screensTop2: Bool {
+        hasLogits && Gemma3Batch.headScreen && cfg.finalLogitSoftcapping == nil && model.lmHead.packed?.type == .q8_0
+    }
+
+    /// NLA_HEAD_SCREEN=0 computes every logit for `.lastTop2` (for measuring what screening gains).
+    static let headScreen: Bool = getenv("NLA_HEAD_SCREEN").map { String(cString: $0) } != "0"
+
+    /// Per segment of the last `.lastTop2` forward: the top-2 of its last row's logits.
+    public private(set) var top2: [(index: Int, first: Float, second: Float)] = []
 
     /// One sequence's part of a pass: `rows` new input rows appended to `cache`.
     public struct Segment {
@@ -138,8 +156,19 @@ public final class Gemma3Batch: @unchecked Sendable {
     private let invFreqFull, invFreqSliding: [Float]
     private let actScratch: ActivationScratch
     private let lastRows: UnsafeMutablePointer<Float>   // (maxSequences, d)
-    private let out: UnsafeMutablePointer<Float>        // (maxSequences, vocab or d)
     private let outWidth: Int
+    /// (maxSequences, vocab or d), allocated on the first `.lastLogits` / `.lastHidden` call (greedy
+    /// batches that only ask for `.lastTop2` of a screened head never need the full logits).
+    private lazy var out: UnsafeMutablePointer<Float> = {
+        let p = UnsafeMutablePointer<Float>.allocate(capacity: maxSequences * outWidth)
+        p.initialize(repeating: 0, count: maxSequences * outWidth)
+        outAllocated = true
+        return p
+    }()
+    private var outAllocated = false
+    /// Scratch of `PackedWeights.top2` for maxSequences rows (64-byte aligned), on first use.
+    private var top2Scratch: UnsafeMutableRawPointer?
+    private var top2ScratchBytes = 0
 
     public init(model: Gemma3Model, maxSequences: Int, capacity: Int, maxRows: Int = 256, chunk: Int? = nil) throws {
         let cfg = model.config
@@ -171,13 +200,14 @@ public final class Gemma3Batch: @unchecked Sendable {
         lastRows = alloc(maxSequences * cfg.hiddenSize)
         let full = blocks == cfg.numHiddenLayers && model.finalNorm != nil
         outWidth = full ? cfg.vocabSize : cfg.hiddenSize
-        out = alloc(maxSequences * outWidth)
         invFreqFull = Gemma3Session.inverseFrequencies(cfg.ropeFull, headDim: cfg.headDim)
         invFreqSliding = Gemma3Session.inverseFrequencies(cfg.ropeSliding, headDim: cfg.headDim)
     }
 
     deinit {
-        for p in [x, xn, q, k, v, attn, o, gate, up, cosS, sinS, cosF, sinF, lastRows, out] { p.deallocate() }
+        for p in [x, xn, q, k, v, attn, o, gate, up, cosS, sinS, cosF, sinF, lastRows] { p.deallocate() }
+        if outAllocated { out.deallocate() }
+        top2Scratch?.deallocate()
     }
 
     /// Whether this batch can produce logits (all blocks and the final norm loaded).
@@ -209,7 +239,7 @@ public final class Gemma3Batch: @unchecked Sendable {
         guard segments.count <= maxSequences else {
             throw ModelError.input("\(segments.count) sequences exceed this batch's \(maxSequences)")
         }
-        if output == .lastLogits && !hasLogits {
+        if (output == .lastLogits || output == .lastTop2) && !hasLogits {
             throw ModelError.input("logits need all \(cfg.numHiddenLayers) blocks and the final norm loaded")
         }
         var seen = Set<ObjectIdentifier>()
@@ -248,8 +278,9 @@ public final class Gemma3Batch: @unchecked Sendable {
             }
             base += s.rows
         }
+        if output == .lastTop2 { top2 = Array(repeating: (0, 0, 0), count: segments.count) }
         if !pass.isEmpty { run(pass, rows: passRows, embeddings: embeddings, output: output) }
-        if output == .none { return UnsafeBufferPointer(start: out, count: 0) }
+        if output == .none || output == .lastTop2 { return UnsafeBufferPointer(start: lastRows, count: 0) }
         return UnsafeBufferPointer(start: out, count: segments.count * outWidth)
     }
 
@@ -285,20 +316,46 @@ public final class Gemma3Batch: @unchecked Sendable {
             (lastRows + i * d).update(from: x + f.row * d, count: d)
         }
         let n = finals.count
-        let dst = out + first.segment * outWidth
         switch output {
         case .lastHidden:
-            dst.update(from: lastRows, count: n * d)
+            (out + first.segment * outWidth).update(from: lastRows, count: n * d)
         case .lastLogits:
-            model.finalNorm!.withUnsafeBufferPointer { w in
-                Kernels.rmsNormRows(lastRows, weight: w.baseAddress!, out: lastRows, rows: n, n: d, eps: cfg.rmsNormEps)
-            }
-            linear(model.lmHead, lastRows, rows: n, into: dst)
-            if let cap = cfg.finalLogitSoftcapping {
-                for i in 0..<(n * cfg.vocabSize) { dst[i] = tanhf(dst[i] / cap) * cap }
+            finalNorm(lastRows, rows: n)
+            headLogits(lastRows, rows: n, into: out + first.segment * outWidth)
+        case .lastTop2:
+            finalNorm(lastRows, rows: n)
+            if screensTop2, let head = model.lmHead.packed {
+                let need = head.top2ScratchBytes(m: maxSequences)
+                if top2ScratchBytes < need {
+                    top2Scratch?.deallocate()
+                    top2Scratch = UnsafeMutableRawPointer.allocate(byteCount: need, alignment: 64)
+                    top2ScratchBytes = need
+                }
+                for (i, t) in head.top2(x: lastRows, m: n, scratch: top2Scratch!).enumerated() { top2[first.segment + i] = t }
+            } else {
+                let dst = out + first.segment * outWidth
+                headLogits(lastRows, rows: n, into: dst)
+                for i in 0..<n {
+                    top2[first.segment + i] = Kernels.top2(UnsafeBufferPointer(start: dst + i * outWidth, count: outWidth))
+                }
             }
         case .none:
             break
+        }
+    }
+
+    /// The final norm, in place.
+    private func finalNorm(_ h: UnsafeMutablePointer<Float>, rows n: Int) {
+        model.finalNorm!.withUnsafeBufferPointer { w in
+            Kernels.rmsNormRows(h, weight: w.baseAddress!, out: h, rows: n, n: cfg.hiddenSize, eps: cfg.rmsNormEps)
+        }
+    }
+
+    /// lm_head and soft-capping of rows already through the final norm.
+    private func headLogits(_ h: UnsafeMutablePointer<Float>, rows n: Int, into dst: UnsafeMutablePointer<Float>) {
+        linear(model.lmHead, h, rows: n, into: dst)
+        if let cap = cfg.finalLogitSoftcapping {
+            for i in 0..<(n * cfg.vocabSize) { dst[i] = tanhf(dst[i] / cap) * cap }
         }
     }
 

@@ -10,6 +10,7 @@ import Foundation
 import Testing
 @testable import NLARuntime
 import NLATestSupport
+import SIMDKernels
 
 private func demoBatchLog(_ s: String) { print("[batched-demo] " + s) }
 
@@ -69,6 +70,17 @@ enum BatchedDemo {
         #expect(shared.allSatisfy { $0 == prefix.count }, "every golden AR prompt should start with the template prefix: \(shared) of \(prefix.count)")
         demoBatchLog(String(format: "AR %@ batch 8 (8 golden explanations, %d shared prefix ids): min cos(batched, sequential) %.8f, max |Δmse_nrm| %.2g",
                             label, prefix.count, minCos, maxMse))
+    }
+
+    @Test(arguments: [false, true])
+    func top2OutputIsTheTopTwoOfTheLogits(q8: Bool) throws {
+        // The real 262,144-row head: the screened top-2 (Q8_0) against every logit, on real final hidden states.
+        let av = try BatchedDemo.av(q8)
+        let vectors = try FidelityDemo.rows().prefix(4).map(\.gold)
+        let r = try expectTop2MatchesLogits(av, vectors: Array(vectors), steps: 6)
+        #expect(r.compared == 6 * vectors.count)
+        #expect(!q8 || r.screened || !PackedWeights.isAvailable)
+        demoBatchLog("\(q8 ? "q8_0" : "f32"): .lastTop2 == top2(.lastLogits) on \(r.compared) rows (head screened: \(r.screened))")
     }
 
     @Test(arguments: [false, true])

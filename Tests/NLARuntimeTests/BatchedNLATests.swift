@@ -44,6 +44,17 @@ private func batchLog(_ s: String) { print("[batched] " + s) }
     }
 
     @Test(arguments: [SynNLAPair.Precision.full, .q8_0])
+    func top2OutputIsTheTopTwoOfTheLogits(_ precision: SynNLAPair.Precision) throws {
+        let av = try SynNLAModels.verbalizer(precision)
+        let cap = try SynNLAModels.captured.get()
+        let r = try expectTop2MatchesLogits(av, vectors: Self.positions.map { cap.vectors[$0] }, steps: 12)
+        #expect(r.compared == 12 * Self.positions.count)
+        // The Q8_0 head is screened wherever the packed kernels run; f32 never is.
+        #expect(r.screened == (precision == .q8_0 && PackedWeights.isAvailable))
+        batchLog("\(precision.rawValue): .lastTop2 == top2(.lastLogits) on \(r.compared) rows (head screened: \(r.screened))")
+    }
+
+    @Test(arguments: [SynNLAPair.Precision.full, .q8_0])
     func sharedPrefixKVEqualsFullPrefill(_ precision: SynNLAPair.Precision) throws {
         let av = try SynNLAModels.verbalizer(precision)
         let cap = try SynNLAModels.captured.get()

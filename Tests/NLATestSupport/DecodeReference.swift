@@ -5,6 +5,7 @@
 import Foundation
 import Testing
 import NLARuntime
+import SIMDKernels
 
 /// The sequential reference decode with each step's top-2 margin (same steps as `verbalize`); stops on
 /// `stops` (default: the AV's stop ids).
@@ -48,4 +49,39 @@ package func expectGreedyMatches(_ label: String, refs: [(ids: [Int], margins: [
         }
     }
     return identical
+}
+
+/// Greedy-decode `vectors` together for `steps` steps twice over the same inputs — once asking the batch
+/// for `.lastTop2`, once for `.lastLogits` — and require at every step and for every sequence that the
+/// top-2 result is exactly `Kernels.top2` of the logits row (index, first and second value, bit for
+/// bit). Returns how many rows were compared and whether the batch screened the head.
+package func expectTop2MatchesLogits(_ av: ActivationVerbalizer, vectors: [[Float]], steps: Int,
+                                     sourceLocation: SourceLocation = #_sourceLocation) throws -> (compared: Int, screened: Bool) {
+    let model = av.model.model
+    let t = av.promptIds.count, vocab = model.config.vocabSize
+    let batch = try Gemma3Batch(model: model, maxSequences: vectors.count, capacity: t + steps + 1)
+    let viaLogits = vectors.map { _ in batch.makeCache() }, viaTop2 = vectors.map { _ in batch.makeCache() }
+    var emb = try vectors.flatMap { try av.inputEmbeddings(for: $0) }
+    var rows = t, compared = 0
+    for step in 0..<steps {
+        let logits = try emb.withUnsafeBufferPointer {
+            Array(try batch.forward(viaLogits.map { .init(cache: $0, rows: rows) }, embeddings: $0.baseAddress!, output: .lastLogits))
+        }
+        _ = try emb.withUnsafeBufferPointer {
+            try batch.forward(viaTop2.map { .init(cache: $0, rows: rows) }, embeddings: $0.baseAddress!, output: .lastTop2)
+        }
+        let tops = batch.top2
+        #expect(tops.count == vectors.count, sourceLocation: sourceLocation)
+        for i in vectors.indices {
+            let ref = logits[(i * vocab)..<((i + 1) * vocab)].withUnsafeBufferPointer { Kernels.top2($0) }
+            let got = tops[i]
+            #expect(got.index == ref.index && got.first.bitPattern == ref.first.bitPattern
+                    && got.second.bitPattern == ref.second.bitPattern,
+                    "step \(step) sequence \(i): top2 \(got) vs the logits' \(ref)", sourceLocation: sourceLocation)
+            compared += 1
+        }
+        emb = try vectors.indices.flatMap { try model.embed([tops[$0].index]) }
+        rows = 1
+    }
+    return (compared, batch.screensTop2)
 }
