@@ -236,9 +236,13 @@ final class Lane {
             emb += slots[s]!.pending
             segments.append(.init(cache: caches[s], rows: slots[s]!.pending.count / d))
         }
+        // Greedy steps need only each row's argmax: the batch finds it without every logit when it can.
+        let greedy = active.allSatisfy { slots[$0]!.sampler.options.temperature == 0 }
         let logits: UnsafeBufferPointer<Float>
         do {
-            logits = try emb.withUnsafeBufferPointer { try batch.forward(segments, embeddings: $0.baseAddress!, output: .lastLogits) }
+            logits = try emb.withUnsafeBufferPointer {
+                try batch.forward(segments, embeddings: $0.baseAddress!, output: greedy ? .lastTop2 : .lastLogits)
+            }
         } catch {
             // A failed forward fails the jobs in it (not the server).
             for s in active { slots[s]!.job.sink.finish(.failure(error)); slots[s] = nil }
@@ -252,8 +256,8 @@ final class Lane {
                 a.prefilled = true
                 remember(rows: a.job.rows, cache: cache)
             }
-            let row = UnsafeBufferPointer(start: logits.baseAddress! + k * vocab, count: vocab)
-            let tok = a.sampler.sample(row)
+            let tok = greedy ? batch.top2[k].index
+                : a.sampler.sample(UnsafeBufferPointer(start: logits.baseAddress! + k * vocab, count: vocab))
             a.out.append(tok)
             tokens += 1
             a.job.sink.onToken(tok)
