@@ -152,7 +152,7 @@ struct ScreenedTop2Tests {
         }
         let full = fullTop2(p, x, m: m)
         let s = screenedTop2(p, x, m: m)
-        #expect(sameTop2(s.top, full.top) == nil, sameTop2(s.top, full.top) ?? "")
+        #expect(sameTop2(s.top, full.top) == nil, "\(sameTop2(s.top, full.top) ?? "")")
         for r in 0..<m where r % 4 == 0 || r % 4 == 2 {  // planted on the duplicated row
             if full.top[r].index == 1000 {
                 #expect(s.top[r].index == 1000 && s.top[r].second == s.top[r].first, "row \(r): exact tie → first index, second == first")
@@ -238,7 +238,7 @@ struct ScreenedTop2Tests {
         x[5 * k + 31] = .greatestFiniteMagnitude               // one value at the top of the f32 range
         let full = fullTop2(p, x, m: m)
         let s = screenedTop2(p, x, m: m)
-        #expect(sameTop2(s.top, full.top) == nil, sameTop2(s.top, full.top) ?? "")
+        #expect(sameTop2(s.top, full.top) == nil, "\(sameTop2(s.top, full.top) ?? "")")
         #expect(s.top[3].index == 0 && s.top[3].first == -.infinity && s.top[3].second == -.infinity, "all-NaN row")
         #expect(Array(s.candidates[0..<6]) == Array(repeating: n, count: 6), "rows 0…5 take the full path")
         #expect(s.candidates[6] < n, "row 6 is ordinary")
