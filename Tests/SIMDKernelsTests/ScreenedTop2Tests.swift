@@ -150,6 +150,10 @@ struct ScreenedTop2Tests {
             x += plantedRows(p, targets: [1000, 1500, 1003, 1501], k: k, strength: strength, seed: UInt64(si + 5))
             m += 4
         }
+        // Value 5 (where rows 1501 / 1502 differ from 1500 by ±1 quant) small and positive: int16 keeps
+        // it (so exactly 1501 > 1500 > 1502), int8 rounds it to 0 (so the screen sees a three-way tie
+        // and orders 1500 first): the screen is wrong about the order, the result must not be.
+        for r in 0..<m { x[r * k + 5] = 1e-3 }
         let full = fullTop2(p, x, m: m)
         let s = screenedTop2(p, x, m: m)
         #expect(sameTop2(s.top, full.top) == nil, "\(sameTop2(s.top, full.top) ?? "")")
