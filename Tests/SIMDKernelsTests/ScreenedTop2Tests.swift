@@ -183,6 +183,40 @@ struct ScreenedTop2Tests {
         #expect(s.candidates.allSatisfy { $0 < n }, "these rows take the screened path")
     }
 
+    @Test("adversarial: the exact argmax is strictly below two other rows in the int8 screen (another tile); still found")
+    func screenRanksTheWinnerThird() throws {
+        guard PackedWeights.isAvailable else { print("[screen] skipped: no AVX-512 VNNI"); return }
+        let n = 4096, k = 640, rowBytes = k / 32 * 34
+        var w = gaussianQ8Weights(rows: n, k: k, seed: 91)
+        func copyRow(_ from: Int, _ to: Int) { for i in 0..<rowBytes { w[to * rowBytes + i] = w[from * rowBytes + i] } }
+        copyRow(1500, 3000)   // an exact duplicate: the screen's top value twice
+        copyRow(1500, 2600)   // the winner: +1 quant at value 5 (block 0), −1 quant at value 40 (block 1)
+        func bump(_ row: Int, _ value: Int, _ delta: Int8) {
+            let off = row * rowBytes + (value / 32) * 34 + 2 + value % 32
+            let q = Int8(bitPattern: w[off])
+            w[off] = UInt8(bitPattern: q.addingReportingOverflow(delta).overflow ? q &- delta : q + delta)
+        }
+        bump(2600, 5, 1)
+        bump(2600, 40, -1)
+        let p = try pack(w, rows: n, k: k)
+        var x = plantedRows(p, targets: [1500], k: k, strength: 60, seed: 12)
+        // Block 0 has a large value, so its int8 step d0 is coarse: value 5 = 0.45·d0 rounds to 0 in int8.
+        // Block 1's step d1 is fine: value 40 = 0.55·d1 rounds to 1. Exactly, row 2600 gains w·x5 − w·x40 > 0
+        // over row 1500; in the screen it loses one int8 step of block 1.
+        x[0] = 50
+        let d0 = 50 / Float(127)
+        x[5] = 0.45 * d0
+        let amax1 = (32..<64).map { abs(x[$0]) }.max()!
+        x[40] = 0.55 * amax1 / 127
+        let full = fullTop2(p, x, m: 1)
+        let s = screenedTop2(p, x, m: 1)
+        #expect(full.top[0].index == 2600, "setup: row 2600 wins exactly (got \(full.top[0]))")
+        #expect(s.screen[2600] < s.screen[1500] && s.screen[1500] == s.screen[3000],
+                "setup: the screen ranks 2600 below two rows (\(s.screen[2600]) vs \(s.screen[1500]), \(s.screen[3000]))")
+        #expect(sameTop2(s.top, full.top) == nil, "\(sameTop2(s.top, full.top) ?? "")")
+        #expect(s.candidates[0] < n, "the screened path was taken")
+    }
+
     @Test("the bound bounds: |screen_j − exact_j| <= rowNorms[j]·β + A for every weight row; screen == packed Q8_0×Q8 matmul")
     func boundHolds() throws {
         guard PackedWeights.isAvailable else { print("[screen] skipped: no AVX-512 VNNI"); return }
