@@ -10,6 +10,7 @@
 #include "gemv_kernels.h"
 #include "quant_kernels.h"
 #include "ckernels.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -151,6 +152,27 @@ INL T_512 void q8_tile(const uint8_t *w, int64_t nb, const xrow *x, int mr, __m5
     }
 }
 
+// Q8_0 tile × Q8 rows (the int8 screen of ck_packed_top2_q8, also ck_packed_matmul's (Q8_0, Q8) pair):
+// vpdpbusd multiplies unsigned by signed bytes, so the weights become u = w XOR 0x80 = w + 128 (one xor
+// per weight vector per block, shared by the mr activation rows) and the activation int8 is the signed
+// operand; each row lane starts at −128·Σq (the Q8 row stores s = Σq per block), so it ends at Σ w·q
+// exactly (|lane| <= 32·255·127 + 128·32·127 < 2^21: no overflow, no saturation).
+INL T_512 void q8b_tile(const uint8_t *w, int64_t nb, const xrow *x, int mr, __m512 *acc) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (int64_t b = 0; b < nb; b++, w += 544) {
+        for (int l = 0; l < 544; l += 64) _mm_prefetch((const char *)(w + PF_DIST + l), _MM_HINT_T0);
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w));
+        __m512i u[8];
+        for (int g = 0; g < 8; g++) u[g] = _mm512_xor_si512(_mm512_loadu_si512((const void *)(w + 32 + 64 * g)), flip);
+        for (int r = 0; r < mr; r++) {
+            const int32_t *xq = (const int32_t *)(x[r].q + b * QK);
+            __m512i s = _mm512_set1_epi32(-128 * x[r].s[b]);
+            for (int g = 0; g < 8; g++) s = _mm512_dpbusd_epi32(s, u[g], _mm512_set1_epi32(xq[g]));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(x[r].d[b])), acc[r]);
+        }
+    }
+}
+
 #define DEFINE_RUN(NAME, TILE)                                                                         \
     static T_512 void NAME(const uint8_t *w, size_t pbs, const xrow *xr, int mr, int64_t nb, float *y, \
                            int64_t ldy, int64_t n0) {                                                  \
@@ -167,6 +189,7 @@ INL T_512 void q8_tile(const uint8_t *w, int64_t nb, const xrow *x, int mr, __m5
     }
 DEFINE_RUN(run_q4, q4_tile)
 DEFINE_RUN(run_q8, q8_tile)
+DEFINE_RUN(run_q8b, q8b_tile)
 
 typedef void (*run_fn)(const uint8_t *w, size_t pbs, const xrow *xr, int mr, int64_t nb, float *y, int64_t ldy, int64_t n0);
 #endif  // PK_X86
@@ -179,7 +202,7 @@ int ck_packed_matmul(int wtype, int act, const void *w, const void *xa, float *y
 int ck_packed_matmul_multi(int wtype, int act, int nparts, const void *const *w, const int64_t *N,
                            float *const *y, const int64_t *ldy, const void *xa, int64_t M, int64_t K, int nthreads) {
     const size_t pbs = ck_packed_block_bytes(wtype);
-    const int ok = (wtype == CK_WTYPE_Q8_0 && act == CK_ACT_Q16) || (wtype == CK_WTYPE_Q4_0 && act == CK_ACT_Q8);
+    const int ok = (wtype == CK_WTYPE_Q8_0 && (act == CK_ACT_Q16 || act == CK_ACT_Q8)) || (wtype == CK_WTYPE_Q4_0 && act == CK_ACT_Q8);
     if (!ok || !ck_packed_available() || K % QK || K <= 0 || nparts < 1 || nparts > CK_PACKED_MAX_PARTS) return -1;
     int64_t first[CK_PACKED_MAX_PARTS + 1];  // first global tile of each part
     first[0] = 0;
@@ -191,7 +214,7 @@ int ck_packed_matmul_multi(int wtype, int act, int nparts, const void *const *w,
     if (M <= 0 || tiles == 0) return 0;
 #if PK_X86
     const int64_t nb = K / QK, xrb = (int64_t)ck_gemv_act_row_bytes(act, K);
-    const run_fn fn = wtype == CK_WTYPE_Q8_0 ? run_q8 : run_q4;
+    const run_fn fn = wtype == CK_WTYPE_Q4_0 ? run_q4 : act == CK_ACT_Q16 ? run_q8 : run_q8b;
     int nt = nthreads > 0 ? nthreads : ck_get_threads();
     if (nt < 1) nt = 1;
     if (tiles * RT * K * (M < 4 ? M : 4) < (int64_t)1 << 16) nt = 1;  // not worth waking the other threads
@@ -225,6 +248,366 @@ int ck_packed_matmul_multi(int wtype, int act, int nparts, const void *const *w,
     return 0;
 #else
     (void)w; (void)xa; (void)y; (void)ldy; (void)pbs; (void)nthreads;
+    return -1;
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Screened exact top-2 over a packed Q8_0 matrix (contract in include/packed_kernels.h).
+//
+// Notation for one activation row x and weight row j. x16, x8 are the dequantized CK_ACT_Q16 / CK_ACT_Q8
+// rows (dx·q per value, exact in double), w_j the dequantized weight row (dw·q, exact). The packed
+// kernels compute, per 32-value block b, t_b = dw_b·dx_b·isum_b with isum_b the exact int32 block dot,
+// as fma(f32(isum_b), f32(dw_b·dx_b), acc) starting from acc = +0:
+//   exact_j  = the int16 kernel's f32 value (what ck_packed_matmul gives; the logit we must reproduce),
+//   screen_j = the int8 kernel's f32 value.
+// Rounding (u = 2^-24, no overflow, see the guards below): term b picks up at most nb + 2 relative
+// roundings (int32 → f32, the dw·dx product, and the fma of steps b … nb), so with γ = (nb+2)u/(1−(nb+2)u)
+//   |exact_j − <w_j, x16>| <= γ·Σ_b |t_b| + A',   |screen_j − <w_j, x8>| <= γ·Σ_b |t_b^(8)| + A',
+// where A' collects subnormal (absolute, <= 2^-150 per rounding) errors: the product dw·dx feeds
+// |isum| < 2^27 (Q16; 2^19 for Q8) and each fma adds 2^-150, so A' <= nb·(2^27 + 1)·2^-150·2 < nb·2^-121.
+// By Cauchy–Schwarz Σ_b |t_b| <= Σ_k |w_k·x_k| <= ||w_j||·||x||, and |<w_j, x16> − <w_j, x8>| <=
+// ||w_j||·||x16 − x8||. Hence, with E = ||x16 − x8||,
+//   |screen_j − exact_j| <= ||w_j||·(E + γ·(||x16|| + ||x8||)) + 2A'  <=  B_j = row_norms[j]·β + A,
+//   β = E + c·(||x16|| + ||x8||),  c = (nb+4)·2^-24·1.25 >= γ (as long as (nb+2)u <= 0.2),
+//   A = (nb+1)·2^-119 >= 2A'.
+// The norms are double sums of exact squares (relative error <= (K+3)·2^-53, then sqrt), inflated by
+// 1 + (K+4)·2^-52; β is inflated by 2^-48 for the roundings of its own formula.
+//
+// Guards (any fails → the row takes the full exact path): every x finite (so every dx is finite);
+// every row norm and weight scale finite; max_j row_norms[j]·max(||x16||, ||x8||) <= 2^100 (every
+// partial sum of every row stays far below FLT_MAX, so no f32 overflow and no inf); max|dw|·max|dx| <= 2^100
+// (the dw·dx product cannot overflow, so a zero block cannot give inf·0 = NaN).
+//
+// Selection: with lo_j <= screen_j − B_j <= exact_j and hi_j >= screen_j + B_j >= exact_j (f32 with
+// outward slack, see screen_run), let L2 be the second largest lo_j (counting repeats) and p ≠ q two
+// rows with lo_p, lo_q >= L2, so exact_p, exact_q >= L2. Every row j with hi_j < L2 has
+// exact_j < L2 <= min(exact_p, exact_q): it is strictly below two other rows, so it is neither the
+// first index of the maximum nor the value `second` (the largest value at another index than the
+// argmax, which is >= L2 because p or q is not the argmax). So ck_top2 over any subset S of rows in
+// index order that holds every row with hi_j >= L2 gives exactly ck_top2 over all N rows: the same
+// first index on ties, the same values (all finite here; an exact value is never −0, the fma
+// accumulation from +0 cannot produce it). S = every row of every 16-row tile whose max hi_j >= L2;
+// those tiles are recomputed with the int16 tile code (run_q8, one activation row), whose per-(row,
+// weight row) arithmetic does not depend on mr or the neighbouring rows: bit-identical to ck_packed_matmul.
+// Too many candidate tiles (> tiles/8 + 1) → the full exact row (correct always, fast usually).
+
+static float round_up_f32(double v) {
+    float f = (float)v;
+    if ((double)f < v) f = nextafterf(f, INFINITY);
+    return f;
+}
+
+int ck_packed_row_norms(int wtype, const void *packed, int64_t N, int64_t K, float *norms, float *stats, int nthreads) {
+    const size_t pbs = ck_packed_block_bytes(wtype);
+    if (pbs == 0 || N <= 0 || K <= 0 || N % RT || K % QK) return -1;
+    const int64_t nb = K / QK;
+    const double infl = 1 + (double)(K + 4) * 0x1p-52;
+    int nt = nthreads > 0 ? nthreads : ck_get_threads();
+    if (nt < 1) nt = 1;
+    const uint8_t *p = (const uint8_t *)packed;
+    double maxscale = 0;
+    int bad = 0;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        double ms = 0;
+        int nf = 0;
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < N; r++) {
+            const int64_t t = r / RT, i = r % RT;
+            double ss = 0;
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *o = p + (size_t)(t * nb + b) * pbs;
+                const double d = ck_f16_to_f32((uint16_t)(o[2 * i] | (o[2 * i + 1] << 8)));
+                if (!isfinite(d)) nf = 1;
+                else if (fabs(d) > ms) ms = fabs(d);
+                double bs = 0;
+                if (wtype == CK_WTYPE_Q8_0) {
+                    for (int j = 0; j < QK; j++) {
+                        const double q = (int8_t)o[32 + 64 * (j / 4) + 4 * i + j % 4];
+                        bs += q * q;
+                    }
+                } else {
+                    for (int j = 0; j < 16; j++) {
+                        const uint8_t q = o[32 + 64 * (j / 4) + 4 * i + j % 4];
+                        const double lo = (int)(q & 15) - 8, hi = (int)(q >> 4) - 8;
+                        bs += lo * lo + hi * hi;
+                    }
+                }
+                ss += bs * d * d;  // bs is an exact integer; (dw·q)² summed per block
+            }
+            const double n = sqrt(ss) * infl;
+            norms[r] = isfinite(n) ? round_up_f32(n) : (float)n;
+        }
+#pragma omp critical
+        {
+            if (ms > maxscale) maxscale = ms;
+            bad |= nf;
+        }
+    }
+    float mn = 0;
+    for (int64_t r = 0; r < N; r++) {
+        if (!isfinite(norms[r])) { bad = 1; break; }
+        if (norms[r] > mn) mn = norms[r];
+    }
+    stats[0] = bad ? INFINITY : mn;
+    stats[1] = bad ? INFINITY : (float)maxscale;
+    return 0;
+}
+
+// Per activation row: the bound parameters, and whether the screened path may be used at all.
+typedef struct {
+    double beta, abs_term;  // B_j = row_norms[j]·beta + abs_term (the rigorous bound)
+    float betaf, absf;      // f32 versions used by the screen epilogue, rounded up with margin
+    float l2;               // second largest lower bound
+    int ok;                 // guards passed
+    int fallback;           // full exact row
+    int64_t ntiles;         // candidate tiles
+} top2_row;
+
+static void top2_row_bound(const uint8_t *r16, const uint8_t *r8, const float *x, int64_t K, const float *stats,
+                           top2_row *p) {
+    const int64_t nb = K / QK, pad = pad64(nb * 4);
+    const float *d16 = (const float *)r16, *d8 = (const float *)r8;
+    const int16_t *q16 = (const int16_t *)(r16 + 2 * pad);
+    const int8_t *q8 = (const int8_t *)(r8 + 2 * pad);
+    memset(p, 0, sizeof *p);
+    if (!isfinite(stats[0]) || !isfinite(stats[1])) return;
+    for (int64_t k = 0; k < K; k++)
+        if (!isfinite(x[k])) return;
+    double s16 = 0, s8 = 0, e = 0, dmax = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        const double a16 = d16[b], a8 = d8[b];
+        if (!isfinite(a16) || !isfinite(a8)) return;
+        dmax = fmax(dmax, fmax(fabs(a16), fabs(a8)));
+        for (int j = 0; j < QK; j++) {
+            const double u = a16 * q16[b * QK + j], v = a8 * q8[b * QK + j];  // exact
+            s16 += u * u;
+            s8 += v * v;
+            e += (u - v) * (u - v);
+        }
+    }
+    const double infl = 1 + (double)(K + 4) * 0x1p-52;
+    const double n16 = sqrt(s16) * infl, n8 = sqrt(s8) * infl, E = sqrt(e) * infl;
+    if ((double)stats[0] * fmax(n16, n8) > 0x1p100 || (double)stats[1] * dmax > 0x1p100) return;
+    const double c = (double)(nb + 4) * 0x1p-24 * 1.25;
+    p->beta = (E + c * (n16 + n8)) * (1 + 0x1p-48);
+    p->abs_term = (double)(nb + 1) * 0x1p-119;
+    p->betaf = round_up_f32(p->beta * (1 + 0x1p-20));
+    p->absf = round_up_f32(2 * p->abs_term);
+    p->ok = 1;
+}
+
+double ck_packed_top2_q8_bound(const float *x, int64_t K, const float *norm_stats, double *abs_term) {
+    if (K <= 0 || K % QK) return NAN;
+    const size_t rb16 = ck_gemv_act_row_bytes(CK_ACT_Q16, K), rb8 = ck_gemv_act_row_bytes(CK_ACT_Q8, K);
+    uint8_t *buf = (uint8_t *)aligned_alloc(64, rb16 + rb8);
+    if (!buf) return NAN;
+    ck_gemv_quantize(CK_ACT_Q16, x, K, buf, 1, K);
+    ck_gemv_quantize(CK_ACT_Q8, x, K, buf + rb16, 1, K);
+    top2_row p;
+    top2_row_bound(buf, buf + rb16, x, K, norm_stats, &p);
+    free(buf);
+    if (abs_term) *abs_term = p.ok ? p.abs_term : NAN;
+    return p.ok ? p.beta : NAN;
+}
+
+#define SMR 8    // activation rows per screen micro-kernel call
+#define SMC 64   // activation rows per chunk (the lane state of a chunk lives on each thread's stack)
+
+static inline int64_t top2_tiles_cap(int64_t tiles) { return tiles / 8 + 1; }
+
+size_t ck_packed_top2_q8_scratch_bytes(int64_t M, int64_t N, int64_t K) {
+    if (M < 0 || N <= 0 || K <= 0 || K % QK || N % RT) return 0;
+    const int64_t tiles = N / RT;
+    return (size_t)(M * (int64_t)ck_gemv_act_row_bytes(CK_ACT_Q16, K) + M * (int64_t)ck_gemv_act_row_bytes(CK_ACT_Q8, K) +
+                    pad64(M * tiles * 4) + pad64(M * 32 * 4) + pad64(M * (int64_t)sizeof(top2_row)) + pad64(N * 4));
+}
+
+#if PK_X86
+// One tile × mr Q8 rows, then per row: optional screen store; lo = s − B − slack, hi = s + B + slack
+// (B = fma(norm, betaf, absf) >= (norm·betaf + absf)(1 − 2^-24) >= norm·β + A, since betaf >= β(1+2^-20)
+// and absf >= 2A; the slack |v|·2^-22 + 2^-125 exceeds the rounding of s ± B and of the slack step
+// itself, subnormals included, so lo <= s − B and hi >= s + B as real numbers); the tile's max hi; and
+// the lane-wise top-2 of lo.
+static T_512 void screen_run(const uint8_t *wt, const xrow *xr, int mr, int64_t nb, const float *norms,
+                             const top2_row *rp, float *himax, int64_t tiles, int64_t t, __m512 *lo1, __m512 *lo2,
+                             float *screen, int64_t ldsc, int64_t n0) {
+    __m512 acc[SMR];
+    for (int r = 0; r < SMR; r++) acc[r] = _mm512_setzero_ps();
+    switch (mr) {
+    case 1: q8b_tile(wt, nb, xr, 1, acc); break;
+    case 2: q8b_tile(wt, nb, xr, 2, acc); break;
+    case 3: q8b_tile(wt, nb, xr, 3, acc); break;
+    case 4: q8b_tile(wt, nb, xr, 4, acc); break;
+    case 5: q8b_tile(wt, nb, xr, 5, acc); break;
+    case 6: q8b_tile(wt, nb, xr, 6, acc); break;
+    case 7: q8b_tile(wt, nb, xr, 7, acc); break;
+    default: q8b_tile(wt, nb, xr, 8, acc); break;
+    }
+    const __m512 nv = _mm512_loadu_ps(norms), rel = _mm512_set1_ps(0x1p-22f), tiny = _mm512_set1_ps(0x1p-125f);
+    for (int r = 0; r < mr; r++) {
+        if (screen) _mm512_storeu_ps(screen + r * ldsc + n0, acc[r]);
+        const __m512 B = _mm512_fmadd_ps(nv, _mm512_set1_ps(rp[r].betaf), _mm512_set1_ps(rp[r].absf));
+        __m512 lo = _mm512_sub_ps(acc[r], B), hi = _mm512_add_ps(acc[r], B);
+        lo = _mm512_sub_ps(lo, _mm512_fmadd_ps(_mm512_abs_ps(lo), rel, tiny));
+        hi = _mm512_add_ps(hi, _mm512_fmadd_ps(_mm512_abs_ps(hi), rel, tiny));
+        himax[r * tiles + t] = _mm512_reduce_max_ps(hi);
+        const __mmask16 gt1 = _mm512_cmp_ps_mask(lo, lo1[r], _CMP_GT_OQ);
+        const __mmask16 gt2 = (__mmask16)(~gt1 & _mm512_cmp_ps_mask(lo, lo2[r], _CMP_GT_OQ));
+        lo2[r] = _mm512_mask_mov_ps(lo2[r], gt1, lo1[r]);
+        lo2[r] = _mm512_mask_mov_ps(lo2[r], gt2, lo);
+        lo1[r] = _mm512_mask_mov_ps(lo1[r], gt1, lo);
+    }
+}
+
+static T_512 void lanes_init(__m512 *a, __m512 *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++) a[i] = b[i] = _mm512_set1_ps(-INFINITY);
+}
+
+static T_512 void lanes_store(const __m512 *a, const __m512 *b, float *o1, float *o2) {
+    _mm512_storeu_ps(o1, *a);
+    _mm512_storeu_ps(o2, *b);
+}
+
+// Scan of one row's candidate tiles with the exact int16 tile code; top-2 in index order with
+// ck_top2's semantics (values are finite here).
+static void top2_exact_tiles(const uint8_t *w, size_t pbs, int64_t nb, const xrow *x16, const float *himax, int64_t tiles,
+                             float l2, int64_t *index, float *first, float *second) {
+    float a = -INFINITY, b = -INFINITY;
+    int64_t best = 0;
+    for (int64_t t = 0; t < tiles; t++) {
+        if (!(himax[t] >= l2)) continue;
+        float y[RT];
+        run_q8(w + (size_t)(t * nb) * pbs, pbs, x16, 1, nb, y, 0, 0);
+        for (int i = 0; i < RT; i++) {
+            const float v = y[i];
+            if (v > a) { b = a; a = v; best = t * RT + i; }
+            else if (v > b) b = v;
+        }
+    }
+    *index = best; *first = a; *second = b;
+}
+#endif
+
+int ck_packed_top2_q8(const void *w, const float *row_norms, const float *norm_stats, const float *x, int64_t ldx,
+                      int64_t M, int64_t N, int64_t K, void *scratch, size_t scratch_bytes, float *screen,
+                      int64_t *index, float *first, float *second, int64_t *candidates, int nthreads) {
+    const size_t need = ck_packed_top2_q8_scratch_bytes(M, N, K);
+    if (!ck_packed_available() || need == 0 || scratch_bytes < need || ((uintptr_t)scratch & 63) || ldx < K) return -1;
+    if (M == 0) return 0;
+#if PK_X86
+    const int64_t nb = K / QK, tiles = N / RT, cap = top2_tiles_cap(tiles);
+    const size_t pbs = ck_packed_block_bytes(CK_WTYPE_Q8_0);
+    const int64_t rb16 = (int64_t)ck_gemv_act_row_bytes(CK_ACT_Q16, K), rb8 = (int64_t)ck_gemv_act_row_bytes(CK_ACT_Q8, K);
+    uint8_t *sp = (uint8_t *)scratch;
+    uint8_t *xa16 = sp;
+    uint8_t *xa8 = xa16 + M * rb16;
+    float *himax = (float *)(xa8 + M * rb8);
+    float *lanes = (float *)((uint8_t *)himax + pad64(M * tiles * 4));   // per row: lo1[16], lo2[16]
+    top2_row *rp = (top2_row *)((uint8_t *)lanes + pad64(M * 32 * 4));
+    float *full = (float *)((uint8_t *)rp + pad64(M * (int64_t)sizeof(top2_row)));
+    const uint8_t *wp = (const uint8_t *)w;
+    int nt = nthreads > 0 ? nthreads : ck_get_threads();
+    if (nt < 1) nt = 1;
+
+    ck_gemv_quantize(CK_ACT_Q16, x, ldx, xa16, M, K);
+    ck_gemv_quantize(CK_ACT_Q8, x, ldx, xa8, M, K);
+    for (int64_t m = 0; m < M; m++) top2_row_bound(xa16 + m * rb16, xa8 + m * rb8, x + m * ldx, K, norm_stats, &rp[m]);
+    for (int64_t i = 0; i < M * 32; i++) lanes[i] = -INFINITY;
+
+    // Screen: the int8 product of every row, bounds and per-tile maxima in the epilogue.
+    int sn = nt;
+    if (tiles * RT * K * (M < 4 ? M : 4) < (int64_t)1 << 16) sn = 1;
+#pragma omp parallel num_threads(sn) if (sn > 1)
+    {
+        __m512 l1[SMC], l2[SMC];
+        for (int64_t m0 = 0; m0 < M; m0 += SMC) {
+            const int64_t m1 = m0 + SMC < M ? m0 + SMC : M;
+            lanes_init(l1, l2, m1 - m0);
+#pragma omp for schedule(static) nowait
+            for (int64_t t = 0; t < tiles; t++) {
+                const uint8_t *wt = wp + (size_t)(t * nb) * pbs;
+                for (int64_t m = m0; m < m1; m += SMR) {
+                    const int mr = (int)(m1 - m < SMR ? m1 - m : SMR);
+                    xrow xr[SMR];
+                    for (int r = 0; r < SMR; r++) {
+                        const uint8_t *base = xa8 + (m + (r < mr ? r : 0)) * rb8;
+                        xr[r].d = (const float *)base;
+                        xr[r].s = (const int32_t *)(base + pad64(nb * 4));
+                        xr[r].q = base + 2 * pad64(nb * 4);
+                    }
+                    screen_run(wt, xr, mr, nb, row_norms + t * RT, rp + m, himax + m * tiles, tiles, t, l1 + (m - m0),
+                               l2 + (m - m0), screen ? screen + m * N : NULL, N, t * RT);
+                }
+            }
+#pragma omp critical
+            for (int64_t m = m0; m < m1; m++) {
+                float b1[16], b2[16];
+                lanes_store(&l1[m - m0], &l2[m - m0], b1, b2);
+                float *a1 = lanes + m * 32, *a2 = a1 + 16;
+                for (int l = 0; l < 16; l++) {  // top-2 of {a1, a2, b1, b2} (a1 >= a2, b1 >= b2)
+                    const float n1 = fmaxf(a1[l], b1[l]), n2 = fmaxf(fminf(a1[l], b1[l]), fmaxf(a2[l], b2[l]));
+                    a1[l] = n1; a2[l] = n2;
+                }
+            }
+        }
+    }
+
+    // L2 per row, candidate tiles, and the decision.
+    int64_t nwork = 0;
+    for (int64_t m = 0; m < M; m++) {
+        top2_row *p = &rp[m];
+        p->fallback = 1;
+        if (!p->ok) continue;
+        const float *a1 = lanes + m * 32, *a2 = a1 + 16;
+        int lane = 0;
+        for (int l = 1; l < 16; l++)
+            if (a1[l] > a1[lane]) lane = l;
+        float l2 = -INFINITY;
+        for (int l = 0; l < 16; l++) {
+            if (l != lane && a1[l] > l2) l2 = a1[l];
+            if (a2[l] > l2) l2 = a2[l];
+        }
+        if (!(l2 > -INFINITY)) continue;
+        p->l2 = l2;
+        int64_t n = 0;
+        const float *hm = himax + m * tiles;
+        for (int64_t t = 0; t < tiles; t++) n += hm[t] >= l2;
+        p->ntiles = n;
+        if (n > cap) continue;
+        p->fallback = 0;
+        nwork++;
+    }
+
+    // Rows that take the full exact path: all N int16 values (threaded), then ck_top2.
+    for (int64_t m = 0; m < M; m++) {
+        if (!rp[m].fallback) continue;
+        const void *wv = w;
+        float *yv = full;
+        const int64_t ldy = N;
+        ck_packed_matmul_multi(CK_WTYPE_Q8_0, CK_ACT_Q16, 1, &wv, &N, &yv, &ldy, xa16 + m * rb16, 1, K, nt);
+        ck_top2(full, N, &index[m], &first[m], &second[m]);
+        if (candidates) candidates[m] = N;
+    }
+
+    // The other rows: exact values of the candidate tiles only.
+    int en = nt < nwork ? nt : (int)nwork;
+#pragma omp parallel for schedule(static, 1) num_threads(en) if (en > 1)
+    for (int64_t m = 0; m < M; m++) {
+        if (rp[m].fallback) continue;
+        xrow xr;
+        const uint8_t *base = xa16 + m * rb16;
+        xr.d = (const float *)base;
+        xr.s = (const int32_t *)(base + pad64(nb * 4));
+        xr.q = base + 2 * pad64(nb * 4);
+        top2_exact_tiles(wp, pbs, nb, &xr, himax + m * tiles, tiles, rp[m].l2, &index[m], &first[m], &second[m]);
+        if (candidates) candidates[m] = rp[m].ntiles * RT;
+    }
+    return 0;
+#else
+    (void)row_norms; (void)norm_stats; (void)x; (void)N; (void)screen; (void)index; (void)first; (void)second;
+    (void)candidates; (void)nthreads; (void)w;
     return -1;
 #endif
 }

@@ -127,7 +127,7 @@ public final class Gemma3Model: @unchecked Sendable {
 
     /// The output projection [vocab, d] (tied: the embedding matrix). Built on first use (a bf16 one is
     /// widened to f32 then; a quantized one is used in place).
-    var lmHead: WeightMatrix {
+    public var lmHead: WeightMatrix {
         lmHeadLock.lock(); defer { lmHeadLock.unlock() }
         if let m = lmHeadStorage { return m }
         let m = WeightMatrix(entry: lmHeadView ?? embedding, rows: config.vocabSize, cols: config.hiddenSize)

@@ -10,6 +10,7 @@ import Glibc
 import Darwin
 #endif
 import Quant
+import Synchronization
 
 /// Integer activation formats of the decode kernels.
 public enum GemvActivation: Int32, Sendable, CaseIterable, CustomStringConvertible {
@@ -99,7 +100,13 @@ public final class PackedWeights: @unchecked Sendable {
         byteCount = n
     }
 
-    deinit { bytes.deallocate() }
+    deinit {
+        bytes.deallocate()
+        rowNormCache.withLock { $0?.deallocate() }
+    }
+
+    // Row norms for top2(x:…): computed on first use, once (the lock also orders the first use).
+    private let rowNormCache = Mutex<UnsafeMutablePointer<Float>?>(nil)
 
     /// Row `r` as f32 (exact).
     public func dequantizeRow(_ r: Int, into dst: UnsafeMutablePointer<Float>) {
@@ -108,12 +115,15 @@ public final class PackedWeights: @unchecked Sendable {
     }
 
     /// Y[m, rows] (row stride ldy) = X[m, cols] · Wᵀ, activations quantized into `scratch` (at least
-    /// m · GemvActivation.partner(of: type).rowBytes(cols:) bytes, 64-byte aligned). Any m.
+    /// m · act.rowBytes(cols:) bytes, 64-byte aligned). Any m. `act` nil = the type's partner
+    /// (GemvActivation.partner(of:)); Q8_0 also takes `.q8` (int8 activations: faster, less accurate).
     public func matmul(x: UnsafePointer<Float>, ldx: Int? = nil, y: UnsafeMutablePointer<Float>, ldy: Int? = nil, m: Int,
-                       scratch: UnsafeMutableRawPointer, threads: Int = 0) {
+                       scratch: UnsafeMutableRawPointer, act: GemvActivation? = nil, threads: Int = 0) {
         kernelRequire(m >= 0, "PackedWeights.matmul: negative row count \(m)")
         kernelRequire(Int(bitPattern: scratch) % 64 == 0, "PackedWeights.matmul: scratch is not 64-byte aligned")
-        let act = GemvActivation.partner(of: type)
+        let act = act ?? GemvActivation.partner(of: type)
+        kernelRequire(act == GemvActivation.partner(of: type) || (type == .q8_0 && act == .q8),
+                      "PackedWeights.matmul: no packed kernel for \(type) × \(act)")
         ck_gemv_quantize(act.rawValue, x, Int64(ldx ?? cols), scratch, Int64(m), Int64(cols))
         let rc = ck_packed_matmul(type.ckID, act.rawValue, bytes, scratch, y, Int64(ldy ?? rows), Int64(m), Int64(rows),
                                   Int64(cols), Int32(threads))
@@ -146,5 +156,70 @@ public final class PackedWeights: @unchecked Sendable {
             }
         }
         kernelRequire(rc == 0, "PackedWeights.matmul(parts:): packed kernels unavailable")
+    }
+
+    // MARK: Screened exact top-2 (Q8_0)
+
+    /// Per weight row an upper bound of its Euclidean norm (f32, rounded up), then [max norm, max |block
+    /// scale|] (rows + 2 floats; see ck_packed_row_norms). Computed once on first use, thread-safe.
+    public var rowNorms: UnsafePointer<Float> {
+        rowNormCache.withLock { cache in
+            if let p = cache { return UnsafePointer(p) }
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: rows + 2)
+            let rc = ck_packed_row_norms(type.ckID, bytes, Int64(rows), Int64(cols), p, p + rows, 0)
+            kernelRequire(rc == 0, "PackedWeights.rowNorms: unsupported matrix")
+            cache = p
+            return UnsafePointer(p)
+        }
+    }
+
+    /// Scratch bytes `top2(x:…)` needs for m activation rows (64-byte aligned memory).
+    public func top2ScratchBytes(m: Int) -> Int {
+        kernelRequire(m >= 0, "PackedWeights.top2ScratchBytes: negative row count \(m)")
+        return Int(ck_packed_top2_q8_scratch_bytes(Int64(m), Int64(rows), Int64(cols)))
+    }
+
+    /// For each of the m rows of X[m, cols] (row stride ldx): exactly `Kernels.top2` of that row of
+    /// `matmul(x:…)` (int16 activations), found by screening every weight row with int8 activations,
+    /// bounding the screen's error rigorously and recomputing only the 16-row tiles that can hold the
+    /// top 2 (contract in CKernels/include/packed_kernels.h, proof in packed_kernels.c). Q8_0 only.
+    /// `scratch`: top2ScratchBytes(m:) bytes, 64-byte aligned. `candidates`: nil, or m values that
+    /// receive the weight rows computed exactly per activation row (diagnostics; `rows` when a row took
+    /// the full path). `screen`: nil, or m · rows floats for the int8 screen values (tests).
+    public func top2(x: UnsafePointer<Float>, ldx: Int? = nil, m: Int, scratch: UnsafeMutableRawPointer,
+                     candidates: UnsafeMutablePointer<Int>? = nil, screen: UnsafeMutablePointer<Float>? = nil,
+                     threads: Int = 0) -> [(index: Int, first: Float, second: Float)] {
+        kernelRequire(type == .q8_0, "PackedWeights.top2: only Q8_0 matrices (this one is \(type))")
+        kernelRequire(m >= 0, "PackedWeights.top2: negative row count \(m)")
+        let ldx = ldx ?? cols
+        kernelRequire(ldx >= cols, "PackedWeights.top2: ldx \(ldx) < cols \(cols)")
+        kernelRequire(Int(bitPattern: scratch) % 64 == 0, "PackedWeights.top2: scratch is not 64-byte aligned")
+        if m == 0 { return [] }
+        let norms = rowNorms
+        var index = [Int64](repeating: 0, count: m)
+        var first = [Float](repeating: 0, count: m), second = first
+        var cand = [Int64](repeating: 0, count: candidates == nil ? 0 : m)
+        let rc = index.withUnsafeMutableBufferPointer { ip in
+            first.withUnsafeMutableBufferPointer { fp in
+                second.withUnsafeMutableBufferPointer { sp in
+                    cand.withUnsafeMutableBufferPointer { cp in
+                        ck_packed_top2_q8(bytes, norms, norms + rows, x, Int64(ldx), Int64(m), Int64(rows), Int64(cols),
+                                          scratch, top2ScratchBytes(m: m), screen, ip.baseAddress, fp.baseAddress,
+                                          sp.baseAddress, candidates == nil ? nil : cp.baseAddress, Int32(threads))
+                    }
+                }
+            }
+        }
+        kernelRequire(rc == 0, "PackedWeights.top2: packed kernels unavailable")
+        if let candidates { for i in 0..<m { candidates[i] = Int(cand[i]) } }
+        return (0..<m).map { (Int(index[$0]), first[$0], second[$0]) }
+    }
+
+    /// The screen bound of one activation row: |screen_j − exact_j| <= rowNorms[j]·beta + abs for every
+    /// weight row j; nil when that row would take the full exact path because of its values. Tests.
+    public func top2Bound(x: UnsafePointer<Float>) -> (beta: Double, abs: Double)? {
+        var a = 0.0
+        let b = ck_packed_top2_q8_bound(x, Int64(cols), rowNorms + rows, &a)
+        return b.isNaN ? nil : (b, a)
     }
 }

@@ -16,7 +16,9 @@
 // N must be a multiple of 16 (every Gemma 3 projection is); ck_pack refuses other shapes.
 //
 // Activations: Q8_0 weights pair with CK_ACT_Q16 rows, Q4_0 weights with CK_ACT_Q8 rows, made by
-// ck_gemv_quantize (gemv_kernels.h). Result and accuracy contract: as ck_gemv (exact int32 block dots,
+// ck_gemv_quantize (gemv_kernels.h). Q8_0 weights also take CK_ACT_Q8 rows (vpdpbusd on w XOR 0x80 with
+// the row's block sums correcting the +128: twice the multiply-adds per instruction of the int16 pair,
+// less accurate; the screen of ck_packed_top2_q8). Result and accuracy contract: as ck_gemv (exact int32 block dots,
 // both scales applied in f32; summation order of this path). Threads split the row tiles; the thread
 // count never changes the result.
 #ifndef CK_PACKED_KERNELS_H
@@ -44,7 +46,7 @@ int ck_pack(int wtype, const void *src, void *dst, int64_t N, int64_t K, int nth
 void ck_packed_dequantize_row(int wtype, const void *packed, int64_t r, int64_t K, float *y);
 
 /// Y[M,N] (row stride ldy) = Xa[M,K] · W[N,K]^T, W packed by ck_pack, Xa rows from ck_gemv_quantize
-/// with the type's partner format (Q8_0 → CK_ACT_Q16, Q4_0 → CK_ACT_Q8). Any M (decode and prefill).
+/// in a format the type pairs with (Q8_0 → CK_ACT_Q16 or CK_ACT_Q8, Q4_0 → CK_ACT_Q8). Any M.
 /// Returns 0, or -1 for an unsupported (wtype, act) pair or when packed kernels are unavailable.
 int ck_packed_matmul(int wtype, int act, const void *w, const void *xa, float *y, int64_t ldy,
                      int64_t M, int64_t N, int64_t K, int nthreads);
@@ -60,6 +62,38 @@ int ck_packed_matmul(int wtype, int act, const void *w, const void *xa, float *y
 /// or an N[p] that is not a multiple of 16.
 int ck_packed_matmul_multi(int wtype, int act, int nparts, const void *const *w, const int64_t *N,
                            float *const *y, const int64_t *ldy, const void *xa, int64_t M, int64_t K, int nthreads);
+
+/// Per row r of a packed Q8_0 / Q4_0 [N, K] matrix: norms[r] >= ||dequantized row r||_2 (double sum of
+/// the exact squares, inflated for its rounding, rounded up to f32). stats[0] = max_r norms[r],
+/// stats[1] = max |block scale|; both +inf when any scale is not finite. Threaded. Returns 0, or -1 for
+/// an unsupported type or shape (nothing written).
+int ck_packed_row_norms(int wtype, const void *packed, int64_t N, int64_t K, float *norms, float *stats, int nthreads);
+
+/// Scratch bytes for ck_packed_top2_q8 (0 for an invalid shape).
+size_t ck_packed_top2_q8_scratch_bytes(int64_t M, int64_t N, int64_t K);
+
+/// Exact top-2 of the int16-activation logits of a packed Q8_0 matrix, screened with int8 activations.
+/// For each of the M rows of x (f32, row stride ldx >= K): index[m], first[m], second[m] are exactly what
+/// ck_top2 (ckernels.h) returns over the N values ck_packed_matmul(CK_WTYPE_Q8_0, CK_ACT_Q16, …) gives for
+/// that row (first index of the maximum, the largest value at any other index, NaN semantics included).
+/// How: every row is screened with the int8 kernel (CK_ACT_Q8), each screen value s_j has a rigorous
+/// bound |s_j − exact_j| <= B_j = row_norms[j]·β + A (β from the two quantizations of the row, see
+/// packed_kernels.c), and only the 16-row tiles that hold a row with s_j + B_j >= the second largest
+/// s_j − B_j are recomputed with the int16 kernel. A row with a non-finite value, a non-finite norm or
+/// scale, a magnitude near the f32 range, or more than N/128 + 1 candidate tiles takes the full exact
+/// path. row_norms / norm_stats: from ck_packed_row_norms. screen: NULL, or M·N floats that receive the
+/// int8 screen values (for tests). candidates: NULL, or per row the number of weight rows computed
+/// with the int16 kernel (16 per candidate tile; N on the full path). Threaded; the thread count never
+/// changes a result. Returns 0, or -1 (nothing written) when packed kernels are unavailable, the shape
+/// is invalid (N % 16, K % 32, ldx < K), or the scratch is too small or not 64-byte aligned.
+int ck_packed_top2_q8(const void *w, const float *row_norms, const float *norm_stats, const float *x, int64_t ldx,
+                      int64_t M, int64_t N, int64_t K, void *scratch, size_t scratch_bytes, float *screen,
+                      int64_t *index, float *first, float *second, int64_t *candidates, int nthreads);
+
+/// The bound parameters ck_packed_top2_q8 uses for one activation row x[K]: returns β and sets *abs_term
+/// to A (so |screen_j − exact_j| <= row_norms[j]·β + A), or NaN when the row takes the full exact path
+/// because of its values (non-finite, or too large for the guards). For tests and diagnostics.
+double ck_packed_top2_q8_bound(const float *x, int64_t K, const float *norm_stats, double *abs_term);
 
 #ifdef __cplusplus
 }
