@@ -260,6 +260,7 @@ public final class Gemma3Batch: @unchecked Sendable {
                 }
             }
         }
+        if output == .lastTop2 { top2 = Array(repeating: (0, 0, 0), count: segments.count) }
         // Split into passes of ≤ maxRows rows; a sequence longer than a chunk ends its pass after each chunk
         // (its next chunk needs the previous one in its cache).
         var pass: [Piece] = []
@@ -278,7 +279,6 @@ public final class Gemma3Batch: @unchecked Sendable {
             }
             base += s.rows
         }
-        if output == .lastTop2 { top2 = Array(repeating: (0, 0, 0), count: segments.count) }
         if !pass.isEmpty { run(pass, rows: passRows, embeddings: embeddings, output: output) }
         if output == .none || output == .lastTop2 { return UnsafeBufferPointer(start: lastRows, count: 0) }
         return UnsafeBufferPointer(start: out, count: segments.count * outWidth)
