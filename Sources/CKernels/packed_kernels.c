@@ -593,7 +593,7 @@ int ck_packed_top2_q8(const void *w, const float *row_norms, const float *norm_s
     }
 
     // The other rows: exact values of the candidate tiles only.
-    int en = nt < nwork ? nt : (int)nwork;
+    const int en = nwork < 1 ? 1 : nt < nwork ? nt : (int)nwork;
 #pragma omp parallel for schedule(static, 1) num_threads(en) if (en > 1)
     for (int64_t m = 0; m < M; m++) {
         if (rp[m].fallback) continue;
