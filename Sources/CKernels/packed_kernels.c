@@ -415,8 +415,6 @@ double ck_packed_top2_q8_bound(const float *x, int64_t K, const float *norm_stat
 #define SMR 8    // activation rows per screen micro-kernel call
 #define SMC 64   // activation rows per chunk (the lane state of a chunk lives on each thread's stack)
 
-static inline int64_t top2_tiles_cap(int64_t tiles) { return tiles / 8 + 1; }
-
 size_t ck_packed_top2_q8_scratch_bytes(int64_t M, int64_t N, int64_t K) {
     if (M < 0 || N <= 0 || K <= 0 || K % QK || N % RT) return 0;
     const int64_t tiles = N / RT;
@@ -425,6 +423,9 @@ size_t ck_packed_top2_q8_scratch_bytes(int64_t M, int64_t N, int64_t K) {
 }
 
 #if PK_X86
+// Most candidate tiles per activation row before the row takes the full exact path.
+static inline int64_t top2_tiles_cap(int64_t tiles) { return tiles / 8 + 1; }
+
 // One tile × mr Q8 rows, then per row: optional screen store; lo = s − B − slack, hi = s + B + slack
 // (B = fma(norm, betaf, absf) >= (norm·betaf + absf)(1 − 2^-24) >= norm·β + A, since betaf >= β(1+2^-20)
 // and absf >= 2A; the slack |v|·2^-22 + 2^-125 exceeds the rounding of s ± B and of the slack step
@@ -592,7 +593,7 @@ int ck_packed_top2_q8(const void *w, const float *row_norms, const float *norm_s
     }
 
     // The other rows: exact values of the candidate tiles only.
-    int en = nt < nwork ? nt : (int)nwork;
+    const int en = nwork < 1 ? 1 : nt < nwork ? nt : (int)nwork;
 #pragma omp parallel for schedule(static, 1) num_threads(en) if (en > 1)
     for (int64_t m = 0; m < M; m++) {
         if (rp[m].fallback) continue;
