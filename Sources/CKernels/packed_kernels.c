@@ -98,6 +98,11 @@ typedef struct {
     const uint8_t *q;
 } xrow;
 
+// The view of activation row `base` (nb blocks): [f32 d[nb]] [int32 s[nb]] [quants], parts 64-byte padded.
+static inline xrow xrow_at(const uint8_t *base, int64_t nb) {
+    return (xrow){(const float *)base, (const int32_t *)(base + pad64(nb * 4)), base + 2 * pad64(nb * 4)};
+}
+
 // Q4_0 tile × Q8 rows: nibble quants unsigned × int8 activations signed (vpdpbusd); each row lane
 // starts at −8·Σx so it ends at Σ (n − 8)·x.
 INL T_512 void q4_tile(const uint8_t *w, int64_t nb, const xrow *x, int mr, __m512 acc[MR]) {
@@ -235,12 +240,7 @@ int ck_packed_matmul_multi(int wtype, int act, int nparts, const void *const *w,
             for (int64_t m = m0; m < m1; m += MR) {
                 const int mr = (int)(m1 - m < MR ? m1 - m : MR);
                 xrow xr[MR];
-                for (int r = 0; r < MR; r++) {
-                    const uint8_t *base = xp + (m + (r < mr ? r : 0)) * xrb;
-                    xr[r].d = (const float *)base;
-                    xr[r].s = (const int32_t *)(base + pad64(nb * 4));
-                    xr[r].q = base + 2 * pad64(nb * 4);
-                }
+                for (int r = 0; r < MR; r++) xr[r] = xrow_at(xp + (m + (r < mr ? r : 0)) * xrb, nb);
                 fn(wt, pbs, xr, mr, nb, y[p] + m * ldy[p], ldy[p], t * RT);
             }
         }
@@ -532,12 +532,7 @@ int ck_packed_top2_q8(const void *w, const float *row_norms, const float *norm_s
                 for (int64_t m = m0; m < m1; m += SMR) {
                     const int mr = (int)(m1 - m < SMR ? m1 - m : SMR);
                     xrow xr[SMR];
-                    for (int r = 0; r < SMR; r++) {
-                        const uint8_t *base = xa8 + (m + (r < mr ? r : 0)) * rb8;
-                        xr[r].d = (const float *)base;
-                        xr[r].s = (const int32_t *)(base + pad64(nb * 4));
-                        xr[r].q = base + 2 * pad64(nb * 4);
-                    }
+                    for (int r = 0; r < SMR; r++) xr[r] = xrow_at(xa8 + (m + (r < mr ? r : 0)) * rb8, nb);
                     screen_run(wt, xr, mr, nb, row_norms + t * RT, rp + m, himax + m * tiles, tiles, t, l1 + (m - m0),
                                l2 + (m - m0), screen ? screen + m * N : NULL, N, t * RT);
                 }
@@ -597,11 +592,7 @@ int ck_packed_top2_q8(const void *w, const float *row_norms, const float *norm_s
 #pragma omp parallel for schedule(static, 1) num_threads(en) if (en > 1)
     for (int64_t m = 0; m < M; m++) {
         if (rp[m].fallback) continue;
-        xrow xr;
-        const uint8_t *base = xa16 + m * rb16;
-        xr.d = (const float *)base;
-        xr.s = (const int32_t *)(base + pad64(nb * 4));
-        xr.q = base + 2 * pad64(nb * 4);
+        const xrow xr = xrow_at(xa16 + m * rb16, nb);
         top2_exact_tiles(wp, pbs, nb, &xr, himax + m * tiles, tiles, rp[m].l2, &index[m], &first[m], &second[m]);
         if (candidates) candidates[m] = rp[m].ntiles * RT;
     }

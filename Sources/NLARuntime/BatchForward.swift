@@ -159,13 +159,14 @@ public final class Gemma3Batch: @unchecked Sendable {
     private let outWidth: Int
     /// (maxSequences, vocab or d), allocated on the first `.lastLogits` / `.lastHidden` call (greedy
     /// batches that only ask for `.lastTop2` of a screened head never need the full logits).
-    private lazy var out: UnsafeMutablePointer<Float> = {
+    private var outStorage: UnsafeMutablePointer<Float>?
+    private var out: UnsafeMutablePointer<Float> {
+        if let p = outStorage { return p }
         let p = UnsafeMutablePointer<Float>.allocate(capacity: maxSequences * outWidth)
         p.initialize(repeating: 0, count: maxSequences * outWidth)
-        outAllocated = true
+        outStorage = p
         return p
-    }()
-    private var outAllocated = false
+    }
     /// Scratch of `PackedWeights.top2` for maxSequences rows (64-byte aligned), on first use.
     private var top2Scratch: UnsafeMutableRawPointer?
     private var top2ScratchBytes = 0
@@ -206,7 +207,7 @@ public final class Gemma3Batch: @unchecked Sendable {
 
     deinit {
         for p in [x, xn, q, k, v, attn, o, gate, up, cosS, sinS, cosF, sinF, lastRows] { p.deallocate() }
-        if outAllocated { out.deallocate() }
+        outStorage?.deallocate()
         top2Scratch?.deallocate()
     }
 
