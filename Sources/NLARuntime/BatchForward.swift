@@ -183,8 +183,7 @@ public final class Gemma3Batch: @unchecked Sendable {
         blocks = model.loadedBlocks
         self.capacity = capacity
         self.maxSequences = maxSequences
-        self.maxRows = max(maxRows, maxSequences)
-        self.chunk = min(chunk ?? self.maxRows, self.maxRows, capacity)
+        (self.maxRows, self.chunk) = Gemma3Batch.geometry(maxSequences: maxSequences, capacity: capacity, maxRows: maxRows, chunk: chunk)
         let r = self.maxRows
         func alloc(_ n: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
@@ -209,6 +208,13 @@ public final class Gemma3Batch: @unchecked Sendable {
         for p in [x, xn, q, k, v, attn, o, gate, up, cosS, sinS, cosF, sinF, lastRows] { p.deallocate() }
         outStorage?.deallocate()
         top2Scratch?.deallocate()
+    }
+
+    /// Rows per pass and KV chunk of a batch of this shape: at least one row per sequence, and no more
+    /// rows than every sequence's whole capacity (scratch beyond that is never used).
+    public static func geometry(maxSequences: Int, capacity: Int, maxRows: Int = 256, chunk: Int? = nil) -> (maxRows: Int, chunk: Int) {
+        let rows = min(max(maxRows, maxSequences), maxSequences * capacity)
+        return (rows, min(chunk ?? rows, rows, capacity))
     }
 
     /// Whether this batch can produce logits (all blocks and the final norm loaded).

@@ -154,7 +154,11 @@ public final class Gemma3Model: @unchecked Sendable {
             throw ModelError.input("token id \(id) is outside the vocabulary (0..<\(config.vocabSize))")
         }
         let rowBytes = embedding.byteCount / config.vocabSize
-        embedding.type!.traits.dequantizeRow(embedding.data + id * rowBytes, dst, d)
+        // Read the row's bytes (pread), not the mapping: see MappedFile.copy.
+        withUnsafeTemporaryAllocation(byteCount: rowBytes, alignment: 64) { row in
+            embedding.file.copy(embedding.data + id * rowBytes, count: rowBytes, into: row.baseAddress!)
+            embedding.type!.traits.dequantizeRow(UnsafeRawPointer(row.baseAddress!), dst, d)
+        }
         Kernels.scale(dst, config.embedScale, d)
     }
 

@@ -27,6 +27,7 @@ public final class LanguageModel: @unchecked Sendable {
         releaseFreedHeapPages()
         self.files = files
         model = try Gemma3Model(files: files, blocks: blocks)
+        files.releaseMappedPages()
         // Every id the tokenizer can produce must have an embedding row (a tokenizer.json whose added
         // tokens run past config.json's vocab_size would fail later, mid-generation, or index out of range).
         if tokenizer.vocabSize > model.config.vocabSize {

@@ -41,6 +41,16 @@ public struct ModelFiles: @unchecked Sendable {
         return copy
     }
 
+    /// Give back the resident pages of every tensor mapping. Loading reads small tensors (norms) through
+    /// the mapping and each read maps the whole page-cache folio around it; what a model keeps using in
+    /// place is read back from the page cache when touched.
+    public func releaseMappedPages() {
+        var seen = Set<ObjectIdentifier>()
+        for e in tensors.values where e.file.size > 0 && seen.insert(ObjectIdentifier(e.file)).inserted {
+            e.file.dropPages(e.file.base, count: e.file.size)
+        }
+    }
+
     public func fileName(_ name: String) -> String {
         isGGUF ? "\(path)[\(name)]" : (path as NSString).appendingPathComponent(name)
     }

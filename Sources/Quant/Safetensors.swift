@@ -36,28 +36,34 @@ public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let base: UnsafeRawPointer
     public let size: Int
+    /// Kept open for `copy(_:count:into:)`; closed on deinit.
+    private let fd: Int32
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw SafetensorsError.cannotOpen(file: path, reason: String(cString: strerror(errno)))
         }
-        defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
-            throw SafetensorsError.cannotOpen(file: path, reason: String(cString: strerror(errno)))
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw SafetensorsError.cannotOpen(file: path, reason: reason)
         }
         if (st.st_mode & S_IFMT) == S_IFDIR {
+            close(fd)
             throw SafetensorsError.cannotOpen(file: path, reason: "is a directory")
         }
         size = Int(st.st_size)
+        self.fd = fd
         if size == 0 {
             base = UnsafeRawPointer(bitPattern: 1)!  // never dereferenced: size checks come first
             return
         }
         let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
         guard let p, p != MAP_FAILED else {
+            close(fd)
             throw SafetensorsError.cannotOpen(file: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
         }
         base = UnsafeRawPointer(p)
@@ -65,6 +71,28 @@ public final class MappedFile: @unchecked Sendable {
 
     deinit {
         if size > 0 { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+        close(fd)
+    }
+
+    /// Copy `count` bytes at `p` into `dst`. Bytes inside the mapping are read with `pread` instead of
+    /// through the mapping: a small scattered read (one embedding row per token) would otherwise map the
+    /// whole large page-cache folio around it into this process (hundreds of KB of resident set per row;
+    /// `MADV_RANDOM` does not stop that). Anything else (memory the caller owns) is copied directly.
+    public func copy(_ p: UnsafeRawPointer, count: Int, into dst: UnsafeMutableRawPointer) {
+        let offset = p - base
+        guard size > 0, offset >= 0, offset + count <= size else {
+            dst.copyMemory(from: p, byteCount: count)
+            return
+        }
+        var done = 0
+        while done < count {
+            let n = pread(fd, dst + done, count - done, off_t(offset + done))
+            if n > 0 { done += n; continue }
+            if n < 0 && errno == EINTR { continue }
+            // Unreadable now (should not happen for a file we mapped): fall back to the mapping.
+            (dst + done).copyMemory(from: p + done, byteCount: count - done)
+            return
+        }
     }
 
     /// Tell the kernel the pages of [p, p+count) are not needed now: they leave this process's resident

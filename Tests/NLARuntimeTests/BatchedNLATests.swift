@@ -43,6 +43,22 @@ private func batchLog(_ s: String) { print("[batched] " + s) }
         }
     }
 
+    @Test func reportedKVBytesAreTheBatchCaches() throws {
+        let av = try SynNLAModels.verbalizer(.q8_0)
+        for (maxNew, seqs) in [(20, 1), (20, 16), (700, 16), (3, 200)] {
+            let opts = SamplingOptions(maxNewTokens: maxNew)
+            let runner = try av.makeBatch(sequences: seqs, options: opts)
+            #expect(av.batchKVBytes(sequences: seqs, options: opts) == runner.makeCache().bytes, "max new \(maxNew), \(seqs) sequences")
+            #expect(runner.kvBytesPerSequence == runner.makeCache().bytes)
+            // Rows per pass: the AV's setting, at least one per sequence, never more than all capacities hold.
+            #expect(runner.maxRows == min(max(ActivationVerbalizer.batchRows, seqs), seqs * av.batchCapacity(opts)))
+            #expect(runner.chunk == min(runner.maxRows, av.batchCapacity(opts)))
+        }
+        // A one-sequence batch for a short prompt gets scratch for that prompt only.
+        #expect(Gemma3Batch.geometry(maxSequences: 1, capacity: 90) == (maxRows: 90, chunk: 90))
+        #expect(Gemma3Batch.geometry(maxSequences: 4, capacity: 1000, maxRows: 64, chunk: 16) == (maxRows: 64, chunk: 16))
+    }
+
     @Test(arguments: [SynNLAPair.Precision.full, .q8_0])
     func top2OutputIsTheTopTwoOfTheLogits(_ precision: SynNLAPair.Precision) throws {
         let av = try SynNLAModels.verbalizer(precision)

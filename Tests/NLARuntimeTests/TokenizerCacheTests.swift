@@ -90,4 +90,20 @@ struct TokenizerCacheTests {
         }
         #expect(cache.builds == 0 && cache.reuses == 0)
     }
+
+    @Test("a byte table keeps no spare capacity after indexing, and every key still resolves")
+    func byteTableShrinksAfterIndexing() {
+        var t = TokByteTable()
+        let keys = (0..<5000).map { i in Array("token-\(i)-\(String(repeating: "x", count: i % 13))".utf8) }
+        for (i, k) in keys.enumerated() { k.withUnsafeBufferPointer { t.append($0, value: Int32(i)) } }
+        #expect(t.pool.capacity > t.pool.count + t.pool.count / 16 + 64 || t.starts.capacity > t.starts.count + t.starts.count / 16 + 64,
+                "appending left no spare capacity: the check below would pass without shrinking")
+        t.buildIndex()
+        for a in [t.pool.capacity - t.pool.count, t.starts.capacity - t.starts.count, t.lengths.capacity - t.lengths.count,
+                  t.values.capacity - t.values.count] {
+            #expect(a <= 64, "spare capacity \(a) after buildIndex")
+        }
+        for (i, k) in keys.enumerated() { #expect(t.get(k) == Int32(i)) }
+        #expect(t.get(Array("token-5000".utf8)) == nil)
+    }
 }

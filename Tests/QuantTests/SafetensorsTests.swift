@@ -74,3 +74,70 @@ import NLATestSupport
         }
     }
 }
+
+@Suite struct MappedFileTests {
+    /// A file of `count` pseudo-random bytes and its contents.
+    func randomFile(_ name: String, count: Int) throws -> (path: String, bytes: [UInt8]) {
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        let bytes = (0..<count).map { _ -> UInt8 in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return UInt8(truncatingIfNeeded: state >> 56)
+        }
+        let path = TestPaths.tempDirectory("mapped") + "/" + name
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        return (path, bytes)
+    }
+
+    @Test func copyReturnsTheFileBytesAndCopiesOwnedMemoryDirectly() throws {
+        let (path, bytes) = try randomFile("copy.bin", count: 1 << 20)
+        let f = try MappedFile(path: path)
+        var out = [UInt8](repeating: 0, count: 4096)
+        for (offset, count) in [(0, 1), (12345, 680), (bytes.count - 4096, 4096), (700_000, 2560)] {
+            out.withUnsafeMutableBytes { f.copy(f.base + offset, count: count, into: $0.baseAddress!) }
+            #expect(Array(out[0..<count]) == Array(bytes[offset..<offset + count]), "offset \(offset)")
+        }
+        // A pointer outside the mapping (memory the caller owns, e.g. a converted tensor) is copied as is.
+        let owned: [UInt8] = [1, 2, 3, 4, 5]
+        owned.withUnsafeBytes { src in out.withUnsafeMutableBytes { f.copy(src.baseAddress!, count: 5, into: $0.baseAddress!) } }
+        #expect(Array(out[0..<5]) == owned)
+    }
+
+    #if os(Linux)
+    /// Resident KB of the mapping that starts at `base` (from /proc/self/smaps).
+    func residentKB(_ base: UnsafeRawPointer) throws -> Int {
+        // /proc files report size 0: read to the end rather than by size.
+        let fh = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/self/smaps"))
+        defer { try? fh.close() }
+        let text = String(decoding: try fh.readToEnd() ?? Data(), as: UTF8.self)
+        let start = String(UInt(bitPattern: Int(bitPattern: base)), radix: 16)
+        var inside = false
+        for line in text.split(separator: "\n") {
+            if let dash = line.firstIndex(of: "-"), line[..<dash].allSatisfy(\.isHexDigit) {
+                inside = line[..<dash].drop(while: { $0 == "0" }) == Substring(start)
+            } else if inside, line.hasPrefix("Rss:") {
+                return Int(line.split(separator: " ")[1]) ?? -1
+            }
+        }
+        return -1
+    }
+
+    @Test func scatteredCopiesLeaveTheMappingNonResident() throws {
+        let (path, _) = try randomFile("scatter.bin", count: 16 << 20)
+        let f = try MappedFile(path: path)
+        f.dropPages(f.base, count: f.size)
+        let before = try residentKB(f.base)
+        #expect(before == 0, "resident \(before) KB after dropping the pages (-1: mapping not found)")
+        var row = [UInt8](repeating: 0, count: 680)
+        for i in 0..<200 {  // one "embedding row" in every 80 KB, as token lookups do
+            row.withUnsafeMutableBytes { f.copy(f.base + i * 81_920, count: 680, into: $0.baseAddress!) }
+        }
+        let after = try residentKB(f.base)
+        #expect(after == 0, "resident \(after) KB after 200 scattered copies")
+        // The check sees residency: reading the same rows through the mapping makes pages resident.
+        var sum = 0
+        for i in 0..<200 { sum &+= Int(f.base.load(fromByteOffset: i * 81_920, as: UInt8.self)) }
+        let touched = try residentKB(f.base)
+        #expect(touched >= 200 * 4, "resident \(touched) KB after reading the rows through the mapping (sum \(sum))")
+    }
+    #endif
+}

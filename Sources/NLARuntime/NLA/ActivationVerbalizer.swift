@@ -67,6 +67,11 @@ public final class ActivationVerbalizer: Sendable {
         var stops = Set(model.generation.eosTokenIds)
         if let eot = model.tokenizer.tokenToId("<end_of_turn>") { stops.insert(eot) }
         stopIds = stops
+        // A full AV always decodes through its output head: pack it now, while no KV cache or batch
+        // scratch exists, so the transient pages of packing do not stack on them at the peak.
+        if model.model.loadedBlocks == model.config.numHiddenLayers && model.model.finalNorm != nil {
+            _ = model.model.lmHead
+        }
     }
 
     /// An AV model directory or `.gguf`; the sidecar is read from the model's files. `promptTemplate`:

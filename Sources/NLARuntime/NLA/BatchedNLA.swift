@@ -14,10 +14,26 @@ extension ActivationVerbalizer {
     /// Rows of the prompt before the injection site (the part every vector shares).
     public var sharedPrefixLength: Int { injectionPosition }
 
+    /// Rows per forward pass of the AV batch. The AV prefills only each vector's prompt tail (the rows from
+    /// the injection site on, ~20) and then decodes one row per sequence, so 64 rows keep the weight reuse
+    /// of a GEMM while the per-row scratch (~36 KB for Gemma 3 270M, ~300 KB at 27B) stays small: the AV's
+    /// decode is where a run's memory peaks.
+    public static let batchRows = 64
+
+    /// Sequence capacity of the AV batch at these options.
+    public func batchCapacity(_ options: SamplingOptions) -> Int {
+        min(promptIds.count + max(options.maxNewTokens, 0), model.config.maxPositionEmbeddings)
+    }
+
+    /// KV bytes per sequence of `makeBatch(sequences:options:)`.
+    public func batchKVBytes(sequences: Int, options: SamplingOptions) -> Int {
+        let g = Gemma3Batch.geometry(maxSequences: max(1, sequences), capacity: batchCapacity(options), maxRows: Self.batchRows)
+        return KVCache.bytes(config: model.config, blocks: model.model.loadedBlocks, capacity: batchCapacity(options), chunk: g.chunk)
+    }
+
     /// Build the batch runner for `sequences` vectors at these options.
-    public func makeBatch(sequences: Int, options: SamplingOptions, maxRows: Int = 256) throws -> Gemma3Batch {
-        let capacity = min(promptIds.count + max(options.maxNewTokens, 0), model.config.maxPositionEmbeddings)
-        return try Gemma3Batch(model: model.model, maxSequences: max(1, sequences), capacity: capacity, maxRows: maxRows)
+    public func makeBatch(sequences: Int, options: SamplingOptions, maxRows: Int = batchRows) throws -> Gemma3Batch {
+        try Gemma3Batch(model: model.model, maxSequences: max(1, sequences), capacity: batchCapacity(options), maxRows: maxRows)
     }
 
     /// The ids whose KV every vector shares (the prompt before the injection site).

@@ -232,9 +232,7 @@ public enum NLAPipeline {
             guard r >= 1 else { throw ModelError.input("batch size must be at least 1 (got \(r))") }
             return r
         }
-        let cfg = verbalizer.model.config
-        let capacity = min(verbalizer.promptIds.count + options.maxNewTokens, cfg.maxPositionEmbeddings)
-        return autoBatch(kvBytesPerSequence: KVCache.bytes(config: cfg, blocks: cfg.numHiddenLayers, capacity: capacity, chunk: 256), items: items)
+        return autoBatch(kvBytesPerSequence: verbalizer.batchKVBytes(sequences: maxAutoBatch, options: options), items: items)
     }
 
     /// The batch size for a reconstructor: `requested`, or automatic (KV sized for prompts of `tokens` tokens).
@@ -332,7 +330,7 @@ public enum NLAPipeline {
                 let kvCapacity = min(verbalizer.promptIds.count + req.sampling.maxNewTokens, cfg.maxPositionEmbeddings)
                 // Batch 1 runs Gemma3Session (full-length KV on every block); batched runs ring KV on sliding blocks.
                 let kv = batch == 1 ? kvCapacity * cfg.kvDim * 2 * 4 * cfg.numHiddenLayers
-                                    : KVCache.bytes(config: cfg, blocks: cfg.numHiddenLayers, capacity: kvCapacity, chunk: 256)
+                                    : verbalizer.batchKVBytes(sequences: batch, options: req.sampling)
                 onBatch?(batch, req.batch == nil, kv)
             }
             start = Date()

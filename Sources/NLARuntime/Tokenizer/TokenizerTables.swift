@@ -113,9 +113,23 @@ struct TokByteTable: Sendable {
     mutating func setLastValue(_ v: Int32) { values[values.count - 1] = v }
 
 
+    /// The entry arrays without the spare capacity appending left (up to half of each: ~7 MB for Gemma 3's
+    /// 262k tokens, kept for as long as the tokenizer lives).
+    mutating func shrinkToFit() {
+        func exact<T>(_ a: [T]) -> [T] {
+            guard a.capacity - a.count > a.count / 16 + 64 else { return a }
+            return [T](unsafeUninitializedCapacity: a.count) { buf, n in
+                a.withUnsafeBufferPointer { src in _ = buf.initialize(fromContentsOf: src) }
+                n = a.count
+            }
+        }
+        pool = exact(pool); starts = exact(starts); lengths = exact(lengths); values = exact(values)
+    }
+
     /// Indexes all appended entries; a key seen again overrides the earlier entry (last wins).
     mutating func buildIndex() {
         if indexed == starts.count { return }
+        shrinkToFit()
         if starts.count * 2 > slots.count {
             var cap = slots.count
             while cap < starts.count * 2 { cap <<= 1 }
