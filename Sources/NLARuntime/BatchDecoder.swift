@@ -11,7 +11,8 @@ import SIMDKernels
 public struct DecodeJob {
     /// Input embedding rows after the shared prefix, [n, d], scaled like `Gemma3Model.embed`.
     public var rows: [Float]
-    /// A cache whose first `prefixLength` positions are copied before `rows` run (exact prefix sharing).
+    /// A cache whose first `prefixLength` positions are copied before `rows` run (exact prefix sharing; any
+    /// geometry that still holds them, e.g. the AV's stored prefix entry).
     public var prefix: KVCache?
     public var prefixLength: Int
     public var options: SamplingOptions
@@ -74,7 +75,7 @@ public enum BatchDecoder {
                         }
                         let cache = caches[s]
                         cache.reset()
-                        if let pre = job.prefix { try cache.copyPrefix(from: pre, count: job.prefixLength) }
+                        if let pre = job.prefix { try cache.copyHeldPrefix(from: pre, count: job.prefixLength) }
                         let n = job.rows.count / d
                         guard cache.position + n <= cache.capacity else {
                             throw ModelError.input("\(cache.position + n) tokens exceed the context of \(cache.capacity) positions")

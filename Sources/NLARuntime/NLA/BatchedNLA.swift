@@ -71,7 +71,8 @@ extension ActivationVerbalizer {
         guard !vectors.isEmpty else { return [] }
         let runner = try makeBatch(sequences: min(batch, vectors.count), options: options)
         let d = dModel, p = injectionPosition
-        let prefix = sharePrefix ? try storedPrefixCache(on: runner) : nil
+        // Each sequence copies the stored entry's rows itself: no batch-shaped copy of the prefix is held.
+        let prefix = sharePrefix ? try prefixKV.cache(for: sharedPrefixIds, model: model.model) : nil
         let tail = try model.model.embed(Array(promptIds[(sharePrefix ? p : 0)...]))
         let site = sharePrefix ? 0 : p
         let stops = ignoreStopIds ? Set<Int>() : stopIds
