@@ -95,9 +95,16 @@ public struct ModelFiles: @unchecked Sendable {
     }
 
     static func openGGUF(_ path: String) throws -> ModelFiles {
-        let g = try GGUFFile(path: path)
+        // Embedded files of 1 MB or more (tokenizer.json: 33 MB) are copied straight from the mapping: their
+        // readers check the text (the tokenizer's JSON reader validates UTF-8 and names the file), so the
+        // GGUF reader does not validate and copy them into a String first (~60 ms per open).
+        let g = try GGUFFile(path: path, rawStrings: (GGUFKeys.filePrefix, 1 << 20))
         var files: [String: Data] = [:]
         for name in GGUFKeys.embeddedFiles {
+            if let bytes = g.rawStrings[GGUFKeys.filePrefix + name] {
+                files[name] = Data(bytes)
+                continue
+            }
             guard let v = g.metadata[GGUFKeys.filePrefix + name] else { continue }
             guard let s = v.stringValue else {
                 throw ModelError.weights(file: path, reason: "metadata \(GGUFKeys.filePrefix + name) is not a string")

@@ -253,6 +253,10 @@ public final class GGUFFile: @unchecked Sendable {
     /// Tensor names in file (tensor info) order.
     public let tensorNames: [String]
 
+    /// String values left as raw bytes (see `init(path:rawStrings:)`): views into the mapping, valid while
+    /// this file lives, not checked for UTF-8. Their keys are in neither `metadata` nor `metadataKeys`.
+    public private(set) var rawStrings: [String: UnsafeRawBufferPointer] = [:]
+
     /// Drop a metadata value that is no longer needed (e.g. an embedded tokenizer.json already copied out),
     /// so its memory is freed. Call it while the file is still owned by one thread (right after opening).
     public func removeMetadata(_ key: String) {
@@ -265,7 +269,10 @@ public final class GGUFFile: @unchecked Sendable {
         mapping.dropPages(mapping.base, count: dataOffset)
     }
 
-    public init(path: String) throws {
+    /// - Parameter rawStrings: metadata keys whose string values of at least `minBytes` bytes are kept as
+    ///   raw bytes in `rawStrings` instead of being validated and copied into a `String` (an embedded
+    ///   tokenizer.json is 33 MB; its reader validates it anyway).
+    public init(path: String, rawStrings: (prefix: String, minBytes: Int)? = nil) throws {
         self.path = path
         let m: MappedFile
         do {
@@ -292,6 +299,7 @@ public final class GGUFFile: @unchecked Sendable {
             throw GGUFError.truncated(file: path, reason: "header declares \(kvCount) metadata entries, more than the \(m.size)-byte file can hold")
         }
         var meta: [String: GGUFValue] = [:]
+        var raw: [String: UnsafeRawBufferPointer] = [:]
         var keys: [String] = []
         for i in 0..<Int(kvCount) {
             let key = try c.string("metadata key #\(i)")
@@ -299,8 +307,15 @@ public final class GGUFFile: @unchecked Sendable {
             guard let vt = GGUFValueType(rawValue: rawType) else {
                 throw GGUFError.badMetadata(file: path, key: key, reason: "unknown value type id \(rawType)")
             }
+            if let r = rawStrings, vt == .string, key.hasPrefix(r.prefix), let bytes = try c.rawString(key, minBytes: r.minBytes) {
+                guard meta[key] == nil, raw[key] == nil else {
+                    throw GGUFError.badMetadata(file: path, key: key, reason: "duplicate key")
+                }
+                raw[key] = bytes
+                continue
+            }
             let value = try c.value(vt, key: key, depth: 0)
-            guard meta[key] == nil else {
+            guard meta[key] == nil, raw[key] == nil else {
                 throw GGUFError.badMetadata(file: path, key: key, reason: "duplicate key")
             }
             meta[key] = value
@@ -319,6 +334,7 @@ public final class GGUFFile: @unchecked Sendable {
         alignment = align
         metadata = meta
         metadataKeys = keys
+        self.rawStrings = raw
 
         guard tensorCount <= UInt64(c.remaining / 24) else {
             throw GGUFError.truncated(file: path, reason: "header declares \(tensorCount) tensors, more than the rest of the file can describe")
@@ -443,6 +459,21 @@ struct GGUFCursor {
         }
         pos += Int(n)
         return s
+    }
+
+    /// A string of at least `minBytes` bytes as a view of its bytes (not checked for UTF-8), consumed; nil
+    /// (nothing consumed) for a shorter one.
+    mutating func rawString(_ what: String, minBytes: Int) throws -> UnsafeRawBufferPointer? {
+        let start = pos
+        let n = try u64("length of \(what)")
+        guard n <= UInt64(remaining) else {
+            throw GGUFError.truncated(file: file,
+                reason: "\(what) declares \(n) bytes at offset \(pos), but the file has only \(size) bytes")
+        }
+        guard n >= UInt64(max(minBytes, 0)) else { pos = start; return nil }
+        let bytes = UnsafeRawBufferPointer(start: base + pos, count: Int(n))
+        pos += Int(n)
+        return bytes
     }
 
     /// `count` fixed-width elements, bounds-checked once.

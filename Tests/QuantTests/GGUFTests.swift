@@ -129,6 +129,35 @@ enum GGUFTestSupport {
         #expect(throws: GGUFError.missingTensor(file: path, tensor: "nope")) { try f.tensor("nope") }
     }
 
+    @Test func largeStringsUnderAPrefixCanStayRawBytes() throws {
+        let path = GGUFTestSupport.tempDir() + "/raw.gguf"
+        let big = String(repeating: "{\"k\": \"é\"} ", count: 100_000)  // 1.3 MB
+        let w = try GGUFWriter(path: path)
+        try w.addMetadata("x.file.big", value: .string(big))
+        try w.addMetadata("x.file.small", value: .string("small"))
+        try w.addMetadata("other.big", value: .string(big))
+        try w.addMetadata("x.file.number", value: .uint32(7))
+        try w.write { _, _ in }
+        let f = try GGUFFile(path: path, rawStrings: ("x.file.", 1 << 20))
+        #expect(Array(try #require(f.rawStrings["x.file.big"])) == Array(big.utf8))
+        #expect(f.metadata["x.file.big"] == nil && !f.metadataKeys.contains("x.file.big"))
+        #expect(f.rawStrings.count == 1)
+        #expect(f.metadata["x.file.small"] == .string("small"))  // under the size: parsed as usual
+        #expect(f.metadata["other.big"] == .string(big))          // another prefix: parsed as usual
+        #expect(f.metadata["x.file.number"] == .uint32(7))
+        #expect(try GGUFFile(path: path).metadata["x.file.big"] == .string(big))
+
+        // The raw bytes are not checked: a default open rejects invalid UTF-8, a raw one hands the bytes on
+        // (the embedded file's reader validates them).
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        let at = try #require(bytes.range(of: Data("{\"k\": \"é\"} ".utf8))).lowerBound
+        bytes[at] = 0xFF
+        try bytes.write(to: URL(fileURLWithPath: path))
+        #expect(throws: GGUFError.self) { try GGUFFile(path: path) }
+        let g = try GGUFFile(path: path, rawStrings: ("x.file.", 1 << 20))
+        #expect(try #require(g.rawStrings["x.file.big"]).first == 0xFF)
+    }
+
     @Test func emptyFileWithOnlyTheAlignmentKey() throws {
         let path = GGUFTestSupport.tempDir() + "/empty.gguf"
         try GGUFWriter(path: path).write { _, _ in Issue.record("no tensors, no calls") }
