@@ -333,6 +333,32 @@ private func synCheckScore(_ s: NLAScore, baseline: Double?, label: String, sour
 private func synMean(_ xs: [Double]) -> Double { xs.isEmpty ? .nan : xs.reduce(0, +) / Double(xs.count) }
 
 @Suite(.serialized) struct SyntheticNLATests {
+    #if os(Linux)
+    /// A loaded GGUF model keeps none of its file mapped in (packing gave the pages back, the rest are
+    /// released after loading), and token embeddings are read without touching the mapping (`pread`).
+    @Test func loadedGGUFKeepsNoMappedPagesAndEmbedsWithoutTheMapping() throws {
+        let p = try SynNLAPair.get()
+        let lm = try LanguageModel(directory: p.avPath(.q8_0))
+        let file = try #require(lm.files.tensors.values.first?.file)
+        #expect(lm.files.tensors.values.allSatisfy { $0.file === file })
+        let afterLoad = try residentKB(ofMappingAt: file.base)
+        #expect(afterLoad == 0, "\(afterLoad) KB of \(file.path) resident after loading")
+        let ids = Array(stride(from: 0, to: lm.config.vocabSize, by: lm.config.vocabSize / 300))
+        let e = try lm.model.embed(ids)
+        #expect(e.count == ids.count * lm.config.hiddenSize && e.allSatisfy(\.isFinite))
+        let afterEmbed = try residentKB(ofMappingAt: file.base)
+        #expect(afterEmbed == 0, "\(afterEmbed) KB resident after \(ids.count) embedding lookups")
+        // The check sees residency: the same rows read through the mapping become resident.
+        let table = try #require(lm.files.tensors.values.max { $0.byteCount < $1.byteCount })
+        var sum = 0
+        let rowBytes = table.byteCount / lm.config.vocabSize
+        for id in ids { sum &+= Int(table.data.load(fromByteOffset: id * rowBytes, as: UInt8.self)) }
+        let touched = try residentKB(ofMappingAt: file.base)
+        #expect(touched >= ids.count / 2 * 4, "\(touched) KB after reading the rows through the mapping (sum \(sum))")
+        file.dropPages(file.base, count: file.size)
+    }
+    #endif
+
     // MARK: layouts
 
     @Test func filesHaveTheReleasedLayouts() throws {

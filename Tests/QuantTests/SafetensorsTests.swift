@@ -103,40 +103,22 @@ import NLATestSupport
     }
 
     #if os(Linux)
-    /// Resident KB of the mapping that starts at `base` (from /proc/self/smaps).
-    func residentKB(_ base: UnsafeRawPointer) throws -> Int {
-        // /proc files report size 0: read to the end rather than by size.
-        let fh = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/self/smaps"))
-        defer { try? fh.close() }
-        let text = String(decoding: try fh.readToEnd() ?? Data(), as: UTF8.self)
-        let start = String(UInt(bitPattern: Int(bitPattern: base)), radix: 16)
-        var inside = false
-        for line in text.split(separator: "\n") {
-            if let dash = line.firstIndex(of: "-"), line[..<dash].allSatisfy(\.isHexDigit) {
-                inside = line[..<dash].drop(while: { $0 == "0" }) == Substring(start)
-            } else if inside, line.hasPrefix("Rss:") {
-                return Int(line.split(separator: " ")[1]) ?? -1
-            }
-        }
-        return -1
-    }
-
     @Test func scatteredCopiesLeaveTheMappingNonResident() throws {
         let (path, _) = try randomFile("scatter.bin", count: 16 << 20)
         let f = try MappedFile(path: path)
         f.dropPages(f.base, count: f.size)
-        let before = try residentKB(f.base)
+        let before = try residentKB(ofMappingAt: f.base)
         #expect(before == 0, "resident \(before) KB after dropping the pages (-1: mapping not found)")
         var row = [UInt8](repeating: 0, count: 680)
         for i in 0..<200 {  // one "embedding row" in every 80 KB, as token lookups do
             row.withUnsafeMutableBytes { f.copy(f.base + i * 81_920, count: 680, into: $0.baseAddress!) }
         }
-        let after = try residentKB(f.base)
+        let after = try residentKB(ofMappingAt: f.base)
         #expect(after == 0, "resident \(after) KB after 200 scattered copies")
         // The check sees residency: reading the same rows through the mapping makes pages resident.
         var sum = 0
         for i in 0..<200 { sum &+= Int(f.base.load(fromByteOffset: i * 81_920, as: UInt8.self)) }
-        let touched = try residentKB(f.base)
+        let touched = try residentKB(ofMappingAt: f.base)
         #expect(touched >= 200 * 4, "resident \(touched) KB after reading the rows through the mapping (sum \(sum))")
     }
     #endif
