@@ -445,34 +445,34 @@ struct GGUFCursor {
 
     /// A GGUF string. Invalid UTF-8 is reported as bad metadata, or as a bad tensor info when `tensor` is set.
     mutating func string(_ what: @autoclosure () -> String, tensor: Bool = false) throws -> String {
+        let bytes = try stringBytes(what())
+        // One validating pass (a tokenizer holds 262k of these strings; decoding then comparing was slow).
+        guard let s = String(validating: bytes, as: UTF8.self) else {
+            let reason = "string at offset \(bytes.baseAddress.map { $0 - base } ?? pos) is not valid UTF-8"
+            if tensor { throw GGUFError.badTensorInfo(file: file, tensor: what(), reason: reason) }
+            throw GGUFError.badMetadata(file: file, key: what(), reason: reason)
+        }
+        return s
+    }
+
+    /// A GGUF string's bytes (length checked against the file, not checked for UTF-8), consumed.
+    private mutating func stringBytes(_ what: @autoclosure () -> String) throws -> UnsafeRawBufferPointer {
         let n = try u64("length of \(what())")
         guard n <= UInt64(remaining) else {
             throw GGUFError.truncated(file: file,
                 reason: "\(what()) declares \(n) bytes at offset \(pos), but the file has only \(size) bytes")
         }
         let bytes = UnsafeRawBufferPointer(start: base + pos, count: Int(n))
-        // One validating pass (a tokenizer holds 262k of these strings; decoding then comparing was slow).
-        guard let s = String(validating: bytes, as: UTF8.self) else {
-            let reason = "string at offset \(pos) is not valid UTF-8"
-            if tensor { throw GGUFError.badTensorInfo(file: file, tensor: what(), reason: reason) }
-            throw GGUFError.badMetadata(file: file, key: what(), reason: reason)
-        }
         pos += Int(n)
-        return s
+        return bytes
     }
 
     /// A string of at least `minBytes` bytes as a view of its bytes (not checked for UTF-8), consumed; nil
     /// (nothing consumed) for a shorter one.
     mutating func rawString(_ what: String, minBytes: Int) throws -> UnsafeRawBufferPointer? {
         let start = pos
-        let n = try u64("length of \(what)")
-        guard n <= UInt64(remaining) else {
-            throw GGUFError.truncated(file: file,
-                reason: "\(what) declares \(n) bytes at offset \(pos), but the file has only \(size) bytes")
-        }
-        guard n >= UInt64(max(minBytes, 0)) else { pos = start; return nil }
-        let bytes = UnsafeRawBufferPointer(start: base + pos, count: Int(n))
-        pos += Int(n)
+        let bytes = try stringBytes(what)
+        guard bytes.count >= minBytes else { pos = start; return nil }
         return bytes
     }
 

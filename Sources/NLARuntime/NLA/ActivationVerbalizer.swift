@@ -69,7 +69,7 @@ public final class ActivationVerbalizer: Sendable {
         stopIds = stops
         // A full AV always decodes through its output head: pack it now, while no KV cache or batch
         // scratch exists, so the transient pages of packing do not stack on them at the peak.
-        if model.model.loadedBlocks == model.config.numHiddenLayers && model.model.finalNorm != nil {
+        if model.model.producesLogits {
             _ = model.model.lmHead
         }
     }

@@ -327,9 +327,8 @@ public enum NLAPipeline {
             } else {
                 batch = try batchSize(req.batch, verbalizer: verbalizer, options: req.sampling, items: picked.count)
                 let cfg = verbalizer.model.config
-                let kvCapacity = min(verbalizer.promptIds.count + req.sampling.maxNewTokens, cfg.maxPositionEmbeddings)
                 // Batch 1 runs Gemma3Session (full-length KV on every block); batched runs ring KV on sliding blocks.
-                let kv = batch == 1 ? kvCapacity * cfg.kvDim * 2 * 4 * cfg.numHiddenLayers
+                let kv = batch == 1 ? verbalizer.batchCapacity(req.sampling) * cfg.kvDim * 2 * 4 * cfg.numHiddenLayers
                                     : verbalizer.batchKVBytes(sequences: batch, options: req.sampling)
                 onBatch?(batch, req.batch == nil, kv)
             }
