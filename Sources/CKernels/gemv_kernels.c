@@ -8,6 +8,7 @@
 // attributes into outlined OpenMP regions).
 
 #include "gemv_kernels.h"
+#include "packed_kernels.h"
 #include "quant_kernels.h"
 #include "ckernels.h"
 #include <math.h>
@@ -62,7 +63,7 @@ static inline act_row row_view(int act, const uint8_t *base, int64_t k) {
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
-static void quantize_block(const float *xb, float qmax, int64_t qb, float *d_out, int32_t *s_out, void *q_out) {
+static void quantize_block(const float *xb, float qmax, int64_t qb, int split, float *d_out, int32_t *s_out, void *q_out) {
     float amax = 0.0f;
     int finite = 1;
     for (int j = 0; j < QK; j++) {
@@ -95,7 +96,12 @@ static void quantize_block(const float *xb, float qmax, int64_t qb, float *d_out
     int32_t sum = 0;
     for (int j = 0; j < QK; j++) sum += iv[j];
     *s_out = sum;
-    if (qb == 2) {
+    if (qb == 2 && split) {  // packed_kernels.h layout: 32 low bytes, then 32 high bytes + 128
+        for (int j = 0; j < QK; j++) {
+            ((uint8_t *)q_out)[j] = (uint8_t)(iv[j] & 0xff);
+            ((uint8_t *)q_out)[QK + j] = (uint8_t)((iv[j] >> 8) + 128);
+        }
+    } else if (qb == 2) {
         for (int j = 0; j < QK; j++) ((int16_t *)q_out)[j] = (int16_t)iv[j];
     } else {
         for (int j = 0; j < QK; j++) ((int8_t *)q_out)[j] = (int8_t)iv[j];
@@ -103,18 +109,32 @@ static void quantize_block(const float *xb, float qmax, int64_t qb, float *d_out
 }
 #pragma STDC FP_CONTRACT DEFAULT
 
-void ck_gemv_quantize(int act, const float *x, int64_t ldx, void *out, int64_t rows, int64_t k) {
+// Rows are independent and each is written the same way whatever thread takes it: large calls (the
+// prefill of many rows) split the rows over the threads.
+static void quantize_rows(int act, int split, const float *x, int64_t ldx, void *out, int64_t rows, int64_t k) {
     const int64_t qb = quant_bytes(act), rb = (int64_t)ck_gemv_act_row_bytes(act, k), nb = k / QK;
-    if (rb == 0) return;
+    if (rb == 0 || rows <= 0) return;
     const float qmax = act == CK_ACT_Q16 ? 32767.0f : 127.0f;
+    int nt = rows * k >= (int64_t)1 << 16 ? ck_get_threads() : 1;
+    if (nt > rows) nt = (int)rows;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t r = 0; r < rows; r++) {
         uint8_t *base = (uint8_t *)out + r * rb;
         float *d = (float *)base;
         int32_t *s = (int32_t *)(base + pad64(nb * 4));
         uint8_t *q = base + 2 * pad64(nb * 4);
         const float *xr = x + r * ldx;
-        for (int64_t b = 0; b < nb; b++) quantize_block(xr + b * QK, qmax, qb, d + b, s + b, q + b * QK * qb);
+        for (int64_t b = 0; b < nb; b++) quantize_block(xr + b * QK, qmax, qb, split, d + b, s + b, q + b * QK * qb);
     }
+}
+
+void ck_gemv_quantize(int act, const float *x, int64_t ldx, void *out, int64_t rows, int64_t k) {
+    quantize_rows(act, 0, x, ldx, out, rows, k);
+}
+
+// Declared in packed_kernels.h (the packed kernels' row layout); here because it shares quantize_block.
+void ck_packed_quantize(int act, const float *x, int64_t ldx, void *out, int64_t rows, int64_t k) {
+    quantize_rows(act, 1, x, ldx, out, rows, k);
 }
 
 // MARK: - Portable path

@@ -2,8 +2,8 @@
 // include/packed_kernels.h. No model knowledge, no allocation.
 //
 // Micro-kernel: 16 weight rows (one zmm lane each) × MR activation rows. For each 32-value block the
-// exact int32 block dots of all 16 rows build up in one zmm per activation row (8 dot-product
-// instructions with 4 activation values broadcast); then one conversion and one FMA apply the 16
+// exact int32 block dots of all 16 rows build up in zmm registers per activation row (8 dot-product
+// instructions with 4 activation values broadcast, 16 for int16 rows); then one conversion and one FMA apply the 16
 // weight scales × the activation scale. The weight block is prepared once and reused for the MR rows.
 
 #include "packed_kernels.h"
@@ -87,6 +87,11 @@ void ck_packed_dequantize_row(int wtype, const void *packed, int64_t r, int64_t 
     }
 }
 
+int ck_packed_q16_value(const void *row, int64_t k, int64_t j) {
+    const uint8_t *q = (const uint8_t *)row + 2 * pad64(k / QK * 4) + (j / QK) * 2 * QK;
+    return (int)q[j % QK] + 256 * ((int)q[QK + j % QK] - 128);
+}
+
 #if PK_X86
 #define T_512 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq,avx512vnni")))
 #define INL static inline __attribute__((always_inline))
@@ -128,30 +133,38 @@ INL T_512 void q4_tile(const uint8_t *w, int64_t nb, const xrow *x, int mr, __m5
     }
 }
 
-// Q8_0 tile × Q16 rows: int8 quants widened to int16 (rows 0–7 and 8–15 in two vectors, each lane a
-// pair of values of one row) × int16 activation pairs (vpdpwssd); the two lanes of a row are added
-// at the end of the block.
+// Q8_0 tile × Q16 rows without widening the weights: each int16 activation is split into its low
+// byte l (unsigned, 0..255) and its high byte h (signed) stored as h + 128 (ck_packed_quantize), so
+// q = 256·h + l and, per weight row, Σ q·w = 256·(Σ (h+128)·w − 128·Σ w) + Σ l·w: two vpdpbusd (unsigned
+// activation bytes × signed weight bytes, 64 products each) per 4 values × 16 rows, the same count as
+// vpdpwssd on widened weights but with no widening and no lane folding. The −128·Σ w start of the high
+// sum is one vpdpbusd with ones per weight vector, shared by the mr rows. Every partial sum is exact in
+// int32 (|256·Σ(h+128)w| <= 256·32·255·128 < 2^28, |Σ l·w| < 2^20, |128·256·Σ w| < 2^28), so the block
+// dot is the exact Σ q·w the int16 pair product gives, bit for bit. Two accumulators per byte half
+// halve the dependency chains.
 INL T_512 void q8_tile(const uint8_t *w, int64_t nb, const xrow *x, int mr, __m512 acc[MR]) {
-    // Lane pairs (2i, 2i+1) of A hold row i, of B row 8+i: fold them into 16 lanes in row order.
-    const __m512i idx_even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i idx_odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512i ones = _mm512_set1_epi8(1);
     for (int64_t b = 0; b < nb; b++, w += 544) {
         for (int l = 0; l < 544; l += 64) _mm_prefetch((const char *)(w + PF_DIST + l), _MM_HINT_T0);
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w));
-        __m512i wa[8], wb[8];
-        for (int g = 0; g < 8; g++) {
-            wa[g] = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(w + 32 + 64 * g)));
-            wb[g] = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(w + 32 + 64 * g + 32)));
+        __m512i wv[8];
+        for (int g = 0; g < 8; g++) wv[g] = _mm512_loadu_si512((const void *)(w + 32 + 64 * g));
+        __m512i sw0 = _mm512_setzero_si512(), sw1 = _mm512_setzero_si512();
+        for (int g = 0; g < 8; g += 2) {
+            sw0 = _mm512_dpbusd_epi32(sw0, ones, wv[g]);
+            sw1 = _mm512_dpbusd_epi32(sw1, ones, wv[g + 1]);
         }
+        const __m512i hinit = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(_mm512_add_epi32(sw0, sw1), 7));
         for (int r = 0; r < mr; r++) {
-            const int64_t *xq = (const int64_t *)(x[r].q + b * QK * 2);
-            __m512i a = _mm512_setzero_si512(), c = _mm512_setzero_si512();
-            for (int g = 0; g < 8; g++) {
-                __m512i xv = _mm512_set1_epi64(xq[g]);
-                a = _mm512_dpwssd_epi32(a, wa[g], xv);
-                c = _mm512_dpwssd_epi32(c, wb[g], xv);
+            const int32_t *lq = (const int32_t *)(x[r].q + b * QK * 2), *hq = lq + 8;
+            __m512i l0 = _mm512_setzero_si512(), l1 = l0, h0 = hinit, h1 = l0;
+            for (int g = 0; g < 8; g += 2) {
+                l0 = _mm512_dpbusd_epi32(l0, _mm512_set1_epi32(lq[g]), wv[g]);
+                h0 = _mm512_dpbusd_epi32(h0, _mm512_set1_epi32(hq[g]), wv[g]);
+                l1 = _mm512_dpbusd_epi32(l1, _mm512_set1_epi32(lq[g + 1]), wv[g + 1]);
+                h1 = _mm512_dpbusd_epi32(h1, _mm512_set1_epi32(hq[g + 1]), wv[g + 1]);
             }
-            __m512i s = _mm512_add_epi32(_mm512_permutex2var_epi32(a, idx_even, c), _mm512_permutex2var_epi32(a, idx_odd, c));
+            const __m512i s = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(h0, h1), 8), _mm512_add_epi32(l0, l1));
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(x[r].d[b])), acc[r]);
         }
     }
@@ -369,7 +382,6 @@ static void top2_row_bound(const uint8_t *r16, const uint8_t *r8, const float *x
                            top2_row *p) {
     const int64_t nb = K / QK, pad = pad64(nb * 4);
     const float *d16 = (const float *)r16, *d8 = (const float *)r8;
-    const int16_t *q16 = (const int16_t *)(r16 + 2 * pad);
     const int8_t *q8 = (const int8_t *)(r8 + 2 * pad);
     memset(p, 0, sizeof *p);
     if (!isfinite(stats[0]) || !isfinite(stats[1])) return;
@@ -381,7 +393,7 @@ static void top2_row_bound(const uint8_t *r16, const uint8_t *r8, const float *x
         if (!isfinite(a16) || !isfinite(a8)) return;
         dmax = fmax(dmax, fmax(fabs(a16), fabs(a8)));
         for (int j = 0; j < QK; j++) {
-            const double u = a16 * q16[b * QK + j], v = a8 * q8[b * QK + j];  // exact
+            const double u = a16 * ck_packed_q16_value(r16, K, b * QK + j), v = a8 * q8[b * QK + j];  // exact
             s16 += u * u;
             s8 += v * v;
             e += (u - v) * (u - v);
@@ -403,7 +415,7 @@ double ck_packed_top2_q8_bound(const float *x, int64_t K, const float *norm_stat
     const size_t rb16 = ck_gemv_act_row_bytes(CK_ACT_Q16, K), rb8 = ck_gemv_act_row_bytes(CK_ACT_Q8, K);
     uint8_t *buf = (uint8_t *)aligned_alloc(64, rb16 + rb8);
     if (!buf) return NAN;
-    ck_gemv_quantize(CK_ACT_Q16, x, K, buf, 1, K);
+    ck_packed_quantize(CK_ACT_Q16, x, K, buf, 1, K);
     ck_gemv_quantize(CK_ACT_Q8, x, K, buf + rb16, 1, K);
     top2_row p;
     top2_row_bound(buf, buf + rb16, x, K, norm_stats, &p);
@@ -512,7 +524,7 @@ int ck_packed_top2_q8(const void *w, const float *row_norms, const float *norm_s
     int nt = nthreads > 0 ? nthreads : ck_get_threads();
     if (nt < 1) nt = 1;
 
-    ck_gemv_quantize(CK_ACT_Q16, x, ldx, xa16, M, K);
+    ck_packed_quantize(CK_ACT_Q16, x, ldx, xa16, M, K);
     ck_gemv_quantize(CK_ACT_Q8, x, ldx, xa8, M, K);
     for (int64_t m = 0; m < M; m++) top2_row_bound(xa16 + m * rb16, xa8 + m * rb8, x + m * ldx, K, norm_stats, &rp[m]);
     for (int64_t i = 0; i < M * 32; i++) lanes[i] = -INFINITY;

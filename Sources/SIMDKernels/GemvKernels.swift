@@ -124,7 +124,7 @@ public final class PackedWeights: @unchecked Sendable {
         let act = act ?? GemvActivation.partner(of: type)
         kernelRequire(act == GemvActivation.partner(of: type) || (type == .q8_0 && act == .q8),
                       "PackedWeights.matmul: no packed kernel for \(type) × \(act)")
-        ck_gemv_quantize(act.rawValue, x, Int64(ldx ?? cols), scratch, Int64(m), Int64(cols))
+        ck_packed_quantize(act.rawValue, x, Int64(ldx ?? cols), scratch, Int64(m), Int64(cols))
         let rc = ck_packed_matmul(type.ckID, act.rawValue, bytes, scratch, y, Int64(ldy ?? rows), Int64(m), Int64(rows),
                                   Int64(cols), Int32(threads))
         kernelRequire(rc == 0, "PackedWeights.matmul: packed kernels unavailable")
@@ -145,7 +145,7 @@ public final class PackedWeights: @unchecked Sendable {
         kernelRequire(m >= 0, "PackedWeights.matmul(parts:): negative row count \(m)")
         kernelRequire(Int(bitPattern: scratch) % 64 == 0, "PackedWeights.matmul(parts:): scratch is not 64-byte aligned")
         let f = parts[0], act = GemvActivation.partner(of: f.type)
-        ck_gemv_quantize(act.rawValue, x, Int64(f.cols), scratch, Int64(m), Int64(f.cols))
+        ck_packed_quantize(act.rawValue, x, Int64(f.cols), scratch, Int64(m), Int64(f.cols))
         let ws: [UnsafeRawPointer?] = parts.map { UnsafeRawPointer($0.bytes) }
         let ns = parts.map { Int64($0.rows) }
         let yp: [UnsafeMutablePointer<Float>?] = ys

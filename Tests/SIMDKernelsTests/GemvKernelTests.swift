@@ -9,8 +9,9 @@ import Testing
 import SIMDKernels
 import Quant
 
-/// The quantized activation rows as (scales, quants) read back from the buffer layout of gemv_kernels.h.
-private func decodeActivations(_ buf: [UInt8], act: GemvActivation, rows: Int, k: Int) -> [[Double]] {
+/// The quantized activation rows as (scales, quants) read back from the buffer layout of gemv_kernels.h,
+/// or with `packed` from the layout of packed_kernels.h (int16 quants as 32 low bytes, then 32 high bytes + 128).
+private func decodeActivations(_ buf: [UInt8], act: GemvActivation, rows: Int, k: Int, packed: Bool = false) -> [[Double]] {
     let nb = k / 32, rb = act.rowBytes(cols: k)
     let pad = (nb * 4 + 63) / 64 * 64
     return (0..<rows).map { r in
@@ -18,8 +19,15 @@ private func decodeActivations(_ buf: [UInt8], act: GemvActivation, rows: Int, k
             let base = raw.baseAddress! + r * rb
             return (0..<k).map { j in
                 let d = Double(base.loadUnaligned(fromByteOffset: (j / 32) * 4, as: Float.self))
-                let q = act == .q16 ? Double(base.loadUnaligned(fromByteOffset: 2 * pad + 2 * j, as: Int16.self))
+                let q: Double
+                if act == .q16 && packed {
+                    let lo = base.load(fromByteOffset: 2 * pad + (j / 32) * 64 + j % 32, as: UInt8.self)
+                    let hi = base.load(fromByteOffset: 2 * pad + (j / 32) * 64 + 32 + j % 32, as: UInt8.self)
+                    q = Double(Int(lo) + 256 * (Int(hi) - 128))
+                } else {
+                    q = act == .q16 ? Double(base.loadUnaligned(fromByteOffset: 2 * pad + 2 * j, as: Int16.self))
                                     : Double(base.loadUnaligned(fromByteOffset: 2 * pad + j, as: Int8.self))
+                }
                 return d * q
             }
         }
@@ -197,11 +205,46 @@ struct GemvKernelTests {
             }
             #expect(firstMismatch(ys[0], ys[1]) == nil, "thread count changes nothing")
             let bytes = [UInt8](UnsafeRawBufferPointer(start: scratch, count: m * act.rowBytes(cols: k)))
-            let ref = reference(decodeActivations(bytes, act: act, rows: m, k: k), wf, m: m, n: n, k: k)
+            let xq = decodeActivations(bytes, act: act, rows: m, k: k, packed: true)
+            // The packed rows carry exactly the values of the gemv rows (only the byte layout differs).
+            let gemvRows = UnsafeMutableRawPointer.allocate(byteCount: m * act.rowBytes(cols: k), alignment: 64)
+            defer { gemvRows.deallocate() }
+            x.withUnsafeBufferPointer { ck_gemv_quantize(act.rawValue, $0.baseAddress!, Int64(k), gemvRows, Int64(m), Int64(k)) }
+            let gemvBytes = [UInt8](UnsafeRawBufferPointer(start: gemvRows, count: m * act.rowBytes(cols: k)))
+            #expect(xq == decodeActivations(gemvBytes, act: act, rows: m, k: k), "\(type) shape \(s): packed rows hold the gemv values")
+            let ref = reference(xq, wf, m: m, n: n, k: k)
             for i in 0..<(m * n) {
                 let err = abs(Double(ys[0][i]) - ref.y[i])
                 #expect(err <= Double(blocks + 2) * 0x1p-23 * ref.mag[i] + 1e-30, "\(type) shape \(s) out \(i): \(ys[0][i]) vs \(ref.y[i])")
             }
+        }
+    }
+
+    @Test("packed int16 rows: the byte split keeps the extreme quants (±32767, byte borders) and the matmul is exact on them")
+    func packedInt16SplitExtremes() throws {
+        guard PackedWeights.isAvailable else {
+            print("[packed] skipped: this CPU has no AVX-512 VNNI (or NLA_PACK=0)")
+            return
+        }
+        let k = 64
+        // With max |x| = 32767 the block scale is 1, so every quant is the value itself.
+        let edges: [Float] = [32767, -32767, -1, 0, 1, 255, 256, -256, -255, -129, -128, 127, 128, 32512, -32513, 511]
+        let x = (0..<k).map { edges[$0 % edges.count] * ($0 >= 32 ? -1 : 1) }
+        let act = GemvActivation.q16
+        let rows = UnsafeMutableRawPointer.allocate(byteCount: act.rowBytes(cols: k), alignment: 64)
+        defer { rows.deallocate() }
+        x.withUnsafeBufferPointer { ck_packed_quantize(act.rawValue, $0.baseAddress!, Int64(k), rows, 1, Int64(k)) }
+        for j in 0..<k { #expect(ck_packed_q16_value(rows, Int64(k), Int64(j)) == Int32(x[j]), "quant \(j)") }
+        let w = randomRawBlocks(.q8_0, blocks: 16 * 2, seed: 5)
+        let wf = dequantized(.q8_0, w, rows: 16, k: k)
+        let packed = try #require(w.withUnsafeBytes { PackedWeights(.q8_0, blocks: $0.baseAddress!, rows: 16, cols: k) })
+        var y = [Float](repeating: .nan, count: 16)
+        x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
+            packed.matmul(x: xp.baseAddress!, y: yp.baseAddress!, m: 1, scratch: rows)
+        } }
+        let ref = reference([x.map(Double.init)], wf, m: 1, n: 16, k: k)
+        for i in 0..<16 {
+            #expect(abs(Double(y[i]) - ref.y[i]) <= 4 * 0x1p-23 * ref.mag[i], "out \(i): \(y[i]) vs \(ref.y[i])")
         }
     }
 

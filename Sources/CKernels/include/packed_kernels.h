@@ -16,9 +16,11 @@
 // N must be a multiple of 16 (every Gemma 3 projection is); ck_pack refuses other shapes.
 //
 // Activations: Q8_0 weights pair with CK_ACT_Q16 rows, Q4_0 weights with CK_ACT_Q8 rows, made by
-// ck_gemv_quantize (gemv_kernels.h). Q8_0 weights also take CK_ACT_Q8 rows (vpdpbusd on w XOR 0x80 with
-// the row's block sums correcting the +128: twice the multiply-adds per instruction of the int16 pair,
-// less accurate; the screen of ck_packed_top2_q8). Result and accuracy contract: as ck_gemv (exact int32 block dots,
+// ck_packed_quantize: the rows of ck_gemv_quantize (gemv_kernels.h), except that a CK_ACT_Q16 block's
+// 32 int16 quants are stored as their 32 low bytes and then their 32 high bytes + 128 (so the int16
+// products run as unsigned-byte × signed-byte dot products on the packed int8 weights). Q8_0 weights
+// also take CK_ACT_Q8 rows (vpdpbusd on w XOR 0x80 with the row's block sums correcting the +128: half
+// the dot-product instructions of the int16 rows, less accurate; the screen of ck_packed_top2_q8). Result and accuracy contract: as ck_gemv (exact int32 block dots,
 // both scales applied in f32; summation order of this path). Threads split the row tiles; the thread
 // count never changes the result.
 #ifndef CK_PACKED_KERNELS_H
@@ -45,7 +47,13 @@ int ck_pack(int wtype, const void *src, void *dst, int64_t N, int64_t K, int nth
 /// Dequantize row r (K values) of a packed matrix (exact).
 void ck_packed_dequantize_row(int wtype, const void *packed, int64_t r, int64_t K, float *y);
 
-/// Y[M,N] (row stride ldy) = Xa[M,K] · W[N,K]^T, W packed by ck_pack, Xa rows from ck_gemv_quantize
+/// ck_gemv_quantize(act, …) in the packed kernels' row layout (see above; CK_ACT_Q8 rows are unchanged).
+void ck_packed_quantize(int act, const float *x, int64_t ldx, void *out, int64_t rows, int64_t k);
+
+/// Quant j of one CK_ACT_Q16 row made by ck_packed_quantize (K values): the int16 ck_gemv_quantize stores.
+int ck_packed_q16_value(const void *row, int64_t k, int64_t j);
+
+/// Y[M,N] (row stride ldy) = Xa[M,K] · W[N,K]^T, W packed by ck_pack, Xa rows from ck_packed_quantize
 /// in a format the type pairs with (Q8_0 → CK_ACT_Q16 or CK_ACT_Q8, Q4_0 → CK_ACT_Q8). Any M.
 /// Returns 0, or -1 for an unsupported (wtype, act) pair or when packed kernels are unavailable.
 int ck_packed_matmul(int wtype, int act, const void *w, const void *xa, float *y, int64_t ldy,
