@@ -91,6 +91,61 @@ struct TokenizerCacheTests {
         #expect(cache.builds == 0 && cache.reuses == 0)
     }
 
+    @Test("merge table: the compact and wide layouts give every pair's (rank, merged id), later duplicates win, misses stay misses")
+    func mergeTableLayoutsAgree() {
+        var lcg: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next(_ n: Int) -> Int32 { lcg = lcg &* 6364136223846793005 &+ 1442695040888963407; return Int32((lcg >> 33) % UInt64(n)) }
+        let n = 6000, vocab = 3000
+        var keys: [UInt64] = [], values: [UInt64] = [], expected: [UInt64: (UInt32, Int32)] = [:]
+        for r in 0..<n {
+            // every 10th merge repeats an earlier pair with a new rank and merged id
+            let key = r % 10 == 9 && !keys.isEmpty ? keys[Int(next(keys.count))] : TokPairTable.pack(next(vocab), next(vocab))
+            let newId = next(vocab)
+            keys.append(key)
+            values.append(TokPairTable.value(rank: UInt32(r), newId: newId))
+            expected[key] = (UInt32(r), newId)
+        }
+        var compact = TokPairTable(expectedCount: n, maxId: Int32(vocab - 1))
+        var wide = TokPairTable(expectedCount: n, maxId: TokPairTable.compactIdLimit)
+        #expect(compact.isCompact && !wide.isCompact)
+        // in chunks, as the tokenizer inserts them; the first table also grows from a small start
+        var grown = TokPairTable(expectedCount: 4, maxId: Int32(vocab - 1))
+        for c in stride(from: 0, to: n, by: 1000) {
+            let m = min(1000, n - c)
+            compact.setBatch(keys: Array(keys[c..<(c + m)]), values: Array(values[c..<(c + m)]), count: m)
+            wide.setBatch(keys: Array(keys[c..<(c + m)]), values: Array(values[c..<(c + m)]), count: m)
+        }
+        for (k, v) in zip(keys, values) { grown.set(k, rank: UInt32(v >> 32), newId: Int32(truncatingIfNeeded: v)) }
+        #expect(compact.count == expected.count && wide.count == expected.count && grown.count == expected.count)
+        for (k, e) in expected {
+            for t in [compact, wide, grown] {
+                let g = t.get(k)
+                #expect(g?.rank == e.0 && g?.newId == e.1, "pair \(k >> 32),\(k & 0xFFFF_FFFF)")
+            }
+        }
+        var misses = 0
+        for _ in 0..<2000 {
+            let k = TokPairTable.pack(next(vocab + 50), next(vocab + 50))
+            if expected[k] == nil {
+                misses += 1
+                #expect(compact.get(k) == nil && wide.get(k) == nil && grown.get(k) == nil)
+            }
+        }
+        #expect(misses > 1000)
+        // ids the compact layout cannot hold are misses there, never aliases of stored pairs
+        let stored = keys[0]
+        let alias = (stored >> 32 | UInt64(1) << 21) << 32 | (stored & 0xFFFF_FFFF)
+        #expect(compact.get(alias) == nil)
+        #expect(compact.get(TokPairTable.pack(TokPairTable.compactIdLimit, 0)) == nil)
+        #expect(compact.byteCount < wide.byteCount * 2 / 3, "compact \(compact.byteCount) B vs wide \(wide.byteCount) B")
+        // a pair with an id the compact layout cannot hold turns the table wide; every pair stays
+        let big = TokPairTable.pack(TokPairTable.compactIdLimit + 5, 7)
+        grown.set(big, rank: UInt32(n), newId: 11)
+        #expect(!grown.isCompact && grown.count == expected.count + 1)
+        #expect(grown.get(big)?.rank == UInt32(n) && grown.get(big)?.newId == 11)
+        for (k, e) in expected { #expect(grown.get(k)?.rank == e.0 && grown.get(k)?.newId == e.1) }
+    }
+
     @Test("a byte table keeps no spare capacity after indexing, and every key still resolves")
     func byteTableShrinksAfterIndexing() {
         var t = TokByteTable()

@@ -69,10 +69,12 @@ extension ActivationVerbalizer {
         guard batch >= 1 else { throw ModelError.input("batch size must be at least 1") }
         var results = [Result<Verbalization, Error>?](repeating: nil, count: vectors.count)
         guard !vectors.isEmpty else { return [] }
-        let runner = try makeBatch(sequences: min(batch, vectors.count), options: options)
         let d = dModel, p = injectionPosition
         // Each sequence copies the stored entry's rows itself: no batch-shaped copy of the prefix is held.
+        // The prefix (when not stored yet) is computed before the batch exists, so the prefix pass's
+        // scratch is gone before the batch's caches and scratch are made (a lower peak).
         let prefix = sharePrefix ? try prefixKV.cache(for: sharedPrefixIds, model: model.model) : nil
+        let runner = try makeBatch(sequences: min(batch, vectors.count), options: options)
         let tail = try model.model.embed(Array(promptIds[(sharePrefix ? p : 0)...]))
         let site = sharePrefix ? 0 : p
         let stops = ignoreStopIds ? Set<Int>() : stopIds
@@ -119,11 +121,11 @@ extension ActivationReconstructor {
         if !prompts.isEmpty {
             let d = dModel
             let capacity = prompts.map(\.ids.count).max()!
-            let runner = try Gemma3Batch(model: model.model, maxSequences: min(batch, prompts.count), capacity: capacity)
             var prefix: (cache: KVCache, ids: [Int])? = nil
             if sharePrefix, let pids = sharedPrefixIds(), pids.count < capacity {
                 prefix = (try prefixKV.cache(for: pids, model: model.model), pids)
             }
+            let runner = try Gemma3Batch(model: model.model, maxSequences: min(batch, prompts.count), capacity: capacity)
             let caches = (0..<runner.maxSequences).map { _ in runner.makeCache() }
             var start = 0
             while start < prompts.count {

@@ -103,7 +103,8 @@ struct TokBPEModel: TokModel {
     /// merge (left, right, left + right without the continuing_subword_prefix) are done in batches.
     private static func buildMergeTable(_ raw: TokRawMerges, vocab: TokByteTable, prefixLength: Int, node: TokJSONNode) throws -> TokPairTable {
         let n = raw.count
-        var table = TokPairTable(expectedCount: n)
+        // Every pair id and merged id is a vocabulary value.
+        var table = TokPairTable(expectedCount: n, maxId: vocab.values.max() ?? 0)
         // Resolve and insert in chunks so the intermediate arrays stay in cache; insertion keeps file order.
         let chunk = 1 << 15
         var ids = [Int32](repeating: -1, count: 3 * min(n, chunk))

@@ -10,11 +10,12 @@ import Foundation
 /// independent keys together so their cache/TLB misses overlap, which is what makes loading a
 /// 262k-token vocabulary with 515k merges fast.
 struct TokByteTable: Sendable {
-    /// `word` = inline key bytes (len <= 8) or pool offset (len > 8); `meta` = occupied bit 31,
-    /// hash tag bits 16...30, key length bits 0...15 (0xFFFF = 65535 or more).
+    /// `word` = inline key bytes (len <= 8) or pool offset (len > 8); `entry` = the entry the slot
+    /// indexes (its value is `values[entry]`); `meta` = occupied bit 31, hash tag bits 16...30, key length
+    /// bits 0...15 (0xFFFF = 65535 or more).
     struct Slot: Sendable {
         var word: UInt64
-        var value: Int32
+        var entry: Int32
         var meta: UInt32
     }
 
@@ -24,15 +25,13 @@ struct TokByteTable: Sendable {
     /// Entry values; -1 marks an entry overridden by a later duplicate key.
     private(set) var values: [Int32] = []
     private var slots: [Slot]
-    private var slotEntries: [Int32]
     private var mask: Int
     private var indexed = 0
 
     init(expectedCount: Int = 16) {
         var cap = 16
         while cap < expectedCount * 2 { cap <<= 1 }
-        slots = [Slot](repeating: Slot(word: 0, value: 0, meta: 0), count: cap)
-        slotEntries = [Int32](repeating: -1, count: cap)
+        slots = [Slot](repeating: Slot(word: 0, entry: -1, meta: 0), count: cap)
         mask = cap - 1
     }
 
@@ -133,8 +132,7 @@ struct TokByteTable: Sendable {
         if starts.count * 2 > slots.count {
             var cap = slots.count
             while cap < starts.count * 2 { cap <<= 1 }
-            slots = [Slot](repeating: Slot(word: 0, value: 0, meta: 0), count: cap)
-            slotEntries = [Int32](repeating: -1, count: cap)
+            slots = [Slot](repeating: Slot(word: 0, entry: -1, meta: 0), count: cap)
             mask = cap - 1
             indexed = 0
         }
@@ -163,26 +161,23 @@ struct TokByteTable: Sendable {
                     var i = Int(truncatingIfNeeded: h) & mask
                     // Fast path: the preloaded home slot was empty and nothing in this batch wrote there.
                     if firstMeta[k] == 0 && !written[0..<nWritten].contains(i) {
-                        slots[i] = Slot(word: w, value: values[e], meta: m)
-                        slotEntries[i] = Int32(e)
+                        slots[i] = Slot(word: w, entry: Int32(e), meta: m)
                         written[nWritten] = i; nWritten += 1
                         continue
                     }
                     while true {
                         let s = slots[i]
                         if s.meta == 0 {
-                            slots[i] = Slot(word: w, value: values[e], meta: m)
-                            slotEntries[i] = Int32(e)
+                            slots[i] = Slot(word: w, entry: Int32(e), meta: m)
                             written[nWritten] = i; nWritten += 1
                             break
                         }
                         if s.meta == m {
-                            let old = Int(slotEntries[i])
+                            let old = Int(s.entry)
                             let same = inline ? s.word == w : (lengths[old] == lengths[e] && Self.equal(p, Int(starts[old]), key))
                             if same {
                                 values[old] = -1
-                                slots[i] = Slot(word: w, value: values[e], meta: m)
-                                slotEntries[i] = Int32(e)
+                                slots[i] = Slot(word: w, entry: Int32(e), meta: m)
                                 break
                             }
                         }
@@ -229,7 +224,7 @@ struct TokByteTable: Sendable {
         if n <= 8 {
             let w = Self.inlineWord(a, b)
             while true {
-                if s.meta == m && s.word == w { return s.value }
+                if s.meta == m && s.word == w { return values[Int(s.entry)] }
                 if s.meta == 0 { return nil }
                 i = (i + 1) & mask
                 s = slots[i]
@@ -239,7 +234,7 @@ struct TokByteTable: Sendable {
         var known = firstPrefix
         return pool.withUnsafeBufferPointer { p -> Int32? in
             while true {
-                if s.meta == m && (n < 0xFFFF || Int(lengths[Int(slotEntries[i])]) == n) {
+                if s.meta == m && (n < 0xFFFF || Int(lengths[Int(s.entry)]) == n) {
                     let st = Int(s.word)
                     let prefix = known ?? UnsafeRawPointer(p.baseAddress! + st).loadUnaligned(as: UInt64.self)
                     if prefix == keyPrefix {
@@ -250,7 +245,7 @@ struct TokByteTable: Sendable {
                             if p[st + k] != x { same = false; break }
                             k += 1
                         }
-                        if same { return s.value }
+                        if same { return values[Int(s.entry)] }
                     }
                 }
                 if s.meta == 0 { return nil }
@@ -330,27 +325,52 @@ struct TokByteTable: Sendable {
     }
 }
 
-/// Open-addressing map from a packed token pair (left id << 32 | right id) to (rank << 32 | merged id):
-/// the BPE merge table. Keys and values are interleaved so a lookup is a multiply, a shift and usually a
-/// single cache line.
+/// Open-addressing map from a token pair (`pack(left, right)`) to (rank, merged id): the BPE merge table.
+/// Compact layout (ids below 2^21 − 1 and at most 2^22 merges, e.g. Gemma 3's 262,144 ids and 514,906
+/// merges): one 64-bit cell per pair, left id (21 bits) | right id (21 bits) | rank (22 bits), and the merged
+/// id of each rank in `mergedIds` — 8 bytes per cell plus 4 per merge instead of 16 per cell. Otherwise
+/// the wide layout: (key, rank << 32 | merged id) cells. Load factor at most 1/2; a lookup is a multiply,
+/// a shift and usually a single cache line.
 struct TokPairTable: Sendable {
-    private var cells: [SIMD2<UInt64>]  // (key, value)
+    private var cells: [UInt64] = []              // compact
+    private var mergedIds: [Int32] = []           // compact: merged id by rank
+    private var wide: [SIMD2<UInt64>] = []        // wide: (key, value)
+    private var compact: Bool
     private var shift: UInt64
     private var mask: Int
     private(set) var count = 0
     private static let empty = UInt64.max
+    static let compactIdLimit: Int32 = (1 << 21) - 1
+    static let compactRankLimit = 1 << 22
 
-    init(expectedCount: Int) {
+    /// `maxId`: the largest id a pair or merged id can hold; `expectedCount`: the number of merges (ranks
+    /// are 0..<expectedCount).
+    init(expectedCount: Int, maxId: Int32) {
         var cap = 16
         var bits: UInt64 = 4
         while cap < expectedCount * 2 { cap <<= 1; bits += 1 }
-        cells = [SIMD2<UInt64>](repeating: SIMD2(Self.empty, 0), count: cap)
+        compact = maxId < Self.compactIdLimit && expectedCount <= Self.compactRankLimit
+        if compact {
+            cells = [UInt64](repeating: Self.empty, count: cap)
+            mergedIds = [Int32](repeating: -1, count: expectedCount)
+        } else {
+            wide = [SIMD2<UInt64>](repeating: SIMD2(Self.empty, 0), count: cap)
+        }
         shift = 64 - bits
         mask = cap - 1
     }
 
+    /// Bytes held by the table (for tests and memory accounting).
+    var byteCount: Int { cells.count * 8 + mergedIds.count * 4 + wide.count * 16 }
+    var isCompact: Bool { compact }
+
     @inline(__always) static func pack(_ a: Int32, _ b: Int32) -> UInt64 {
         UInt64(UInt32(bitPattern: a)) << 32 | UInt64(UInt32(bitPattern: b))
+    }
+
+    /// The 42-bit pair of a packed key in the compact layout (both ids are below 2^21 there).
+    @inline(__always) private static func pair42(_ key: UInt64) -> UInt64 {
+        (key >> 32) << 21 | (key & 0xFFFF_FFFF)
     }
 
     @inline(__always) private func slot(_ key: UInt64) -> Int {
@@ -358,53 +378,39 @@ struct TokPairTable: Sendable {
     }
 
     /// Inserts or replaces (a pair listed twice keeps its last rank, as in tokenizers' HashMap collect).
+    /// A pair, merged id or rank the compact layout cannot hold turns the table wide first.
     mutating func set(_ key: UInt64, rank: UInt32, newId: Int32) {
-        if (count + 1) * 2 > cells.count { grow() }
-        let v = UInt64(rank) << 32 | UInt64(UInt32(bitPattern: newId))
+        if compact && (key >> 32 >= UInt64(Self.compactIdLimit) || key & 0xFFFF_FFFF >= UInt64(Self.compactIdLimit)
+                       || newId < 0 || newId >= Self.compactIdLimit || Int(rank) >= Self.compactRankLimit) {
+            widen()
+        }
+        if (count + 1) * 2 > (compact ? cells.count : wide.count) { grow() }
+        if compact {
+            if Int(rank) >= mergedIds.count { mergedIds += repeatElement(-1, count: Int(rank) + 1 - mergedIds.count) }
+            mergedIds[Int(rank)] = newId
+            let p = Self.pair42(key)
+            var i = slot(p)
+            while true {
+                let c = cells[i]
+                if c == Self.empty { cells[i] = p << 22 | UInt64(rank); count += 1; return }
+                if c >> 22 == p { cells[i] = p << 22 | UInt64(rank); return }
+                i = (i + 1) & mask
+            }
+        }
+        let v = Self.value(rank: rank, newId: newId)
         var i = slot(key)
         while true {
-            let k = cells[i].x
-            if k == Self.empty { cells[i] = SIMD2(key, v); count += 1; return }
-            if k == key { cells[i].y = v; return }
+            let k = wide[i].x
+            if k == Self.empty { wide[i] = SIMD2(key, v); count += 1; return }
+            if k == key { wide[i].y = v; return }
             i = (i + 1) & mask
         }
     }
 
-    /// Inserts many pairs (in order, so later duplicates win), overlapping the cache misses of 16 keys.
+    /// Inserts many pairs in order (later duplicates win); values from `value(rank:newId:)`.
     mutating func setBatch(keys: [UInt64], values: [UInt64], count total: Int) {
-        while (count + total) * 2 > cells.count { grow() }
-        let batch = 16
-        var firstKey = [UInt64](repeating: 0, count: batch)
-        var written = [Int](repeating: -1, count: batch)
-        var q0 = 0
-        while q0 < total {
-            let n = min(batch, total - q0)
-            for k in 0..<n { firstKey[k] = cells[slot(keys[q0 + k])].x }
-            var nWritten = 0
-            for k in 0..<n {
-                let key = keys[q0 + k]
-                var i = slot(key)
-                if firstKey[k] == Self.empty && !written[0..<nWritten].contains(i) {
-                    cells[i] = SIMD2(key, values[q0 + k])
-                    count += 1
-                    written[nWritten] = i
-                    nWritten += 1
-                    continue
-                }
-                while true {
-                    let c = cells[i].x
-                    if c == Self.empty {
-                        cells[i] = SIMD2(key, values[q0 + k])
-                        count += 1
-                        written[nWritten] = i
-                        nWritten += 1
-                        break
-                    }
-                    if c == key { cells[i].y = values[q0 + k]; break }
-                    i = (i + 1) & mask
-                }
-            }
-            q0 += n
+        for q in 0..<total {
+            set(keys[q], rank: UInt32(truncatingIfNeeded: values[q] >> 32), newId: Int32(bitPattern: UInt32(truncatingIfNeeded: values[q])))
         }
     }
 
@@ -412,25 +418,67 @@ struct TokPairTable: Sendable {
         UInt64(rank) << 32 | UInt64(UInt32(bitPattern: newId))
     }
 
+    /// Moves every pair to the wide layout (same capacity).
+    private mutating func widen() {
+        wide = [SIMD2<UInt64>](repeating: SIMD2(Self.empty, 0), count: cells.count)
+        compact = false
+        for c in cells where c != Self.empty {
+            let p = c >> 22, rank = UInt32(truncatingIfNeeded: c & 0x3F_FFFF)
+            let key = Self.pack(Int32(truncatingIfNeeded: p >> 21), Int32(truncatingIfNeeded: p & 0x1F_FFFF))
+            var j = slot(key)
+            while wide[j].x != Self.empty { j = (j + 1) & mask }
+            wide[j] = SIMD2(key, Self.value(rank: rank, newId: mergedIds[Int(rank)]))
+        }
+        cells = []
+        mergedIds = []
+    }
+
     private mutating func grow() {
-        let old = cells
-        cells = [SIMD2<UInt64>](repeating: SIMD2(Self.empty, 0), count: old.count * 2)
+        let cap = (compact ? cells.count : wide.count) * 2
         shift -= 1
-        mask = cells.count - 1
+        mask = cap - 1
         count = 0
-        for c in old where c.x != Self.empty {
-            var j = slot(c.x)
-            while cells[j].x != Self.empty { j = (j + 1) & mask }
-            cells[j] = c
-            count += 1
+        if compact {
+            let old = cells
+            cells = [UInt64](repeating: Self.empty, count: cap)
+            for c in old where c != Self.empty {
+                var j = slot(c >> 22)
+                while cells[j] != Self.empty { j = (j + 1) & mask }
+                cells[j] = c
+                count += 1
+            }
+        } else {
+            let old = wide
+            wide = [SIMD2<UInt64>](repeating: SIMD2(Self.empty, 0), count: cap)
+            for c in old where c.x != Self.empty {
+                var j = slot(c.x)
+                while wide[j].x != Self.empty { j = (j + 1) & mask }
+                wide[j] = c
+                count += 1
+            }
         }
     }
 
     /// (rank, merged id) for the pair, if it is a merge.
     @inline(__always) func get(_ key: UInt64) -> (rank: UInt32, newId: Int32)? {
+        if compact {
+            // Ids at or above the limit are never stored here (and would alias): not a merge.
+            guard key >> 32 < UInt64(Self.compactIdLimit), key & 0xFFFF_FFFF < UInt64(Self.compactIdLimit) else { return nil }
+            let p = Self.pair42(key)
+            var i = slot(p)
+            while true {
+                let c = cells[i]
+                if c == Self.empty { return nil }
+                if c >> 22 == p {
+                    let rank = UInt32(truncatingIfNeeded: c & 0x3F_FFFF)
+                    return (rank, mergedIds[Int(rank)])
+                }
+                i = (i + 1) & mask
+            }
+        }
         var i = slot(key)
         while true {
-            let c = cells[i]
+            let c = wide[i]
             if c.x == key {
                 return (UInt32(truncatingIfNeeded: c.y >> 32), Int32(bitPattern: UInt32(truncatingIfNeeded: c.y)))
             }
