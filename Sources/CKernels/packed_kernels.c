@@ -482,7 +482,7 @@ double ck_packed_top2_q8_bound(const float *x, int64_t K, const float *norm_stat
     return p.ok ? p.beta : NAN;
 }
 
-#define SMR 8    // activation rows per screen micro-kernel call
+#define SMR 16   // activation rows per screen micro-kernel call
 #define SMC 64   // activation rows per chunk (the lane state of a chunk lives on each thread's stack)
 
 size_t ck_packed_top2_q8_scratch_bytes(int64_t M, int64_t N, int64_t K) {
@@ -514,7 +514,15 @@ static T_512 void screen_run(const uint8_t *wt, const xrow *xr, int mr, int64_t 
     case 5: q8b_tile(wt, nb, xr, 5, acc); break;
     case 6: q8b_tile(wt, nb, xr, 6, acc); break;
     case 7: q8b_tile(wt, nb, xr, 7, acc); break;
-    default: q8b_tile(wt, nb, xr, 8, acc); break;
+    case 8: q8b_tile(wt, nb, xr, 8, acc); break;
+    case 9: q8b_tile(wt, nb, xr, 9, acc); break;
+    case 10: q8b_tile(wt, nb, xr, 10, acc); break;
+    case 11: q8b_tile(wt, nb, xr, 11, acc); break;
+    case 12: q8b_tile(wt, nb, xr, 12, acc); break;
+    case 13: q8b_tile(wt, nb, xr, 13, acc); break;
+    case 14: q8b_tile(wt, nb, xr, 14, acc); break;
+    case 15: q8b_tile(wt, nb, xr, 15, acc); break;
+    default: q8b_tile(wt, nb, xr, 16, acc); break;
     }
     const __m512 nv = _mm512_loadu_ps(norms), rel = _mm512_set1_ps(0x1p-22f), tiny = _mm512_set1_ps(0x1p-125f);
     for (int r = 0; r < mr; r++) {
