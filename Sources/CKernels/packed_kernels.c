@@ -3,8 +3,8 @@
 //
 // Micro-kernel: 16 weight rows (one zmm lane each) × MR activation rows. For each 32-value block the
 // exact int32 block dots of all 16 rows build up in zmm registers per activation row (8 dot-product
-// instructions with 4 activation values broadcast, 16 for int16 rows); then one conversion and one FMA apply the 16
-// weight scales × the activation scale. The weight block is prepared once and reused for the MR rows.
+// instructions with 4 activation values broadcast, 16 for int16 rows); then one conversion and one FMA
+// apply the 16 weight scales × the activation scale. The weight block is prepared once and reused for the MR rows.
 
 #include "packed_kernels.h"
 #include "gemv_kernels.h"
@@ -313,7 +313,8 @@ static float round_up_f32(double v) {
 
 #if PK_X86
 // Q8_0 row norms of one tile, 16 rows at once: per block the 16 exact integer Σ q² (int8 quants widened to
-// int16, vpmaddwd pairs, the two lanes of a row folded as in the old int16 kernel), then per row in double
+// int16, vpmaddwd pairs; lanes 2i and 2i+1 of the low / high half hold row i / 8+i and are folded into row
+// order with two permutes), then per row in double
 // ss += (Σq²·d)·d — the scalar loop's terms, summed in the same block order. Returns 1 if a scale is not
 // finite; *ms gets the largest finite |scale|.
 static T_512 int row_norms_q8_tile(const uint8_t *o, int64_t nb, double infl, float *norms, double *ms) {

@@ -96,26 +96,25 @@ struct TokenizerCacheTests {
         var lcg: UInt64 = 0x9E37_79B9_7F4A_7C15
         func next(_ n: Int) -> Int32 { lcg = lcg &* 6364136223846793005 &+ 1442695040888963407; return Int32((lcg >> 33) % UInt64(n)) }
         let n = 6000, vocab = 3000
-        var keys: [UInt64] = [], values: [UInt64] = [], expected: [UInt64: (UInt32, Int32)] = [:]
+        var keys: [UInt64] = [], newIds: [Int32] = [], expected: [UInt64: (UInt32, Int32)] = [:]
         for r in 0..<n {
             // every 10th merge repeats an earlier pair with a new rank and merged id
             let key = r % 10 == 9 && !keys.isEmpty ? keys[Int(next(keys.count))] : TokPairTable.pack(next(vocab), next(vocab))
             let newId = next(vocab)
             keys.append(key)
-            values.append(TokPairTable.value(rank: UInt32(r), newId: newId))
+            newIds.append(newId)
             expected[key] = (UInt32(r), newId)
         }
         var compact = TokPairTable(expectedCount: n, maxId: Int32(vocab - 1))
         var wide = TokPairTable(expectedCount: n, maxId: TokPairTable.compactIdLimit)
         #expect(compact.isCompact && !wide.isCompact)
-        // in chunks, as the tokenizer inserts them; the first table also grows from a small start
+        // in file order, as the tokenizer inserts them; the third table grows from a small start
         var grown = TokPairTable(expectedCount: 4, maxId: Int32(vocab - 1))
-        for c in stride(from: 0, to: n, by: 1000) {
-            let m = min(1000, n - c)
-            compact.setBatch(keys: Array(keys[c..<(c + m)]), values: Array(values[c..<(c + m)]), count: m)
-            wide.setBatch(keys: Array(keys[c..<(c + m)]), values: Array(values[c..<(c + m)]), count: m)
+        for (r, k) in keys.enumerated() {
+            compact.set(k, rank: UInt32(r), newId: newIds[r])
+            wide.set(k, rank: UInt32(r), newId: newIds[r])
+            grown.set(k, rank: UInt32(r), newId: newIds[r])
         }
-        for (k, v) in zip(keys, values) { grown.set(k, rank: UInt32(v >> 32), newId: Int32(truncatingIfNeeded: v)) }
         #expect(compact.count == expected.count && wide.count == expected.count && grown.count == expected.count)
         for (k, e) in expected {
             for t in [compact, wide, grown] {

@@ -20,9 +20,9 @@
 // 32 int16 quants are stored as their 32 low bytes and then their 32 high bytes + 128 (so the int16
 // products run as unsigned-byte × signed-byte dot products on the packed int8 weights). Q8_0 weights
 // also take CK_ACT_Q8 rows (vpdpbusd on w XOR 0x80 with the row's block sums correcting the +128: half
-// the dot-product instructions of the int16 rows, less accurate; the screen of ck_packed_top2_q8). Result and accuracy contract: as ck_gemv (exact int32 block dots,
-// both scales applied in f32; summation order of this path). Threads split the row tiles; the thread
-// count never changes the result.
+// the dot-product instructions of the int16 rows, less accurate; the screen of ck_packed_top2_q8).
+// Result and accuracy contract: as ck_gemv (exact int32 block dots, both scales applied in f32; summation
+// order of this path). Threads split the row tiles; the thread count never changes the result.
 #ifndef CK_PACKED_KERNELS_H
 #define CK_PACKED_KERNELS_H
 #include <stddef.h>

@@ -108,8 +108,6 @@ struct TokBPEModel: TokModel {
         // Resolve and insert in chunks so the intermediate arrays stay in cache; insertion keeps file order.
         let chunk = 1 << 15
         var ids = [Int32](repeating: -1, count: 3 * min(n, chunk))
-        var keys = [UInt64](repeating: 0, count: min(n, chunk))
-        var values = [UInt64](repeating: 0, count: min(n, chunk))
         try raw.pool.withUnsafeBufferPointer { pool in
             try raw.refs.withUnsafeBufferPointer { refs in
                 for k in 0..<n where refs[4 * k + 3] < prefixLength {
@@ -143,10 +141,8 @@ struct TokBPEModel: TokModel {
                                                           problem: "\(what) is not in the vocabulary")
                     }
                     for j in 0..<m {
-                        keys[j] = TokPairTable.pack(ids[3 * j], ids[3 * j + 1])
-                        values[j] = TokPairTable.value(rank: UInt32(k0 + j), newId: ids[3 * j + 2])
+                        table.set(TokPairTable.pack(ids[3 * j], ids[3 * j + 1]), rank: UInt32(k0 + j), newId: ids[3 * j + 2])
                     }
-                    table.setBatch(keys: keys, values: values, count: m)
                     k0 += m
                 }
             }

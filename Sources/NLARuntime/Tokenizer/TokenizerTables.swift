@@ -407,14 +407,7 @@ struct TokPairTable: Sendable {
         }
     }
 
-    /// Inserts many pairs in order (later duplicates win); values from `value(rank:newId:)`.
-    mutating func setBatch(keys: [UInt64], values: [UInt64], count total: Int) {
-        for q in 0..<total {
-            set(keys[q], rank: UInt32(truncatingIfNeeded: values[q] >> 32), newId: Int32(bitPattern: UInt32(truncatingIfNeeded: values[q])))
-        }
-    }
-
-    @inline(__always) static func value(rank: UInt32, newId: Int32) -> UInt64 {
+    @inline(__always) private static func value(rank: UInt32, newId: Int32) -> UInt64 {
         UInt64(rank) << 32 | UInt64(UInt32(bitPattern: newId))
     }
 
