@@ -28,6 +28,26 @@ static inline span visible(const ck_attn_params *p, int64_t r) {
     return (span){lo, i - lo + 1};
 }
 
+// The visible keys of one row as at most two runs of consecutive positions: the shared prefix's (rows
+// j % sring of sk / sv) and then the sequence's own (rows (j − shared) % ring of kc / vc).
+typedef struct {
+    const float *k, *v;  // buffers of the run (head offset not applied)
+    int64_t idx, n;      // ring row of its first key, number of keys
+    int64_t ring;        // rows of its buffers
+} run;
+
+static inline int key_runs(const ck_attn_params *p, const float *kc, const float *vc, span sp, run out[2]) {
+    int c = 0;
+    const int64_t end = sp.lo + sp.n;  // one past the last visible key
+    if (p->shared > 0 && sp.lo < p->shared) {
+        const int64_t e = end < p->shared ? end : p->shared;
+        out[c++] = (run){p->sk, p->sv, sp.lo % p->sring, e - sp.lo, p->sring};
+    }
+    const int64_t b = sp.lo > p->shared ? sp.lo : p->shared;
+    if (end > b) out[c++] = (run){kc, vc, (b - p->shared) % p->ring, end - b, p->ring};
+    return c;
+}
+
 static int64_t max_span(const ck_attn_params *p) {
     const int64_t last = p->pos0 + p->rows;  // keys 0..<last exist
     return p->window > 0 && p->window < last ? p->window : last;
@@ -47,32 +67,40 @@ static void item_generic(const ck_attn_params *p, const float *q, const float *k
                          float *s, int64_t r, int64_t h) {
     const int64_t hd = p->head_dim, g = h / (p->heads / p->kv_heads);
     const span sp = visible(p, r);
+    run runs[2];
+    const int nr = key_runs(p, kc, vc, sp, runs);
     const float *qv = q + r * p->ldq + h * hd;
-    int64_t idx = sp.lo % p->ring;
     float mx = -INFINITY;
-    for (int64_t j = 0; j < sp.n; j++) {
-        const float *kj = kc + idx * p->ldkv + g * hd;
-        float acc = 0;
-        for (int64_t d = 0; d < hd; d++) acc += qv[d] * kj[d];
-        const float v = capped(acc * p->scale, p->softcap);
-        s[j] = v;
-        if (v > mx) mx = v;
-        if (++idx == p->ring) idx = 0;
+    int64_t j = 0;
+    for (int u = 0; u < nr; u++) {
+        int64_t idx = runs[u].idx;
+        for (int64_t t = 0; t < runs[u].n; t++, j++) {
+            const float *kj = runs[u].k + idx * p->ldkv + g * hd;
+            float acc = 0;
+            for (int64_t d = 0; d < hd; d++) acc += qv[d] * kj[d];
+            const float v = capped(acc * p->scale, p->softcap);
+            s[j] = v;
+            if (v > mx) mx = v;
+            if (++idx == runs[u].ring) idx = 0;
+        }
     }
     float sum = 0;
-    for (int64_t j = 0; j < sp.n; j++) {
+    for (j = 0; j < sp.n; j++) {
         s[j] = expf(s[j] - mx);
         sum += s[j];
     }
     const float inv = 1 / sum;
     float *o = out + r * p->ldo + h * hd;
     for (int64_t d = 0; d < hd; d++) o[d] = 0;
-    idx = sp.lo % p->ring;
-    for (int64_t j = 0; j < sp.n; j++) {
-        const float w = s[j] * inv;
-        const float *vj = vc + idx * p->ldkv + g * hd;
-        for (int64_t d = 0; d < hd; d++) o[d] += w * vj[d];
-        if (++idx == p->ring) idx = 0;
+    j = 0;
+    for (int u = 0; u < nr; u++) {
+        int64_t idx = runs[u].idx;
+        for (int64_t t = 0; t < runs[u].n; t++, j++) {
+            const float w = s[j] * inv;
+            const float *vj = runs[u].v + idx * p->ldkv + g * hd;
+            for (int64_t d = 0; d < hd; d++) o[d] += w * vj[d];
+            if (++idx == runs[u].ring) idx = 0;
+        }
     }
 }
 
@@ -128,12 +156,13 @@ T512 static inline __m256 sum8(const __m512 a[8]) {
     return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
 }
 
-// Scores of n keys (ring index idx on, rows of stride ldkv from k0) against q, hd ≤ 256 (hd % 16 == 0):
+// Scores of n keys (ring row idx on, in a ring of `ring` rows of stride ldkv from k0) against q,
+// hd ≤ 256 (hd % 16 == 0):
 // q stays in registers, 8 keys at a time with one accumulator each, reduced together (sum8). Every
 // score is computed the same way whatever n is (tail keys: one at a time with the same per-key order
 // of products, then a full reduction), so a row's result does not depend on the rows around it.
 T512 static void scores_q_in_registers(const ck_attn_params *p, const float *qv, const float *k0, float *s, int64_t n,
-                                       int64_t idx) {
+                                       int64_t idx, int64_t ring) {
     const int64_t hd = p->head_dim;
     const int c = (int)(hd / 16);
     __m512 qr[16];
@@ -144,7 +173,7 @@ T512 static void scores_q_in_registers(const ck_attn_params *p, const float *qv,
         const float *kr[8];
         for (int k = 0; k < 8; k++) {
             kr[k] = k0 + idx * p->ldkv;
-            if (++idx == p->ring) idx = 0;
+            if (++idx == ring) idx = 0;
         }
         __m512 acc[8];
         for (int k = 0; k < 8; k++) acc[k] = _mm512_mul_ps(qr[0], _mm512_loadu_ps(kr[k]));
@@ -154,7 +183,7 @@ T512 static void scores_q_in_registers(const ck_attn_params *p, const float *qv,
     }
     for (; j < n; j++) {
         const float *kr = k0 + idx * p->ldkv;
-        if (++idx == p->ring) idx = 0;
+        if (++idx == ring) idx = 0;
         __m512 acc[8];
         acc[0] = _mm512_mul_ps(qr[0], _mm512_loadu_ps(kr));
         for (int i = 1; i < c; i++) acc[0] = _mm512_fmadd_ps(qr[i], _mm512_loadu_ps(kr + 16 * i), acc[0]);
@@ -169,14 +198,19 @@ T512 static void item_512(const ck_attn_params *p, const float *q, const float *
                           float *s, int64_t r, int64_t h) {
     const int64_t hd = p->head_dim, g = h / (p->heads / p->kv_heads);
     const span sp = visible(p, r);
+    run runs[2];
+    const int nruns = key_runs(p, kc, vc, sp, runs);
     const float *qv = q + r * p->ldq + h * hd;
-    int64_t idx = sp.lo % p->ring;
-    if (hd <= 256) {
-        scores_q_in_registers(p, qv, kc + g * hd, s, sp.n, idx);
-    } else {
-        for (int64_t j = 0; j < sp.n; j++) {
-            s[j] = capped(dot512(qv, kc + idx * p->ldkv + g * hd, hd) * p->scale, p->softcap);
-            if (++idx == p->ring) idx = 0;
+    int64_t j0 = 0;
+    for (int u = 0; u < nruns; j0 += runs[u].n, u++) {
+        int64_t idx = runs[u].idx;
+        if (hd <= 256) {
+            scores_q_in_registers(p, qv, runs[u].k + g * hd, s + j0, runs[u].n, idx, runs[u].ring);
+        } else {
+            for (int64_t t = 0; t < runs[u].n; t++) {
+                s[j0 + t] = capped(dot512(qv, runs[u].k + idx * p->ldkv + g * hd, hd) * p->scale, p->softcap);
+                if (++idx == runs[u].ring) idx = 0;
+            }
         }
     }
     // max, then exp and sum in 16 lanes (lane = j % 16), padding lanes -inf → 0
@@ -200,22 +234,26 @@ T512 static void item_512(const ck_attn_params *p, const float *q, const float *
     }
     const float inv = 1 / _mm512_reduce_add_ps(acc);
     float *o = out + r * p->ldo + h * hd;
-    // out = Σ_j (e_j · inv) · v_j, 128 values (8 registers) at a time
+    // out = Σ_j (e_j · inv) · v_j in position order (the shared run, then the own run), 128 values
+    // (8 registers) at a time
     for (int64_t d0 = 0; d0 < hd; d0 += 128) {
         const int64_t w = hd - d0 < 128 ? hd - d0 : 128;
         const int nr = (int)(w / 16);
         __m512 o8[8];
         for (int k = 0; k < 8; k++) o8[k] = _mm512_setzero_ps();
-        idx = sp.lo % p->ring;
-        for (j = 0; j < sp.n; j++) {
-            const __m512 pj = _mm512_set1_ps(s[j] * inv);
-            const float *vj = vc + idx * p->ldkv + g * hd + d0;
-            if (nr == 8) {
-                for (int k = 0; k < 8; k++) o8[k] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16 * k), o8[k]);
-            } else {
-                for (int k = 0; k < nr; k++) o8[k] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16 * k), o8[k]);
+        j = 0;
+        for (int u = 0; u < nruns; u++) {
+            int64_t idx = runs[u].idx;
+            for (int64_t t = 0; t < runs[u].n; t++, j++) {
+                const __m512 pj = _mm512_set1_ps(s[j] * inv);
+                const float *vj = runs[u].v + idx * p->ldkv + g * hd + d0;
+                if (nr == 8) {
+                    for (int k = 0; k < 8; k++) o8[k] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16 * k), o8[k]);
+                } else {
+                    for (int k = 0; k < nr; k++) o8[k] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16 * k), o8[k]);
+                }
+                if (++idx == runs[u].ring) idx = 0;
             }
-            if (++idx == p->ring) idx = 0;
         }
         for (int k = 0; k < nr; k++) _mm512_storeu_ps(o + d0 + 16 * k, o8[k]);
     }
@@ -225,9 +263,18 @@ T512 static void item_512(const ck_attn_params *p, const float *q, const float *
 // MARK: - entry points
 
 static int valid_params(const ck_attn_params *p) {
-    return p && p->rows >= 0 && p->pos0 >= 0 && p->heads > 0 && p->kv_heads > 0 && p->heads % p->kv_heads == 0 &&
-           p->head_dim > 0 && p->window >= 0 && p->ring > 0 && p->ring >= max_span(p) &&
-           p->ldq >= p->heads * p->head_dim && p->ldo >= p->heads * p->head_dim && p->ldkv >= p->kv_heads * p->head_dim;
+    if (!(p && p->rows >= 0 && p->pos0 >= 0 && p->heads > 0 && p->kv_heads > 0 && p->heads % p->kv_heads == 0 &&
+          p->head_dim > 0 && p->window >= 0 && p->ring > 0 && p->shared >= 0 && p->ldq >= p->heads * p->head_dim &&
+          p->ldo >= p->heads * p->head_dim && p->ldkv >= p->kv_heads * p->head_dim))
+        return 0;
+    if (p->shared == 0) return p->ring >= max_span(p);
+    // Rows start after the shared prefix; the own ring holds a row's own visible keys (at most
+    // min(span, last − shared)), the shared ring the prefix keys any row still sees (at most
+    // min(shared, window − 1) on a sliding layer).
+    const int64_t last = p->pos0 + p->rows, span = max_span(p);
+    const int64_t own = last - p->shared < span ? last - p->shared : span;
+    const int64_t pre = p->window > 0 && p->window - 1 < p->shared ? p->window - 1 : p->shared;
+    return p->pos0 >= p->shared && p->sk && p->sv && p->sring > 0 && p->sring >= pre && p->ring >= own;
 }
 
 int64_t ck_attention_multi_scratch_floats(int64_t n, const ck_attn_params *const *p, int nthreads) {

@@ -52,7 +52,8 @@ extension Kernels {
         var p = ck_attn_params(rows: Int64(rows), pos0: Int64(pos0), heads: Int64(shape.heads),
                                kv_heads: Int64(shape.kvHeads), head_dim: Int64(shape.headDim), ldq: Int64(ldq),
                                ldo: Int64(ldo), ldkv: Int64(ldkv), ring: Int64(ring),
-                               window: Int64(shape.window ?? 0), scale: shape.scale, softcap: shape.softcap ?? 0)
+                               window: Int64(shape.window ?? 0), scale: shape.scale, softcap: shape.softcap ?? 0,
+                               shared: 0, sring: 0, sk: nil, sv: nil)
         kernelRequire(rows >= 0 && pos0 >= 0 && shape.heads > 0 && shape.kvHeads > 0
                       && shape.heads % shape.kvHeads == 0 && shape.headDim > 0, "attention: invalid shape \(shape)")
         kernelRequire(ldq >= shape.heads * shape.headDim && ldo >= shape.heads * shape.headDim
@@ -63,7 +64,23 @@ extension Kernels {
         kernelRequire(rc == 0, "attention: the KV ring of \(ring) rows cannot hold the visible keys (rows \(rows), pos0 \(pos0), window \(shape.window ?? 0))")
     }
 
-    /// One piece of a `attention(pieces:)` call: the rows of one sequence against its own KV cache.
+    /// A read-only KV prefix several sequences attend to: keys/values of positions 0..<`count` at rows
+    /// j % `ring` of `k` / `v` (same row stride as the sequences' own caches).
+    public struct SharedKeys {
+        public var k: UnsafePointer<Float>
+        public var v: UnsafePointer<Float>
+        public var count: Int
+        public var ring: Int
+
+        public init(k: UnsafePointer<Float>, v: UnsafePointer<Float>, count: Int, ring: Int) {
+            self.k = k; self.v = v; self.count = count; self.ring = ring
+        }
+    }
+
+    /// One piece of a `attention(pieces:)` call: the rows of one sequence against its own KV cache and,
+    /// optionally, a shared prefix. Without `shared`, key j is at row j % `ring` of `k` / `v`; with it,
+    /// keys j < shared.count come from the prefix and key j ≥ shared.count is at row
+    /// (j − shared.count) % `ring` of `k` / `v` (and pos0 ≥ shared.count).
     public struct AttentionPiece {
         public var q: UnsafePointer<Float>
         public var k: UnsafePointer<Float>
@@ -72,10 +89,12 @@ extension Kernels {
         public var out: UnsafeMutablePointer<Float>
         public var rows: Int
         public var pos0: Int
+        public var shared: SharedKeys?
 
         public init(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, ring: Int,
-                    out: UnsafeMutablePointer<Float>, rows: Int, pos0: Int) {
+                    out: UnsafeMutablePointer<Float>, rows: Int, pos0: Int, shared: SharedKeys? = nil) {
             self.q = q; self.k = k; self.v = v; self.ring = ring; self.out = out; self.rows = rows; self.pos0 = pos0
+            self.shared = shared
         }
     }
 
@@ -101,7 +120,9 @@ extension Kernels {
             return ck_attn_params(rows: Int64(p.rows), pos0: Int64(p.pos0), heads: Int64(shape.heads),
                                   kv_heads: Int64(shape.kvHeads), head_dim: Int64(shape.headDim), ldq: Int64(ldq),
                                   ldo: Int64(ldo), ldkv: Int64(ldkv), ring: Int64(p.ring),
-                                  window: Int64(shape.window ?? 0), scale: shape.scale, softcap: shape.softcap ?? 0)
+                                  window: Int64(shape.window ?? 0), scale: shape.scale, softcap: shape.softcap ?? 0,
+                                  shared: Int64(p.shared?.count ?? 0), sring: Int64(p.shared?.ring ?? 0),
+                                  sk: p.shared?.k, sv: p.shared?.v)
         }
         var qs = pieces.map { Optional($0.q) }, ks = pieces.map { Optional($0.k) }, vs = pieces.map { Optional($0.v) }
         var outs = pieces.map { Optional($0.out) }
@@ -114,6 +135,6 @@ extension Kernels {
                                           isa?.rawValue ?? -1, Int32(threads))
             }
         }
-        kernelRequire(rc == 0, "attention: a KV ring cannot hold its visible keys (pieces \(pieces.map { ($0.rows, $0.pos0, $0.ring) }), window \(shape.window ?? 0))")
+        kernelRequire(rc == 0, "attention: a KV ring cannot hold its visible keys (pieces \(pieces.map { ($0.rows, $0.pos0, $0.ring, $0.shared?.count ?? 0, $0.shared?.ring ?? 0) }), window \(shape.window ?? 0))")
     }
 }

@@ -180,7 +180,7 @@ struct AttentionKernelTests {
     @Test("a KV ring shorter than the visible span or a bad shape is refused, nothing written")
     func refusesBadParameters() {
         var p = ck_attn_params(rows: 4, pos0: 10, heads: 2, kv_heads: 1, head_dim: 16, ldq: 32, ldo: 32, ldkv: 16,
-                               ring: 8, window: 0, scale: 1, softcap: 0)
+                               ring: 8, window: 0, scale: 1, softcap: 0, shared: 0, sring: 0, sk: nil, sv: nil)
         var scratch = [Float](repeating: 0, count: 4096)
         var out = [Float](repeating: 7, count: 4 * 32)
         let q = [Float](repeating: 1, count: 4 * 32), kv = [Float](repeating: 1, count: 64 * 16)
@@ -195,5 +195,80 @@ struct AttentionKernelTests {
         p.heads = 2
         #expect(ck_attention(&p, q, kv, kv, &out, &scratch, 4, -1, 1) == -1)  // scratch too small
         #expect(ck_attention(&p, q, kv, kv, &out, &scratch, Int64(scratch.count), -1, 1) == 0)
+        // A shared prefix: rows must start after it, its ring must hold what the rows still see, its
+        // buffers must be given, and the own ring must hold the own keys.
+        out = [Float](repeating: 7, count: 4 * 32)
+        kv.withUnsafeBufferPointer { sp in
+            p.shared = 6; p.sring = 6; p.sk = sp.baseAddress; p.sv = sp.baseAddress; p.ring = 8  // own keys 6..<14
+            #expect(ck_attention(&p, q, kv, kv, &out, &scratch, Int64(scratch.count), -1, 1) == 0)
+            var bad = p; bad.shared = 11  // rows start at 10, inside the prefix
+            #expect(ck_attention(&bad, q, kv, kv, &out, &scratch, Int64(scratch.count), -1, 1) == -1)
+            bad = p; bad.sring = 5  // a global layer sees all 6 prefix keys
+            #expect(ck_attention(&bad, q, kv, kv, &out, &scratch, Int64(scratch.count), -1, 1) == -1)
+            bad.window = 6  // a sliding layer of 6 sees at most 5 of them from row 10 on
+            #expect(ck_attention(&bad, q, kv, kv, &out, &scratch, Int64(scratch.count), -1, 1) == 0)
+            bad = p; bad.sk = nil
+            #expect(ck_attention(&bad, q, kv, kv, &out, &scratch, Int64(scratch.count), -1, 1) == -1)
+            bad = p; bad.ring = 7
+            #expect(ck_attention(&bad, q, kv, kv, &out, &scratch, Int64(scratch.count), -1, 1) == -1)
+        }
+    }
+
+    @Test("keys split into a shared read-only prefix and an own ring give bit-identical rows to one cache",
+          arguments: attnCases)
+    fileprivate func sharedPrefixEqualsOneCache(_ c: AttnCase) {
+        guard c.pos0 >= 1 else { return }
+        let hd = c.headDim, kvd = c.kvHeads * hd, qd = c.heads * hd
+        let last = c.pos0 + c.rows
+        let lo0 = c.window.map { max(0, c.pos0 - $0 + 1) } ?? 0  // first key the first row sees
+        let (q, k, v) = operands(c, seed: 0x5A4E + UInt64(c.pos0))
+        // Key j of the one-cache operands (visible keys only: j ≥ lo0).
+        func row(_ buf: [Float], _ j: Int) -> ArraySlice<Float> { buf[((j % c.ring) * kvd)..<((j % c.ring + 1) * kvd)] }
+        for shared in Set([1, c.pos0 / 2, c.pos0]) where shared >= 1 {
+            let seen = c.window.map { min(shared, $0 - 1) } ?? shared  // prefix keys a row can still see
+            for sring in Set([shared, max(seen, 1)]) {
+                for ownRing in Set([last - shared, last - max(lo0, shared)]) where ownRing >= 1 {
+                    // Unused rows hold NaN: reading one would poison the output.
+                    var sk = [Float](repeating: .nan, count: sring * kvd), sv = sk
+                    for j in max(0, shared - sring)..<shared where j >= lo0 {
+                        sk.replaceSubrange(((j % sring) * kvd)..<((j % sring + 1) * kvd), with: row(k, j))
+                        sv.replaceSubrange(((j % sring) * kvd)..<((j % sring + 1) * kvd), with: row(v, j))
+                    }
+                    var ok = [Float](repeating: .nan, count: ownRing * kvd), ov = ok
+                    for j in max(shared, last - ownRing)..<last where j >= lo0 {
+                        let r = (j - shared) % ownRing
+                        ok.replaceSubrange((r * kvd)..<((r + 1) * kvd), with: row(k, j))
+                        ov.replaceSubrange((r * kvd)..<((r + 1) * kvd), with: row(v, j))
+                    }
+                    for isa in CKernelISA.available {
+                        for threads in [1, 2] {
+                            let want = run(c, q: q, k: k, v: v, isa: isa, threads: threads)
+                            // Three sequences sharing the prefix in one call (the decode-batch shape).
+                            var out0 = [Float](repeating: .nan, count: c.rows * qd), out1 = out0, out2 = out0
+                            let scratch = AttentionScratch()
+                            q.withUnsafeBufferPointer { qp in
+                            sk.withUnsafeBufferPointer { skp in
+                            sv.withUnsafeBufferPointer { svp in
+                            ok.withUnsafeBufferPointer { okp in
+                            ov.withUnsafeBufferPointer { ovp in
+                            out0.withUnsafeMutableBufferPointer { o0 in
+                            out1.withUnsafeMutableBufferPointer { o1 in
+                            out2.withUnsafeMutableBufferPointer { o2 in
+                                let pre = Kernels.SharedKeys(k: skp.baseAddress!, v: svp.baseAddress!, count: shared, ring: sring)
+                                let pieces = [o0, o1, o2].map {
+                                    Kernels.AttentionPiece(q: qp.baseAddress!, k: okp.baseAddress!, v: ovp.baseAddress!, ring: ownRing,
+                                                           out: $0.baseAddress!, rows: c.rows, pos0: c.pos0, shared: pre)
+                                }
+                                Kernels.attention(c.shape, pieces: pieces, ldq: qd, ldkv: kvd, ldo: qd, scratch: scratch,
+                                                  isa: isa, threads: threads)
+                            } } } } } } } }
+                            for (i, out) in [out0, out1, out2].enumerated() {
+                                #expect(out == want, "\(c) \(isa) threads \(threads) shared \(shared) sring \(sring) own ring \(ownRing): piece \(i)")
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

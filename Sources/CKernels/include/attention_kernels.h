@@ -2,8 +2,10 @@
 //
 // For each query row r (absolute position i = pos0 + r) and query head h (KV head g = h / (H / G)):
 //   visible keys j = lo..i, lo = window > 0 ? max(0, i − window + 1) : 0 (Gemma 3 sliding layers see
-//   i − window < j ≤ i); key / value j live at row (j % ring) of kc / vc (ring = the rows the cache
-//   buffers hold; a cache that never wraps passes its capacity);
+//   i − window < j ≤ i); key / value j live at row ((j − shared) % ring) of kc / vc (ring = the rows the
+//   cache buffers hold; a cache that never wraps passes its capacity), except keys j < shared, which
+//   live at row (j % sring) of sk / sv: a read-only prompt prefix many sequences attend to (shared = 0:
+//   none, every key in kc / vc);
 //   s_j = dot(q[r,h], k[j,g]) · scale, then s_j = tanh(s_j / softcap) · softcap when softcap > 0;
 //   p = softmax(s) (max-subtracted; exp to ≤ 2 ulp); out[r,h] = Σ_j p_j · v[j,g].
 //
@@ -11,7 +13,9 @@
 // and the cached keys/values — not on how many rows the call holds, which rows come with it, or the
 // thread count. A row computed in a 512-row prefill, in a batch of sequences or alone in a decode
 // step gives bit-identical output (on one instruction-set path). That is what lets batched and
-// shared-prefix runs reproduce the sequential path exactly.
+// shared-prefix runs reproduce the sequential path exactly. Where a key is stored (the shared prefix
+// or the sequence's own ring) does not change its arithmetic either: keys are visited in position order
+// and each score is computed on its own.
 //
 // Work is spread over (row, head) pairs, or (row, KV head) groups when there are enough of them,
 // with OpenMP. No allocation: `scratch` holds one score row per thread (ck_attention_scratch_floats).
@@ -37,6 +41,10 @@ typedef struct {
     int64_t window;     ///< sliding window (0: global attention)
     float scale;        ///< multiplies q·k
     float softcap;      ///< attention logit soft-capping (0: none)
+    int64_t shared;     ///< keys 0..<shared are read from sk / sv (0: no shared prefix; sk, sv unused)
+    int64_t sring;      ///< rows held by sk / sv; key j < shared at row j % sring
+    const float *sk;    ///< shared prefix keys (row stride ldkv)
+    const float *sv;    ///< shared prefix values
 } ck_attn_params;
 
 /// Floats of scratch `ck_attention` needs for these parameters and thread count (0 = current).
