@@ -11,8 +11,8 @@ import SIMDKernels
 public struct DecodeJob {
     /// Input embedding rows after the shared prefix, [n, d], scaled like `Gemma3Model.embed`.
     public var rows: [Float]
-    /// A cache whose first `prefixLength` positions are copied before `rows` run (exact prefix sharing; any
-    /// geometry that still holds them, e.g. the AV's stored prefix entry).
+    /// A cache whose first `prefixLength` positions are copied before `rows` run (any geometry that still
+    /// holds them). A batch-wide prefix read in place is `BatchDecoder.run(shared:)` instead.
     public var prefix: KVCache?
     public var prefixLength: Int
     public var options: SamplingOptions
@@ -43,13 +43,18 @@ public enum BatchDecodeEvent {
 
 public enum BatchDecoder {
     /// Run jobs 0..<count (`prepare(i)` builds job i when a slot frees up). Throws only for errors that
-    /// concern the whole batch (cancellation, a failed forward).
-    public static func run(batch: Gemma3Batch, count: Int, prepare: (Int) throws -> DecodeJob,
+    /// concern the whole batch (cancellation, a failed forward, an unusable shared prefix).
+    /// `shared`: every sequence reads positions 0..<count from this cache in place (stored once for the
+    /// batch; jobs then give only the rows after it and no `prefix`).
+    public static func run(batch: Gemma3Batch, count: Int, shared: (cache: KVCache, count: Int)? = nil,
+                           prepare: (Int) throws -> DecodeJob,
                            onEvent: (BatchDecodeEvent) -> Void, isCancelled: () -> Bool = { false }) throws {
         let model = batch.model, d = model.config.hiddenSize, vocab = model.config.vocabSize
         guard batch.hasLogits else { throw ModelError.input("decoding needs all \(model.config.numHiddenLayers) blocks loaded") }
         let slotsCount = min(batch.maxSequences, max(count, 1))
-        let caches = (0..<slotsCount).map { _ in batch.makeCache() }
+        let caches = try (0..<slotsCount).map { _ in
+            try shared.map { try batch.makeCache(sharing: $0.cache, count: $0.count) } ?? batch.makeCache()
+        }
         struct Active {
             var index: Int
             var sampler: Sampler
@@ -75,7 +80,10 @@ public enum BatchDecoder {
                         }
                         let cache = caches[s]
                         cache.reset()
-                        if let pre = job.prefix { try cache.copyHeldPrefix(from: pre, count: job.prefixLength) }
+                        if let pre = job.prefix {
+                            guard shared == nil else { throw ModelError.input("job \(i): a copied prefix in a batch that shares one") }
+                            try cache.copyPrefix(from: pre, count: job.prefixLength)
+                        }
                         let n = job.rows.count / d
                         guard cache.position + n <= cache.capacity else {
                             throw ModelError.input("\(cache.position + n) tokens exceed the context of \(cache.capacity) positions")

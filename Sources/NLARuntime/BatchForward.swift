@@ -4,7 +4,8 @@
 // KV cache layout: per loaded block, a ring of `ringLength` positions × kvDim. Global (full-attention)
 // blocks keep the whole sequence (ringLength = capacity, never wraps); sliding blocks keep
 // min(capacity, window + chunk − 1) positions, which is all a chunk of ≤ `chunk` new rows can see
-// (query i sees keys i − window < j ≤ i). Position j lives at row j % ringLength.
+// (query i sees keys i − window < j ≤ i). Position j lives at row j % ringLength — or, in a cache that
+// reads positions 0..<sharedCount from a shared prefix, at row (j − sharedCount) % ringLength.
 //
 // The math per row is exactly `Gemma3Session`'s (same kernels, same order inside a row); only the
 // matmul row count changes, which can change summation order inside the kernels (quantized weights use
@@ -16,26 +17,37 @@ import Quant
 import SIMDKernels
 
 /// The KV cache of one sequence for a `Gemma3Batch`.
+///
+/// A cache can attend to a read-only shared prefix it does not hold (`sharedPrefix`): positions
+/// 0..<`sharedCount` are read from that cache (the AV prompt before the injection site, computed once
+/// and used by every sequence of a batch); this cache holds only positions sharedCount..<capacity, at
+/// ring row (j − sharedCount) % ringLength.
 public final class KVCache: @unchecked Sendable {
-    /// Maximum positions of this sequence.
+    /// Maximum positions of this sequence (the shared prefix included).
     public let capacity: Int
     /// Blocks cached (the blocks a batch runs).
     public let blocks: Int
-    /// Positions kept per block (capacity on global blocks; the window plus a chunk on sliding blocks).
+    /// Positions this cache holds per block (capacity − sharedCount on global blocks; at most the window
+    /// plus a chunk on sliding blocks).
     public let ringLengths: [Int]
+    /// The read-only cache positions 0..<sharedCount are read from (nil: this cache holds every position).
+    public let sharedPrefix: KVCache?
+    /// Positions read from `sharedPrefix` (0 without one).
+    public let sharedCount: Int
     let kvDim: Int
     let k: [UnsafeMutablePointer<Float>]
     let v: [UnsafeMutablePointer<Float>]
-    /// Positions already computed.
+    /// Positions already computed (the shared prefix included).
     public internal(set) var position = 0
 
-    init(config: Gemma3Config, blocks: Int, capacity: Int, chunk: Int) {
+    init(config: Gemma3Config, blocks: Int, capacity: Int, chunk: Int, sharing prefix: KVCache? = nil, count shared: Int = 0) {
         self.capacity = capacity
         self.blocks = blocks
+        sharedPrefix = prefix
+        sharedCount = prefix == nil ? 0 : shared
+        position = sharedCount
         kvDim = config.kvDim
-        ringLengths = (0..<blocks).map { l in
-            config.layerTypes[l] == .sliding ? min(capacity, config.slidingWindow + chunk - 1) : capacity
-        }
+        ringLengths = Self.ringLengths(config: config, blocks: blocks, own: capacity - sharedCount, chunk: chunk)
         k = ringLengths.map { r in
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(r * config.kvDim, 1)); p.initialize(repeating: 0, count: max(r * config.kvDim, 1)); return p
         }
@@ -49,54 +61,81 @@ public final class KVCache: @unchecked Sendable {
         for p in v { p.deallocate() }
     }
 
-    /// Bytes of K and V held.
-    public var bytes: Int { ringLengths.reduce(0, +) * kvDim * 2 * MemoryLayout<Float>.size }
-
-    /// Bytes a cache of this geometry would hold (for batch-size planning).
-    public static func bytes(config: Gemma3Config, blocks: Int, capacity: Int, chunk: Int) -> Int {
-        (0..<blocks).reduce(0) { acc, l in
-            acc + (config.layerTypes[l] == .sliding ? min(capacity, config.slidingWindow + chunk - 1) : capacity)
-        } * config.kvDim * 2 * MemoryLayout<Float>.size
+    private static func ringLengths(config: Gemma3Config, blocks: Int, own: Int, chunk: Int) -> [Int] {
+        (0..<blocks).map { l in config.layerTypes[l] == .sliding ? min(own, config.slidingWindow + chunk - 1) : own }
     }
 
-    /// Forget every position.
-    public func reset() { position = 0 }
+    /// Bytes of K and V held (a shared prefix's not included).
+    public var bytes: Int { ringLengths.reduce(0, +) * kvDim * 2 * MemoryLayout<Float>.size }
 
-    /// Positions of block `l` still held: [max(0, position − ringLength), position).
-    public func heldRange(block l: Int) -> Range<Int> { max(0, position - ringLengths[l])..<position }
+    /// Bytes a cache of this geometry would hold (for batch-size planning); `shared` positions read from a
+    /// shared prefix are not held.
+    public static func bytes(config: Gemma3Config, blocks: Int, capacity: Int, chunk: Int, shared: Int = 0) -> Int {
+        ringLengths(config: config, blocks: blocks, own: capacity - shared, chunk: chunk).reduce(0, +) * config.kvDim * 2 * MemoryLayout<Float>.size
+    }
 
-    /// Make this cache hold exactly the first `count` positions of `source` (which must have the same
-    /// geometry and still hold them): the exact prefix sharing of issue 8.
+    /// Forget every position this cache holds (a shared prefix stays: the next row is at sharedCount).
+    public func reset() { position = sharedCount }
+
+    /// Positions of block `l` still held here: [max(sharedCount, position − ringLength), position).
+    public func heldRange(block l: Int) -> Range<Int> { max(sharedCount, position - ringLengths[l])..<position }
+
+    /// Where K (or V) of `position` j of block `l` is (here or in the shared prefix), nil when not held.
+    func row(block l: Int, position j: Int, value: Bool) -> UnsafeMutablePointer<Float>? {
+        guard l >= 0, l < blocks, j >= 0 else { return nil }
+        if j < sharedCount { return sharedPrefix!.row(block: l, position: j, value: value) }
+        guard heldRange(block: l).contains(j) else { return nil }
+        return (value ? v[l] : k[l]) + ((j - sharedCount) % ringLengths[l]) * kvDim
+    }
+
+    /// Make this cache hold exactly the first `count` positions of `source`, whose geometry may differ
+    /// (ring lengths of another capacity or chunk, or a shared prefix): each block copies the positions
+    /// its ring keeps, max(0, n − ring)..<n, which `source` must still hold. This cache must hold all its
+    /// positions itself (no shared prefix).
     public func copyPrefix(from source: KVCache, count n: Int) throws {
-        guard source.ringLengths == ringLengths, source.kvDim == kvDim else {
-            throw ModelError.input("KV prefix copy between caches of different shapes")
+        guard sharedPrefix == nil else { throw ModelError.input("KV prefix copy into a cache that reads its prefix from a shared one") }
+        guard source.kvDim == kvDim, source.blocks == blocks else {
+            throw ModelError.input("KV prefix copy between caches of different models (\(source.blocks) vs \(blocks) blocks)")
         }
         guard n >= 0, n <= source.position, n <= capacity else {
-            throw ModelError.input("KV prefix copy of \(n) positions from a cache holding \(source.position)")
+            throw ModelError.input("KV prefix copy of \(n) positions from a cache holding \(source.position) into one of capacity \(capacity)")
         }
         for l in 0..<blocks {
             let r = ringLengths[l]
             let lo = max(0, n - r)
-            guard lo >= source.heldRange(block: l).lowerBound else {
-                throw ModelError.input("KV prefix copy: positions \(lo)..<\(n) of block \(l) were already evicted from the source ring")
-            }
-            var j = lo
-            while j < n {
-                let idx = j % r
-                let len = min(n - j, r - idx)
-                (k[l] + idx * kvDim).update(from: source.k[l] + idx * kvDim, count: len * kvDim)
-                (v[l] + idx * kvDim).update(from: source.v[l] + idx * kvDim, count: len * kvDim)
-                j += len
+            for j in lo..<n {
+                guard let sk = source.row(block: l, position: j, value: false), let sv = source.row(block: l, position: j, value: true) else {
+                    throw ModelError.input("KV prefix copy: positions \(lo)..<\(n) of block \(l) were already evicted from the source ring")
+                }
+                (k[l] + (j % r) * kvDim).update(from: sk, count: kvDim)
+                (v[l] + (j % r) * kvDim).update(from: sv, count: kvDim)
             }
         }
         position = n
     }
 
+    /// Checks that `prefix` can serve as the shared prefix of `count` positions of a cache of this model:
+    /// same blocks and KV width, holds every position a later row can still see, holds all of them
+    /// itself (no prefix of its own).
+    static func checkSharable(_ prefix: KVCache, count n: Int, config: Gemma3Config, blocks: Int) throws {
+        guard prefix.sharedPrefix == nil else { throw ModelError.input("a shared KV prefix cannot itself read from another") }
+        guard prefix.kvDim == config.kvDim, prefix.blocks == blocks else {
+            throw ModelError.input("shared KV prefix of another model (\(prefix.blocks) vs \(blocks) blocks)")
+        }
+        guard n >= 1, n <= prefix.position else {
+            throw ModelError.input("shared KV prefix of \(n) positions from a cache holding \(prefix.position)")
+        }
+        for l in 0..<blocks {
+            let seen = config.layerTypes[l] == .sliding ? min(n, config.slidingWindow - 1) : n
+            guard n - seen >= prefix.heldRange(block: l).lowerBound else {
+                throw ModelError.input("shared KV prefix: block \(l) no longer holds positions \(n - seen)..<\(n)")
+            }
+        }
+    }
+
     /// K (or V) of `position` in block `l`, nil when it is not held (tests, diagnostics).
     public func entry(block l: Int, position j: Int, value: Bool = false) -> [Float]? {
-        guard l < blocks, heldRange(block: l).contains(j) else { return nil }
-        let base = (value ? v[l] : k[l]) + (j % ringLengths[l]) * kvDim
-        return Array(UnsafeBufferPointer(start: base, count: kvDim))
+        row(block: l, position: j, value: value).map { Array(UnsafeBufferPointer(start: $0, count: kvDim)) }
     }
 }
 
@@ -225,8 +264,21 @@ public final class Gemma3Batch: @unchecked Sendable {
         KVCache(config: cfg, blocks: blocks, capacity: min(capacity ?? self.capacity, self.capacity), chunk: chunk)
     }
 
-    /// Bytes of one sequence's KV cache at this batch's geometry.
-    public var kvBytesPerSequence: Int { KVCache.bytes(config: cfg, blocks: blocks, capacity: capacity, chunk: chunk) }
+    /// A new cache whose positions 0..<`count` are read in place from `prefix` (which must hold them and
+    /// must not change while this cache is used); it holds only positions count..<capacity itself. Every
+    /// sequence of a batch can share one prefix: its KV is stored once.
+    public func makeCache(sharing prefix: KVCache, count: Int, capacity: Int? = nil) throws -> KVCache {
+        let cap = min(capacity ?? self.capacity, self.capacity)
+        guard count < cap else { throw ModelError.input("a shared KV prefix of \(count) positions leaves no room in a context of \(cap)") }
+        try KVCache.checkSharable(prefix, count: count, config: cfg, blocks: blocks)
+        return KVCache(config: cfg, blocks: blocks, capacity: cap, chunk: chunk, sharing: prefix, count: count)
+    }
+
+    /// Bytes of one sequence's KV cache at this batch's geometry (`shared` positions read from a shared
+    /// prefix are not held).
+    public func kvBytesPerSequence(shared: Int = 0) -> Int {
+        KVCache.bytes(config: cfg, blocks: blocks, capacity: capacity, chunk: chunk, shared: shared)
+    }
 
     private struct Piece {
         var segment: Int
@@ -261,7 +313,7 @@ public final class Gemma3Batch: @unchecked Sendable {
             guard s.cache.position + s.rows <= s.cache.capacity else {
                 throw ModelError.input("\(s.cache.position + s.rows) tokens exceed the context of \(s.cache.capacity) positions")
             }
-            for l in 0..<blocks where cfg.layerTypes[l] == .sliding && s.cache.ringLengths[l] < s.cache.capacity {
+            for l in 0..<blocks where cfg.layerTypes[l] == .sliding && s.cache.ringLengths[l] < s.cache.capacity - s.cache.sharedCount {
                 guard s.cache.ringLengths[l] >= cfg.slidingWindow + chunk - 1 else {
                     throw ModelError.input("sequence \(i): KV ring of \(s.cache.ringLengths[l]) positions is too short for chunks of \(chunk)")
                 }
@@ -436,15 +488,18 @@ public final class Gemma3Batch: @unchecked Sendable {
         calls.reserveCapacity(pieces.count)
         var row0 = 0
         for p in pieces {
-            let cache = p.cache, t = p.rows, p0 = cache.position
+            let cache = p.cache, t = p.rows, p0 = cache.position, base = cache.sharedCount
             let ring = cache.ringLengths[l]
             let kc = cache.k[l], vc = cache.v[l]
             for r in 0..<t {
-                let idx = (p0 + r) % ring
+                let idx = (p0 + r - base) % ring
                 (kc + idx * kvDim).update(from: k + (row0 + r) * kvDim, count: kvDim)
                 (vc + idx * kvDim).update(from: v + (row0 + r) * kvDim, count: kvDim)
             }
-            calls.append(.init(q: q + row0 * qDim, k: kc, v: vc, ring: ring, out: attn + row0 * qDim, rows: t, pos0: p0))
+            let shared = cache.sharedPrefix.map {
+                Kernels.SharedKeys(k: $0.k[l], v: $0.v[l], count: base, ring: $0.ringLengths[l])
+            }
+            calls.append(.init(q: q + row0 * qDim, k: kc, v: vc, ring: ring, out: attn + row0 * qDim, rows: t, pos0: p0, shared: shared))
             row0 += t
         }
         Kernels.attention(cfg.attentionShape(sliding: sliding), pieces: calls, ldq: qDim, ldkv: kvDim, ldo: qDim,

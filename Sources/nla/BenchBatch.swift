@@ -1,7 +1,8 @@
 // `nla bench --batch N`: the batched decode measurement of issue 8, shaped like llama.cpp's
 // `llama-batched-bench -pps` (one shared prompt of P tokens, then N sequences decode T tokens each).
-// The prompt is prefilled once, its KV copied into the N sequences (exact prefix sharing); every step
-// is one forward over N rows (continuous batching with forced lengths).
+// The prompt is prefilled once and its KV read in place by the N sequences (exact prefix sharing, stored
+// once, like llama.cpp's shared cells); every step is one forward over N rows (continuous batching with
+// forced lengths).
 
 import Foundation
 import NLARuntime
@@ -14,7 +15,7 @@ func benchBatched(_ lm: LanguageModel, promptTokens: Int, decodeTokens: Int, seq
     _ = lm.model.warmUp()
     let t0 = DispatchTime.now().uptimeNanoseconds
     // Shared prompt: all rows but the last once; each sequence then runs the last prompt row itself.
-    let prefix = batch.makeCache()
+    let prefix = batch.makeCache(capacity: max(ids.count - 1, 1))
     if ids.count > 1 {
         let e = try lm.model.embed(Array(ids.dropLast()))
         try e.withUnsafeBufferPointer { _ = try batch.forward([.init(cache: prefix, rows: ids.count - 1)], embeddings: $0.baseAddress!, output: .none) }
@@ -22,9 +23,9 @@ func benchBatched(_ lm: LanguageModel, promptTokens: Int, decodeTokens: Int, seq
     let t1 = DispatchTime.now().uptimeNanoseconds
     let last = try lm.model.embed([ids.last!])
     var decodeSeconds = 0.0, decoded = 0
-    try BatchDecoder.run(batch: batch, count: sequences, prepare: { _ in
-        DecodeJob(rows: last, prefix: ids.count > 1 ? prefix : nil, prefixLength: ids.count - 1,
-                  options: SamplingOptions(maxNewTokens: decodeTokens), stopIds: [])
+    let shared = ids.count > 1 ? (cache: prefix, count: ids.count - 1) : nil
+    try BatchDecoder.run(batch: batch, count: sequences, shared: shared, prepare: { _ in
+        DecodeJob(rows: last, options: SamplingOptions(maxNewTokens: decodeTokens), stopIds: [])
     }, onEvent: { e in
         if case .step(let n, let rows, let secs) = e, n == rows { decodeSeconds += secs; decoded += n }
     })
@@ -33,13 +34,14 @@ func benchBatched(_ lm: LanguageModel, promptTokens: Int, decodeTokens: Int, seq
     let total = Double(sequences * decodeTokens) / (Double(t2 - t1) / 1e9)
     let decode = decodeSeconds > 0 ? Double(decoded) / decodeSeconds : 0
     let rssMB = Double(peakRSSBytes()) / 1e6
-    let kvMB = Double(batch.kvBytesPerSequence) / 1e6
+    let kvMB = Double(batch.kvBytesPerSequence(shared: shared?.count ?? 0)) / 1e6
+    let sharedMB = Double(shared == nil ? 0 : prefix.bytes) / 1e6
     if json {
         try printJSON(["prompt_tokens": promptTokens, "decode_tokens": decodeTokens, "sequences": sequences,
                        "prefill_tok_s": prefill, "batched_tok_s": total, "decode_tok_s": decode,
-                       "kv_mb_per_sequence": kvMB, "peak_rss_mb": rssMB])
+                       "kv_mb_per_sequence": kvMB, "shared_kv_mb": sharedMB, "peak_rss_mb": rssMB])
     } else {
-        print(String(format: "shared prompt %d tokens: prefill %.1f tok/s; %d sequences × %d tokens: %.1f tok/s overall (first rows included), decode-only steps %.1f tok/s; KV %.2f MB/sequence; peak RSS %.0f MB",
-                     promptTokens, prefill, sequences, decodeTokens, total, decode, kvMB, rssMB))
+        print(String(format: "shared prompt %d tokens: prefill %.1f tok/s; %d sequences × %d tokens: %.1f tok/s overall (first rows included), decode-only steps %.1f tok/s; KV %.2f MB/sequence + %.2f MB shared prompt; peak RSS %.0f MB",
+                     promptTokens, prefill, sequences, decodeTokens, total, decode, kvMB, sharedMB, rssMB))
     }
 }

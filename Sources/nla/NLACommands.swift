@@ -116,12 +116,13 @@ struct Explain: ParsableCommand {
             req.backend = backend
             let bar = PipelineProgress()
             let report: ExplainReport
-            var kvBytes = 0
+            var kvBytes = 0, sharedKVBytes = 0
             var phaseEnd: [ExplainProgress.Phase: ExplainProgress] = [:]
             let start = Date()
             do {
-                report = try NLAPipeline.explain(req, progress: { bar.update($0); phaseEnd[$0.phase] = $0 }, onBatch: { n, auto, kv in
+                report = try NLAPipeline.explain(req, progress: { bar.update($0); phaseEnd[$0.phase] = $0 }, onBatch: { n, auto, kv, shared in
                     kvBytes = kv
+                    sharedKVBytes = shared
                     if let backend {
                         log(BackendOptions.describe(backend, perRequest: n, automatic: auto))
                     } else {
@@ -133,10 +134,10 @@ struct Explain: ParsableCommand {
             }
             if let v = phaseEnd[.verbalize], let sc = phaseEnd[.score] {
                 let decode = v.decodeSeconds > 0 ? String(format: ", decode-only steps %.1f tok/s", Double(v.decodeTokens) / v.decodeSeconds) : ""
-                log(String(format: "nla: stats: AV %d explanations, %d tokens in %.2f s (%.1f tok/s%@); AR %d in %.2f s; total %.2f s; %.1f positions/min; batch %d; KV %.2f MB/sequence; peak RSS %.0f MB",
+                log(String(format: "nla: stats: AV %d explanations, %d tokens in %.2f s (%.1f tok/s%@); AR %d in %.2f s; total %.2f s; %.1f positions/min; batch %d; KV %.2f MB/sequence + %.2f MB shared prefix; peak RSS %.0f MB",
                            v.total, v.tokens, v.elapsed, v.elapsed > 0 ? Double(v.tokens) / v.elapsed : 0, decode, sc.total, sc.elapsed,
                            Date().timeIntervalSince(start), Double(report.positions.count) / Date().timeIntervalSince(start) * 60, report.batch,
-                           Double(kvBytes) / 1e6, Double(peakRSSBytes()) / 1e6))
+                           Double(kvBytes) / 1e6, Double(sharedKVBytes) / 1e6, Double(peakRSSBytes()) / 1e6))
             }
             for row in report.positions {
                 for w in row.warnings { log("nla: position \(row.position): \(w)") }

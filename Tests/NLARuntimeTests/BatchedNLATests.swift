@@ -48,8 +48,15 @@ private func batchLog(_ s: String) { print("[batched] " + s) }
         for (maxNew, seqs) in [(20, 1), (20, 16), (700, 16), (3, 200)] {
             let opts = SamplingOptions(maxNewTokens: maxNew)
             let runner = try av.makeBatch(sequences: seqs, options: opts)
-            #expect(av.batchKVBytes(sequences: seqs, options: opts) == runner.makeCache().bytes, "max new \(maxNew), \(seqs) sequences")
-            #expect(runner.kvBytesPerSequence == runner.makeCache().bytes)
+            // Batched sequences read the stored prompt prefix in place and hold only the positions after it.
+            let prefix = try av.prefixKV.cache(for: av.sharedPrefixIds, model: av.model.model)
+            let reader = try runner.makeCache(sharing: prefix, count: av.injectionPosition)
+            #expect(av.batchKVBytes(sequences: seqs, options: opts) == reader.bytes, "max new \(maxNew), \(seqs) sequences")
+            #expect(av.batchKVBytes(sequences: seqs, options: opts, sharePrefix: false) == runner.makeCache().bytes)
+            #expect(reader.bytes < runner.makeCache().bytes)
+            #expect(av.sharedPrefixKVBytes == prefix.bytes)
+            #expect(runner.kvBytesPerSequence() == runner.makeCache().bytes)
+            #expect(runner.kvBytesPerSequence(shared: av.injectionPosition) == reader.bytes)
             // Rows per pass: the AV's setting, at least one per sequence, never more than all capacities hold.
             #expect(runner.maxRows == min(max(ActivationVerbalizer.batchRows, seqs), seqs * av.batchCapacity(opts)))
             #expect(runner.chunk == min(runner.maxRows, av.batchCapacity(opts)))
@@ -111,6 +118,18 @@ private func batchLog(_ s: String) { print("[batched] " + s) }
             let d = zip(a, b).map { abs($0 - $1) }.max()!
             #expect(d <= 1e-3 * scale, "\(precision.rawValue) chunk \(chunk): shared-prefix logits max|Δ| \(d) vs sequential (max |logit| \(scale))")
             #expect(Sampler.argmax(a) == Sampler.argmax(b))
+            // Reading the prefix in place (no copy; the batch's sequences all do this) gives the copy's
+            // logits bit for bit: the same keys, visited in the same order by the same arithmetic.
+            let reader = try batch.makeCache(sharing: prefix, count: p)
+            #expect(reader.position == p && reader.entry(block: 0, position: p - 1) == prefix.entry(block: 0, position: p - 1))
+            let c = try tail.withUnsafeBufferPointer { Array(try batch.forward([.init(cache: reader, rows: t - p)], embeddings: $0.baseAddress!, output: .lastLogits)) }
+            #expect(c == a, "\(precision.rawValue) chunk \(chunk): reading the shared prefix in place differs from copying it")
+            #expect(prefix.position == p, "the shared prefix was written to")
+            reader.reset()
+            #expect(reader.position == p)
+            #expect(throws: ModelError.self) { try batch.makeCache(sharing: prefix, count: p + 1) }  // beyond what it holds
+            #expect(throws: ModelError.self) { try batch.makeCache(sharing: reader, count: p) }      // a reader is no prefix
+            #expect(throws: ModelError.self) { try reader.copyPrefix(from: prefix, count: p) }      // nor takes a copy
             batchLog(String(format: "%@ chunk %d: prefix KV max|Δ| %.3g (max |ref| %.3g, %d rows compared); shared-prefix logits max|Δ| %.3g",
                             precision.rawValue, chunk, maxDiff, maxRef, compared, d))
         }

@@ -1,12 +1,12 @@
 // Batched AV and AR (issue 8).
 //
 // AV: the prompt rows before the injection site do not depend on the vector (causal attention), so
-// their KV is computed once per loaded AV (`prefixKV`, keyed on the prefix ids) and copied into each
-// sequence's cache; each vector runs only the
-// rows from the injection site on, then decodes with the others (continuous batching, `BatchDecoder`).
+// their KV is computed once per loaded AV (`prefixKV`, keyed on the prefix ids) and read in place by
+// every sequence (stored once, not per sequence); each vector runs only the rows from the injection
+// site on, then decodes with the others (continuous batching, `BatchDecoder`).
 // AR: the ids every explanation's prompt shares with the template's fixed prefix
-// (`Summary of the following text: <text>`) are computed once per loaded AR (`prefixKV`); each explanation runs only its own
-// rows, many explanations per forward. Sharing is by exact id prefix: never across different inputs.
+// (`Summary of the following text: <text>`) are computed once per loaded AR (`prefixKV`) and read in
+// place; each explanation runs only its own rows, many explanations per forward. Sharing is by exact id prefix: never across different inputs.
 
 import Foundation
 
@@ -25,10 +25,18 @@ extension ActivationVerbalizer {
         min(promptIds.count + max(options.maxNewTokens, 0), model.config.maxPositionEmbeddings)
     }
 
-    /// KV bytes per sequence of `makeBatch(sequences:options:)`.
-    public func batchKVBytes(sequences: Int, options: SamplingOptions) -> Int {
+    /// KV bytes per sequence of `makeBatch(sequences:options:)`: the positions after the shared prefix
+    /// (read in place from one stored copy, `sharedPrefixKVBytes`) or, with `sharePrefix: false`, all.
+    public func batchKVBytes(sequences: Int, options: SamplingOptions, sharePrefix: Bool = true) -> Int {
         let g = Gemma3Batch.geometry(maxSequences: max(1, sequences), capacity: batchCapacity(options), maxRows: Self.batchRows)
-        return KVCache.bytes(config: model.config, blocks: model.model.loadedBlocks, capacity: batchCapacity(options), chunk: g.chunk)
+        return KVCache.bytes(config: model.config, blocks: model.model.loadedBlocks, capacity: batchCapacity(options), chunk: g.chunk,
+                             shared: sharePrefix ? injectionPosition : 0)
+    }
+
+    /// Bytes of the stored shared-prefix KV all sequences of a batch read (once per loaded AV and prompt).
+    public var sharedPrefixKVBytes: Int {
+        KVCache.bytes(config: model.config, blocks: model.model.loadedBlocks, capacity: injectionPosition,
+                      chunk: min(256, injectionPosition))
     }
 
     /// Build the batch runner for `sequences` vectors at these options.
@@ -54,7 +62,7 @@ extension ActivationVerbalizer {
     public func storedPrefixCache(on batch: Gemma3Batch) throws -> KVCache {
         let stored = try prefixKV.cache(for: sharedPrefixIds, model: model.model)
         let cache = batch.makeCache()
-        try cache.copyHeldPrefix(from: stored, count: injectionPosition)
+        try cache.copyPrefix(from: stored, count: injectionPosition)
         return cache
     }
 
@@ -70,7 +78,7 @@ extension ActivationVerbalizer {
         var results = [Result<Verbalization, Error>?](repeating: nil, count: vectors.count)
         guard !vectors.isEmpty else { return [] }
         let d = dModel, p = injectionPosition
-        // Each sequence copies the stored entry's rows itself: no batch-shaped copy of the prefix is held.
+        // Every sequence reads the stored entry in place: the prefix KV exists once, whatever the batch.
         // The prefix (when not stored yet) is computed before the batch exists, so the prefix pass's
         // scratch is gone before the batch's caches and scratch are made (a lower peak).
         let prefix = sharePrefix ? try prefixKV.cache(for: sharedPrefixIds, model: model.model) : nil
@@ -78,13 +86,13 @@ extension ActivationVerbalizer {
         let tail = try model.model.embed(Array(promptIds[(sharePrefix ? p : 0)...]))
         let site = sharePrefix ? 0 : p
         let stops = ignoreStopIds ? Set<Int>() : stopIds
-        try BatchDecoder.run(batch: runner, count: vectors.count, prepare: { i in
+        try BatchDecoder.run(batch: runner, count: vectors.count, shared: prefix.map { ($0, p) }, prepare: { i in
             let v = vectors[i]
             try validate(v)
             var rows = tail
             let scaled = NLAVectorMath.scaledForInjection(v, scale: injectionScale)
             rows.replaceSubrange((site * d)..<((site + 1) * d), with: scaled)
-            return DecodeJob(rows: rows, prefix: prefix, prefixLength: prefix == nil ? 0 : p, options: options, stopIds: stops)
+            return DecodeJob(rows: rows, options: options, stopIds: stops)
         }, onEvent: { e in
             switch e {
             case .finished(let i, let o):
@@ -126,7 +134,11 @@ extension ActivationReconstructor {
                 prefix = (try prefixKV.cache(for: pids, model: model.model), pids)
             }
             let runner = try Gemma3Batch(model: model.model, maxSequences: min(batch, prompts.count), capacity: capacity)
-            let caches = (0..<runner.maxSequences).map { _ in runner.makeCache() }
+            // Per slot, made on first use: a cache reading the whole stored prefix in place (the usual case:
+            // the prompt starts with the template's prefix and goes on), and a plain one for prompts that
+            // share only part of it (their shared part is copied).
+            var readers = [KVCache?](repeating: nil, count: runner.maxSequences)
+            var plain = [KVCache?](repeating: nil, count: runner.maxSequences)
             var start = 0
             while start < prompts.count {
                 if isCancelled() { throw NLAError.cancelled }
@@ -134,12 +146,20 @@ extension ActivationReconstructor {
                 var segments: [Gemma3Batch.Segment] = []
                 var emb: [Float] = []
                 for (s, item) in group.enumerated() {
-                    let cache = caches[s]
-                    cache.reset()
                     var shared = 0
                     if let prefix {
                         while shared < prefix.ids.count && shared < item.ids.count - 1 && prefix.ids[shared] == item.ids[shared] { shared += 1 }
-                        try cache.copyHeldPrefix(from: prefix.cache, count: shared)
+                    }
+                    let cache: KVCache
+                    if let prefix, shared == prefix.ids.count {
+                        if readers[s] == nil { readers[s] = try runner.makeCache(sharing: prefix.cache, count: shared) }
+                        cache = readers[s]!
+                        cache.reset()
+                    } else {
+                        if plain[s] == nil { plain[s] = runner.makeCache() }
+                        cache = plain[s]!
+                        cache.reset()
+                        if let prefix { try cache.copyPrefix(from: prefix.cache, count: shared) }
                     }
                     emb += try model.model.embed(Array(item.ids[shared...]))
                     segments.append(.init(cache: cache, rows: item.ids.count - shared))

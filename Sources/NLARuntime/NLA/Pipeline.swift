@@ -293,7 +293,7 @@ public enum NLAPipeline {
 
     /// Run the whole pipeline. `onBatch` reports the batch size chosen (before the AV runs).
     public static func explain(_ req: ExplainRequest, progress: ((ExplainProgress) -> Void)? = nil,
-                               onBatch: ((_ batch: Int, _ automatic: Bool, _ kvBytesPerSequence: Int) -> Void)? = nil,
+                               onBatch: ((_ batch: Int, _ automatic: Bool, _ kvBytesPerSequence: Int, _ sharedKVBytes: Int) -> Void)? = nil,
                                isCancelled: () -> Bool = { false }) throws -> ExplainReport {
         try req.sampling.validate()
         guard req.maxReplyTokens >= 0 else { throw ModelError.input("max reply tokens must be >= 0") }
@@ -323,14 +323,15 @@ public enum NLAPipeline {
             if let backend = req.backend {
                 if let b = req.batch, b < 1 { throw ModelError.input("batch size must be at least 1 (got \(b))") }
                 batch = req.batch ?? backend.batchSize(items: picked.count, verbalizer: verbalizer)
-                onBatch?(batch, req.batch == nil, 0)
+                onBatch?(batch, req.batch == nil, 0, 0)
             } else {
                 batch = try batchSize(req.batch, verbalizer: verbalizer, options: req.sampling, items: picked.count)
                 let cfg = verbalizer.model.config
                 // Batch 1 runs Gemma3Session (full-length KV on every block); batched runs ring KV on sliding blocks.
+                // Batched sequences hold the positions after the shared prefix, whose KV is stored once.
                 let kv = batch == 1 ? verbalizer.batchCapacity(req.sampling) * cfg.kvDim * 2 * 4 * cfg.numHiddenLayers
                                     : verbalizer.batchKVBytes(sequences: batch, options: req.sampling)
-                onBatch?(batch, req.batch == nil, kv)
+                onBatch?(batch, req.batch == nil, kv, batch == 1 ? 0 : verbalizer.sharedPrefixKVBytes)
             }
             start = Date()
             var done = 0, tokens = 0, decodeTokens = 0, decodeSeconds = 0.0

@@ -4,9 +4,9 @@
 // keyed exactly on the prefix ids: a different prompt (a custom `--av-prompt`, another template) gets its
 // own entry, never another's KV.
 //
-// A stored cache holds every prefix position it can (capacity = the prefix length), and is copied into a
-// runner's caches of any geometry (ring lengths follow each runner's capacity and chunk) by
-// `copyHeldPrefix`. The prefix is computed in one pass of its rows (chunked at 256 rows, like the batch
+// A stored cache holds every prefix position it can (capacity = the prefix length). Batch sequences read
+// it in place (`Gemma3Batch.makeCache(sharing:count:)`: one copy for all of them), or copy it into a
+// cache of any geometry (`KVCache.copyPrefix`). The prefix is computed in one pass of its rows (chunked at 256 rows, like the batch
 // runners), so the result is the one a runner's own prefix pass gives.
 
 import Foundation
@@ -32,7 +32,7 @@ public final class PrefixKVStore: @unchecked Sendable {
     public func removeAll() { lock.withLock { entries.removeAll() } }
 
     /// The KV of `ids` on `model` (all its loaded blocks): stored, or computed now and stored.
-    /// The returned cache must be treated as read-only (copy from it with `copyHeldPrefix`).
+    /// The returned cache must be treated as read-only (share it, or copy from it with `copyPrefix`).
     public func cache(for ids: [Int], model: Gemma3Model) throws -> KVCache {
         guard !ids.isEmpty else { throw ModelError.input("an empty prefix has no KV to share") }
         return try lock.withLock {
@@ -57,35 +57,5 @@ public final class PrefixKVStore: @unchecked Sendable {
         let e = try model.embed(ids)
         try e.withUnsafeBufferPointer { _ = try runner.forward([.init(cache: cache, rows: ids.count)], embeddings: $0.baseAddress!, output: .none) }
         return cache
-    }
-}
-
-extension KVCache {
-    /// Make this cache hold exactly the first `n` positions of `source`, whose geometry may differ (ring
-    /// lengths of another capacity or chunk): each block copies the positions its ring keeps,
-    /// max(0, n − ring)..<n, which `source` must still hold.
-    public func copyHeldPrefix(from source: KVCache, count n: Int) throws {
-        guard source.kvDim == kvDim, source.blocks == blocks else {
-            throw ModelError.input("KV prefix copy between caches of different models (\(source.blocks) vs \(blocks) blocks)")
-        }
-        guard n >= 0, n <= source.position, n <= capacity else {
-            throw ModelError.input("KV prefix copy of \(n) positions from a cache holding \(source.position) into one of capacity \(capacity)")
-        }
-        for l in 0..<blocks {
-            let r = ringLengths[l], rs = source.ringLengths[l]
-            let lo = max(0, n - r)
-            guard lo >= source.heldRange(block: l).lowerBound else {
-                throw ModelError.input("KV prefix copy: positions \(lo)..<\(n) of block \(l) were already evicted from the source ring")
-            }
-            var j = lo
-            while j < n {
-                let di = j % r, si = j % rs
-                let len = min(n - j, r - di, rs - si)
-                (k[l] + di * kvDim).update(from: source.k[l] + si * kvDim, count: len * kvDim)
-                (v[l] + di * kvDim).update(from: source.v[l] + si * kvDim, count: len * kvDim)
-                j += len
-            }
-        }
-        position = n
     }
 }
