@@ -75,12 +75,18 @@ public final class PackedWeights: @unchecked Sendable {
     /// not tile (rows % 16, cols % 32). Packs in slices of about 16 MB and calls `consumed` with each
     /// source byte range once it is packed (e.g. to release the pages of a mapped file as it goes, so
     /// the peak memory is the packed copy plus one slice).
+    /// Bytes of the packed copy of a `rows` × `cols` matrix of `type`, nil when it would not be packed.
+    public static func byteCount(_ type: QuantType, rows: Int, cols: Int) -> Int? {
+        guard isAvailable, GemvActivation.weightTypes.contains(type), rows > 0, cols > 0, rows % 16 == 0, cols % 32 == 0 else { return nil }
+        return rows / 16 * (cols / 32) * Int(ck_packed_block_bytes(type.ckID))
+    }
+
     public init?(_ type: QuantType, blocks: UnsafeRawPointer, rows: Int, cols: Int, threads: Int = 0,
                  consumed: ((UnsafeRawPointer, Int) -> Void)? = nil) {
-        guard Self.isAvailable, GemvActivation.weightTypes.contains(type), rows > 0, cols > 0, rows % 16 == 0, cols % 32 == 0 else { return nil }
+        guard let n = Self.byteCount(type, rows: rows, cols: cols) else { return nil }
         let tileBytes = (cols / 32) * Int(ck_packed_block_bytes(type.ckID))
-        let n = rows / 16 * tileBytes
-        bytes = UnsafeMutableRawPointer.allocate(byteCount: n, alignment: 64)
+        // Matrices of 4 MB and more get their own 2 MB-aligned mapping offered as huge pages.
+        bytes = LargeBuffer.allocate(byteCount: n)
         let srcRow = type.kernelRowBytes(cols: cols)
         let sliceRows = max(16, (16 << 20) / max(srcRow, 1) / 16 * 16)
         var r0 = 0
@@ -88,7 +94,7 @@ public final class PackedWeights: @unchecked Sendable {
             let r = min(sliceRows, rows - r0)
             guard ck_pack(type.ckID, blocks + r0 * srcRow, bytes + r0 / 16 * tileBytes, Int64(r), Int64(cols),
                           Int32(threads)) == 0 else {
-                bytes.deallocate()
+                LargeBuffer.free(bytes, byteCount: n)
                 return nil
             }
             consumed?(blocks + r0 * srcRow, r * srcRow)
@@ -101,7 +107,7 @@ public final class PackedWeights: @unchecked Sendable {
     }
 
     deinit {
-        bytes.deallocate()
+        LargeBuffer.free(bytes, byteCount: byteCount)
         rowNormCache.withLock { $0?.deallocate() }
     }
 

@@ -172,6 +172,39 @@ struct GemvKernelTests {
         #expect(y[16..<32].allSatisfy { $0.isFinite }, "the other row is unaffected")
     }
 
+    @Test("packed: a matrix of 4 MB and more (own 2 MB-aligned mapping, huge pages) holds the same rows and products")
+    func packedLargeMatrix() throws {
+        guard PackedWeights.isAvailable else { return }
+        let (n, k) = (4096, 1024)  // 4.46 MB packed Q8_0
+        let w = randomRawBlocks(.q8_0, blocks: n * k / 32, seed: 0x4B)
+        let size = try #require(PackedWeights.byteCount(.q8_0, rows: n, cols: k))
+        #expect(size >= 4 << 20 && PackedWeights.byteCount(.q8_0, rows: 15, cols: k) == nil)
+        let wf = dequantized(.q8_0, w, rows: n, k: k)
+        for _ in 0..<2 {  // made and released twice: the mapping is given back and taken again
+            let packed = try #require(w.withUnsafeBytes { PackedWeights(.q8_0, blocks: $0.baseAddress!, rows: n, cols: k) })
+            #expect(packed.byteCount == size)
+            #expect(Int(bitPattern: packed.bytes) % (2 << 20) == 0, "a large packed matrix starts on a 2 MB boundary")
+            var row = [Float](repeating: 0, count: k)
+            for r in [0, 1234, n - 1] {
+                row.withUnsafeMutableBufferPointer { packed.dequantizeRow(r, into: $0.baseAddress!) }
+                #expect(row == Array(wf[(r * k)..<(r * k + k)]), "row \(r) decodes exactly")
+            }
+            let x = activationRows(1, k, seed: 5)
+            let scratch = UnsafeMutableRawPointer.allocate(byteCount: GemvActivation.q16.rowBytes(cols: k), alignment: 64)
+            defer { scratch.deallocate() }
+            var y = [Float](repeating: .nan, count: n)
+            x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
+                packed.matmul(x: xp.baseAddress!, y: yp.baseAddress!, m: 1, scratch: scratch, threads: 2)
+            } }
+            for r in [0, 1234, n - 1] {
+                var ref = 0.0
+                for c in 0..<k { ref += Double(wf[r * k + c]) * Double(x[c]) }
+                let mag = (0..<k).reduce(0.0) { $0 + abs(Double(wf[r * k + $1]) * Double(x[$1])) }
+                #expect(abs(Double(y[r]) - ref) <= 1e-3 * mag + 1e-6, "row \(r): \(y[r]) vs \(ref)")
+            }
+        }
+    }
+
     @Test("packed: same bytes back per row, and the matmul within f32 summation error of the reference",
           arguments: [QuantType.q8_0, .q4_0])
     func packedMatchesReference(type: QuantType) throws {
