@@ -1,10 +1,11 @@
 // Packed (16-row interleaved) Q8_0 / Q4_0 matmuls for AVX-512 VNNI: layout and contracts in
 // include/packed_kernels.h. No model knowledge, no allocation.
 //
-// Micro-kernel: 16 weight rows (one zmm lane each) × MR activation rows. For each 32-value block the
-// exact int32 block dots of all 16 rows build up in zmm registers per activation row (8 dot-product
-// instructions with 4 activation values broadcast, 16 for int16 rows); then one conversion and one FMA
-// apply the 16 weight scales × the activation scale. The weight block is prepared once and reused for the MR rows.
+// Micro-kernel: 16 weight rows (one zmm lane each) × MR activation rows (MR4 for Q4_0 weights). For each
+// 32-value block the exact int32 block dots of all 16 rows build up in zmm registers per activation row
+// (8 dot-product instructions with 4 activation values broadcast, 16 for int16 rows); then one conversion
+// and one FMA apply the 16 weight scales × the activation scale. The weight block is prepared once and
+// reused for the MR rows.
 
 #include "packed_kernels.h"
 #include "gemv_kernels.h"
@@ -23,7 +24,8 @@
 
 #define QK 32
 #define RT 16  // rows per tile
-#define MR 4   // activation rows per micro-kernel call
+#define MR 4   // activation rows per micro-kernel call (Q8_0 weights)
+#define MR4 8  // the same for Q4_0 weights: their nibbles are unpacked once per block for 8 rows
 #ifndef PF_DIST
 #define PF_DIST 4096  // software prefetch distance in bytes along the packed stream
 #endif
@@ -109,8 +111,12 @@ static inline xrow xrow_at(const uint8_t *base, int64_t nb) {
 }
 
 // Q4_0 tile × Q8 rows: nibble quants unsigned × int8 activations signed (vpdpbusd); each row lane
-// starts at −8·Σx so it ends at Σ (n − 8)·x.
-INL T_512 void q4_tile(const uint8_t *w, int64_t nb, const xrow *x, int mr, __m512 acc[MR]) {
+// starts at −8·Σx so it ends at Σ (n − 8)·x. Two dependency chains per row (low nibbles, high nibbles),
+// added at the end of the block: integer sums, so the block dot is the same exact int32 whatever the
+// split (|lane| < 2^17). Measured in a standalone harness on this machine (one thread, m = 16, outputs
+// bit-identical): 8 rows and two chains 1.24–1.32× the 4-row single-chain kernel (27B gate shape
+// 21504 × 5376: 128 → 169 GMAC/s).
+INL T_512 void q4_tile(const uint8_t *w, int64_t nb, const xrow *x, int mr, __m512 acc[MR4]) {
     const __m512i low = _mm512_set1_epi8(15);
     for (int64_t b = 0; b < nb; b++, w += 288) {
         for (int l = 0; l < 288; l += 64) _mm_prefetch((const char *)(w + PF_DIST + l), _MM_HINT_T0);
@@ -123,12 +129,12 @@ INL T_512 void q4_tile(const uint8_t *w, int64_t nb, const xrow *x, int mr, __m5
         }
         for (int r = 0; r < mr; r++) {
             const int32_t *xq = (const int32_t *)(x[r].q + b * QK);
-            __m512i s = _mm512_set1_epi32(-8 * x[r].s[b]);
+            __m512i s = _mm512_set1_epi32(-8 * x[r].s[b]), t = _mm512_setzero_si512();
             for (int h = 0; h < 4; h++) {
                 s = _mm512_dpbusd_epi32(s, lo[h], _mm512_set1_epi32(xq[h]));
-                s = _mm512_dpbusd_epi32(s, hi[h], _mm512_set1_epi32(xq[h + 4]));
+                t = _mm512_dpbusd_epi32(t, hi[h], _mm512_set1_epi32(xq[h + 4]));
             }
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(x[r].d[b])), acc[r]);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s, t)), _mm512_mul_ps(dw, _mm512_set1_ps(x[r].d[b])), acc[r]);
         }
     }
 }
@@ -191,23 +197,28 @@ INL T_512 void q8b_tile(const uint8_t *w, int64_t nb, const xrow *x, int mr, __m
     }
 }
 
-#define DEFINE_RUN(NAME, TILE)                                                                         \
+// A micro-kernel call for mr (1…MRV) activation rows: the tile code specialized per row count.
+#define DEFINE_RUN(NAME, TILE, MRV)                                                                    \
     static T_512 void NAME(const uint8_t *w, size_t pbs, const xrow *xr, int mr, int64_t nb, float *y, \
                            int64_t ldy, int64_t n0) {                                                  \
-        __m512 acc[MR];                                                                                \
-        for (int r = 0; r < MR; r++) acc[r] = _mm512_setzero_ps();                                     \
+        __m512 acc[MRV];                                                                               \
+        for (int r = 0; r < MRV; r++) acc[r] = _mm512_setzero_ps();                                    \
         switch (mr) {                                                                                  \
         case 1: TILE(w, nb, xr, 1, acc); break;                                                        \
         case 2: TILE(w, nb, xr, 2, acc); break;                                                        \
         case 3: TILE(w, nb, xr, 3, acc); break;                                                        \
-        default: TILE(w, nb, xr, 4, acc); break;                                                       \
+        case 4: TILE(w, nb, xr, 4, acc); break;                                                        \
+        case 5: TILE(w, nb, xr, 5 <= MRV ? 5 : MRV, acc); break;                                       \
+        case 6: TILE(w, nb, xr, 6 <= MRV ? 6 : MRV, acc); break;                                       \
+        case 7: TILE(w, nb, xr, 7 <= MRV ? 7 : MRV, acc); break;                                       \
+        default: TILE(w, nb, xr, MRV, acc); break;                                                     \
         }                                                                                              \
         for (int r = 0; r < mr; r++) _mm512_storeu_ps(y + r * ldy + n0, acc[r]);                       \
         (void)pbs;                                                                                     \
     }
-DEFINE_RUN(run_q4, q4_tile)
-DEFINE_RUN(run_q8, q8_tile)
-DEFINE_RUN(run_q8b, q8b_tile)
+DEFINE_RUN(run_q4, q4_tile, MR4)
+DEFINE_RUN(run_q8, q8_tile, MR)
+DEFINE_RUN(run_q8b, q8b_tile, MR)
 
 typedef void (*run_fn)(const uint8_t *w, size_t pbs, const xrow *xr, int mr, int64_t nb, float *y, int64_t ldy, int64_t n0);
 #endif  // PK_X86
@@ -233,6 +244,7 @@ int ck_packed_matmul_multi(int wtype, int act, int nparts, const void *const *w,
 #if PK_X86
     const int64_t nb = K / QK, xrb = (int64_t)ck_gemv_act_row_bytes(act, K);
     const run_fn fn = wtype == CK_WTYPE_Q4_0 ? run_q4 : act == CK_ACT_Q16 ? run_q8 : run_q8b;
+    const int mrk = wtype == CK_WTYPE_Q4_0 ? MR4 : MR;  // activation rows per call
     int nt = nthreads > 0 ? nthreads : ck_get_threads();
     if (nt < 1) nt = 1;
     if (tiles * RT * K * (M < 4 ? M : 4) < (int64_t)1 << 16) nt = 1;  // not worth waking the other threads
@@ -250,10 +262,10 @@ int ck_packed_matmul_multi(int wtype, int act, int nparts, const void *const *w,
             while (g >= first[p + 1]) p++;
             const int64_t t = g - first[p];
             const uint8_t *wt = (const uint8_t *)w[p] + (size_t)(t * nb) * pbs;
-            for (int64_t m = m0; m < m1; m += MR) {
-                const int mr = (int)(m1 - m < MR ? m1 - m : MR);
-                xrow xr[MR];
-                for (int r = 0; r < MR; r++) xr[r] = xrow_at(xp + (m + (r < mr ? r : 0)) * xrb, nb);
+            for (int64_t m = m0; m < m1; m += mrk) {
+                const int mr = (int)(m1 - m < mrk ? m1 - m : mrk);
+                xrow xr[MR4 > MR ? MR4 : MR];
+                for (int r = 0; r < mrk; r++) xr[r] = xrow_at(xp + (m + (r < mr ? r : 0)) * xrb, nb);
                 fn(wt, pbs, xr, mr, nb, y[p] + m * ldy[p], ldy[p], t * RT);
             }
         }

@@ -253,6 +253,34 @@ struct GemvKernelTests {
         }
     }
 
+    @Test("packed: a row's output is bit-identical whatever rows come with it (1…17 rows per call, every micro-kernel row count)",
+          arguments: [QuantType.q8_0, .q4_0])
+    func packedRowsAreBatchInvariant(type: QuantType) throws {
+        guard PackedWeights.isAvailable else { return }
+        let (n, blocks, m) = (48, 7, 17)
+        let k = blocks * 32
+        let w = randomRawBlocks(type, blocks: n * blocks, seed: 0xB17)
+        let packed = try #require(w.withUnsafeBytes { PackedWeights(type, blocks: $0.baseAddress!, rows: n, cols: k) })
+        let x = activationRows(m, k, seed: 0xB18)
+        let act = GemvActivation.partner(of: type)
+        let scratch = UnsafeMutableRawPointer.allocate(byteCount: m * act.rowBytes(cols: k), alignment: 64)
+        defer { scratch.deallocate() }
+        func rows(_ r0: Int, _ count: Int) -> [Float] {
+            var y = [Float](repeating: .nan, count: count * n)
+            x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
+                packed.matmul(x: xp.baseAddress! + r0 * k, y: yp.baseAddress!, m: count, scratch: scratch, threads: 1)
+            } }
+            return y
+        }
+        let all = rows(0, m)
+        #expect(!all.contains { $0.isNaN })
+        for count in 1...9 {  // every micro-kernel row count, and calls that split into two
+            for r0 in stride(from: 0, to: m - count + 1, by: 4) {
+                #expect(rows(r0, count) == Array(all[(r0 * n)..<((r0 + count) * n)]), "\(type): rows \(r0)..<\(r0 + count) differ from the 17-row call")
+            }
+        }
+    }
+
     @Test("packed int16 rows: the byte split keeps the extreme quants (±32767, byte borders) and the matmul is exact on them")
     func packedInt16SplitExtremes() throws {
         guard PackedWeights.isAvailable else {
