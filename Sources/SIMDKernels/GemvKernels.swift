@@ -67,6 +67,7 @@ public final class PackedWeights: @unchecked Sendable {
     public let cols: Int
     public let bytes: UnsafeMutableRawPointer
     public let byteCount: Int
+    private let storage: LargeBuffer
 
     /// Packed kernels run on this CPU (and NLA_PACK=0 does not turn them off).
     public static var isAvailable: Bool { ck_packed_available() != 0 }
@@ -86,7 +87,8 @@ public final class PackedWeights: @unchecked Sendable {
         guard let n = Self.byteCount(type, rows: rows, cols: cols) else { return nil }
         let tileBytes = (cols / 32) * Int(ck_packed_block_bytes(type.ckID))
         // Matrices of 4 MB and more get their own 2 MB-aligned mapping offered as huge pages.
-        bytes = LargeBuffer.allocate(byteCount: n)
+        storage = LargeBuffer.allocate(byteCount: n)
+        bytes = storage.pointer
         let srcRow = type.kernelRowBytes(cols: cols)
         let sliceRows = max(16, (16 << 20) / max(srcRow, 1) / 16 * 16)
         var r0 = 0
@@ -94,7 +96,7 @@ public final class PackedWeights: @unchecked Sendable {
             let r = min(sliceRows, rows - r0)
             guard ck_pack(type.ckID, blocks + r0 * srcRow, bytes + r0 / 16 * tileBytes, Int64(r), Int64(cols),
                           Int32(threads)) == 0 else {
-                LargeBuffer.free(bytes, byteCount: n)
+                storage.free()
                 return nil
             }
             consumed?(blocks + r0 * srcRow, r * srcRow)
@@ -107,7 +109,7 @@ public final class PackedWeights: @unchecked Sendable {
     }
 
     deinit {
-        LargeBuffer.free(bytes, byteCount: byteCount)
+        storage.free()
         rowNormCache.withLock { $0?.deallocate() }
     }
 

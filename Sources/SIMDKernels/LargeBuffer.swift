@@ -2,7 +2,7 @@
 // kernel as transparent huge pages (madvise MADV_HUGEPAGE; a no-op where THP is off or unsupported).
 // A packed matrix is streamed end to end by every matmul, so 2 MB pages cut the TLB misses of those
 // streams and the page faults of filling them (one per 2 MB instead of one per 4 KB) when the system
-// allows it. Small buffers stay on the allocator.
+// allows it. Small buffers, and any buffer whose mapping fails, stay on the allocator.
 
 #if canImport(Glibc)
 import Glibc
@@ -10,13 +10,19 @@ import Glibc
 import Darwin
 #endif
 
-enum LargeBuffer {
+struct LargeBuffer {
     /// Below this, `allocate` uses the allocator (a huge page would mostly be padding).
     static let threshold = 4 << 20
     private static let huge = 2 << 20
 
-    /// A 64-byte aligned (2 MB aligned when mapped) buffer of `byteCount` bytes; release with `free`.
-    static func allocate(byteCount: Int) -> UnsafeMutableRawPointer {
+    /// 64-byte aligned (2 MB aligned when mapped).
+    let pointer: UnsafeMutableRawPointer
+    let byteCount: Int
+    /// Whether `pointer` is a mapping of its own (else it came from the allocator).
+    let mapped: Bool
+
+    /// A buffer of `byteCount` bytes; give it back with `free()`.
+    static func allocate(byteCount: Int) -> LargeBuffer {
         #if os(Linux)
         if byteCount >= threshold {
             let len = (byteCount + huge - 1) / huge * huge
@@ -29,22 +35,21 @@ enum LargeBuffer {
                 if tail > 0 { munmap(UnsafeMutableRawPointer(bitPattern: aligned + UInt(len))!, tail) }
                 let p = UnsafeMutableRawPointer(bitPattern: aligned)!
                 _ = madvise(p, len, 14 /* MADV_HUGEPAGE */)
-                return p
+                return LargeBuffer(pointer: p, byteCount: len, mapped: true)
             }
         }
         #endif
-        return UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+        return LargeBuffer(pointer: UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64),
+                           byteCount: byteCount, mapped: false)
     }
 
-    /// Release a buffer of `allocate(byteCount:)` (same byteCount).
-    static func free(_ p: UnsafeMutableRawPointer, byteCount: Int) {
+    func free() {
         #if os(Linux)
-        if byteCount >= threshold {
-            munmap(p, (byteCount + huge - 1) / huge * huge)
+        if mapped {
+            munmap(pointer, byteCount)
             return
         }
         #endif
-        p.deallocate()
+        pointer.deallocate()
     }
 }
-
