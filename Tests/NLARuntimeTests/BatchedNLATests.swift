@@ -372,4 +372,44 @@ private func batchLog(_ s: String) { print("[batched] " + s) }
         for i in 1..<4 { #expect(outcomes[i]?.ids.count == 10 && outcomes[i]?.stoppedOnStopId == false) }
         expectGreedyMatches("stop-id queue", refs: Array(refs[1...]), got: (1..<4).map { outcomes[$0]?.ids ?? [] })
     }
+
+    @Test func batchSharingAPrefixDecodesAsCopiesDoAndRefusesJobPrefixes() throws {
+        let av = try SynNLAModels.verbalizer(.q8_0)
+        let cap = try SynNLAModels.captured.get()
+        let vs = [4, 5, 6].map { cap.vectors[$0] }
+        let opts = SamplingOptions(maxNewTokens: 6)
+        let batch = try av.makeBatch(sequences: 2, options: opts)
+        let stored = try av.prefixKV.cache(for: av.sharedPrefixIds, model: av.model.model)
+        let p = av.injectionPosition
+        let tail = try av.model.model.embed(Array(av.promptIds[p...]))
+        func rows(_ i: Int) -> [Float] {
+            var r = tail
+            r.replaceSubrange(0..<av.dModel, with: NLAVectorMath.scaledForInjection(vs[i], scale: av.injectionScale))
+            return r
+        }
+        // shared: every sequence reads `stored` in place; jobs in `ownPrefix` also bring a prefix to copy.
+        func run(shared: Bool, ownPrefix: Set<Int>) throws -> [Int: Result<[Int], Error>] {
+            var out: [Int: Result<[Int], Error>] = [:]
+            try BatchDecoder.run(batch: batch, count: vs.count, shared: shared ? (stored, p) : nil, prepare: { i in
+                let own = !shared || ownPrefix.contains(i)
+                return DecodeJob(rows: rows(i), prefix: own ? stored : nil, prefixLength: own ? p : 0, options: opts, stopIds: [])
+            }, onEvent: { e in
+                if case .finished(let i, let o) = e { out[i] = .success(o.ids) }
+                if case .failed(let i, let err) = e { out[i] = .failure(err) }
+            })
+            return out
+        }
+        let copied = try run(shared: false, ownPrefix: [])
+        let read = try run(shared: true, ownPrefix: [1])
+        for i in [0, 2] {
+            let a = try #require(copied[i]), b = try #require(read[i])
+            #expect(try b.get() == a.get(), "job \(i): reading the prefix in place decodes differently from copying it")
+            #expect(try a.get().count == 6)
+        }
+        guard case .failure(let e)? = read[1] else {
+            Issue.record("a job bringing its own prefix into a batch that shares one did not fail: \(String(describing: read[1]))")
+            return
+        }
+        #expect("\(e)".contains("copied prefix in a batch that shares one"), "\(e)")
+    }
 }
