@@ -65,36 +65,36 @@ public final class PackedWeights: @unchecked Sendable {
     public let type: QuantType
     public let rows: Int
     public let cols: Int
-    public let bytes: UnsafeMutableRawPointer
+    /// The packed copy (its own huge-page mapping when 4 MB or more, see `LargeBuffer`).
+    public var bytes: UnsafeMutableRawPointer { storage.pointer }
     public let byteCount: Int
     private let storage: LargeBuffer
 
     /// Packed kernels run on this CPU (and NLA_PACK=0 does not turn them off).
     public static var isAvailable: Bool { ck_packed_available() != 0 }
 
-    /// Pack `rows` × `cols` ggml blocks, or nil when this CPU has no packed kernels or the shape does
-    /// not tile (rows % 16, cols % 32). Packs in slices of about 16 MB and calls `consumed` with each
-    /// source byte range once it is packed (e.g. to release the pages of a mapped file as it goes, so
-    /// the peak memory is the packed copy plus one slice).
     /// Bytes of the packed copy of a `rows` × `cols` matrix of `type`, nil when it would not be packed.
     public static func byteCount(_ type: QuantType, rows: Int, cols: Int) -> Int? {
         guard isAvailable, GemvActivation.weightTypes.contains(type), rows > 0, cols > 0, rows % 16 == 0, cols % 32 == 0 else { return nil }
         return rows / 16 * (cols / 32) * Int(ck_packed_block_bytes(type.ckID))
     }
 
+    /// Pack `rows` × `cols` ggml blocks, or nil when this CPU has no packed kernels or the shape does
+    /// not tile (rows % 16, cols % 32). Packs in slices of about 16 MB and calls `consumed` with each
+    /// source byte range once it is packed (e.g. to release the pages of a mapped file as it goes, so
+    /// the peak memory is the packed copy plus one slice).
     public init?(_ type: QuantType, blocks: UnsafeRawPointer, rows: Int, cols: Int, threads: Int = 0,
                  consumed: ((UnsafeRawPointer, Int) -> Void)? = nil) {
         guard let n = Self.byteCount(type, rows: rows, cols: cols) else { return nil }
         let tileBytes = (cols / 32) * Int(ck_packed_block_bytes(type.ckID))
         // Matrices of 4 MB and more get their own 2 MB-aligned mapping offered as huge pages.
         storage = LargeBuffer.allocate(byteCount: n)
-        bytes = storage.pointer
         let srcRow = type.kernelRowBytes(cols: cols)
         let sliceRows = max(16, (16 << 20) / max(srcRow, 1) / 16 * 16)
         var r0 = 0
         while r0 < rows {
             let r = min(sliceRows, rows - r0)
-            guard ck_pack(type.ckID, blocks + r0 * srcRow, bytes + r0 / 16 * tileBytes, Int64(r), Int64(cols),
+            guard ck_pack(type.ckID, blocks + r0 * srcRow, storage.pointer + r0 / 16 * tileBytes, Int64(r), Int64(cols),
                           Int32(threads)) == 0 else {
                 storage.free()
                 return nil
