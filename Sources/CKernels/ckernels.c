@@ -1,6 +1,9 @@
 #include "ckernels.h"
 #include <cblas.h>
 #include <math.h>
+#if defined(__GLIBC__) || defined(__linux__)
+#include <malloc.h>
+#endif
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #include <immintrin.h>
 #define CK_X86_TOP2 1
@@ -22,6 +25,15 @@ void ck_set_threads(int n) {
 }
 
 int ck_get_threads(void) { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+
+int ck_set_malloc_mmap_threshold(long bytes) {
+#if defined(__GLIBC__)
+    return mallopt(M_MMAP_THRESHOLD, (int)bytes);
+#else
+    (void)bytes;
+    return 0;
+#endif
+}
 
 void ck_sgemm_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                  float *C, int ldc, float beta) {

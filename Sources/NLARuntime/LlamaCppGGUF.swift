@@ -170,8 +170,7 @@ public enum LlamaCppGGUF {
         for (i, _) in added { n = max(n, i + 1) }
         var tokens = [String?](repeating: nil, count: n)
         for e in 0..<table.count where table.values[e] >= 0 {
-            let st = Int(table.starts[e]), len = Int(table.lengths[e])
-            tokens[Int(table.values[e])] = String(decoding: table.pool[st..<(st + len)], as: UTF8.self)
+            tokens[Int(table.values[e])] = String(decoding: table.key(entry: e), as: UTF8.self)
         }
         for (i, t) in added where i >= 0 { tokens[i] = t.content }
         if let missing = tokens.firstIndex(where: { $0 == nil }) {

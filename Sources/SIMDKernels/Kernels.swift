@@ -31,6 +31,14 @@ public enum Kernels {
     public static func setThreads(_ n: Int) { ck_set_threads(Int32(n)) }
     public static var threads: Int { Int(ck_get_threads()) }
 
+    /// glibc raises its mmap threshold to the size of every large block freed (up to 32 MB); blocks of
+    /// that size then come from the heap and leave resident holes there when freed. A command-line
+    /// process that allocates weights, KV caches and big scratch calls this once at start with a fixed
+    /// threshold (the library itself never changes process-wide malloc settings). False where the C
+    /// library has no such setting.
+    @discardableResult
+    public static func fixMallocMmapThreshold(bytes: Int) -> Bool { ck_set_malloc_mmap_threshold(bytes) == 1 }
+
     /// The first index of the largest value, that value, and the largest value at any other index
     /// (equal to the first when the maximum repeats). NaNs never win; no value above −inf gives
     /// (0, −inf, −inf). Vectorized in C (greedy sampling and top-2 margins over a 262k vocabulary).

@@ -136,7 +136,10 @@ struct TokenizerCacheTests {
         let alias = (stored >> 32 | UInt64(1) << 21) << 32 | (stored & 0xFFFF_FFFF)
         #expect(compact.get(alias) == nil)
         #expect(compact.get(TokPairTable.pack(TokPairTable.compactIdLimit, 0)) == nil)
-        #expect(compact.byteCount < wide.byteCount * 2 / 3, "compact \(compact.byteCount) B vs wide \(wide.byteCount) B")
+        // 8 B per cell + 4 B per merge vs 16 B per cell, with cells = 4/3 × merges: 0.69 of the wide layout
+        #expect(compact.byteCount * 100 < wide.byteCount * 70, "compact \(compact.byteCount) B vs wide \(wide.byteCount) B")
+        // cells at load factor 3/4 (8 B per cell) plus 4 B of merged id per merge: not a power-of-two table at load 1/2
+        #expect(compact.byteCount <= (n + n / 3 + 2) * 8 + n * 4, "compact table \(compact.byteCount) B for \(n) merges")
         // a pair with an id the compact layout cannot hold turns the table wide; every pair stays
         let big = TokPairTable.pack(TokPairTable.compactIdLimit + 5, 7)
         grown.set(big, rank: UInt32(n), newId: 11)
@@ -153,11 +156,16 @@ struct TokenizerCacheTests {
         #expect(t.pool.capacity > t.pool.count + t.pool.count / 16 + 64 || t.starts.capacity > t.starts.count + t.starts.count / 16 + 64,
                 "appending left no spare capacity: the check below would pass without shrinking")
         t.buildIndex()
-        for a in [t.pool.capacity - t.pool.count, t.starts.capacity - t.starts.count, t.lengths.capacity - t.lengths.count,
-                  t.values.capacity - t.values.count] {
+        for a in [t.pool.capacity - t.pool.count, t.starts.capacity - t.starts.count, t.values.capacity - t.values.count] {
             #expect(a <= 64, "spare capacity \(a) after buildIndex")
         }
-        for (i, k) in keys.enumerated() { #expect(t.get(k) == Int32(i)) }
+        for (i, k) in keys.enumerated() {
+            #expect(t.get(k) == Int32(i))
+            #expect(Array(t.key(entry: i)) == k && t.length(entry: i) == k.count)
+        }
         #expect(t.get(Array("token-5000".utf8)) == nil)
+        // slots at load factor 3/4 (16 B each) besides the keys, offsets and values
+        let slotBytes = t.byteCount - t.pool.count - t.starts.count * 4 - t.values.count * 4
+        #expect(slotBytes <= (keys.count + keys.count / 3 + 2) * 16, "\(slotBytes) B of slots for \(keys.count) keys")
     }
 }

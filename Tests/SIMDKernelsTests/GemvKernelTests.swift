@@ -172,6 +172,22 @@ struct GemvKernelTests {
         #expect(y[16..<32].allSatisfy { $0.isFinite }, "the other row is unaffected")
     }
 
+    @Test("a fixed malloc mmap threshold puts every block above it in its own mapping (glibc)")
+    func mallocMmapThreshold() {
+        #if canImport(Glibc)
+        // glibc returns an mmapped block 16 bytes past a page start (its chunk header); heap blocks sit anywhere.
+        func ownMappings() -> Int {
+            let blocks = (0..<8).map { _ in malloc(2 << 20)! }
+            defer { blocks.forEach { free($0) } }
+            return blocks.filter { Int(bitPattern: $0) & 4095 == 16 }.count
+        }
+        #expect(Kernels.fixMallocMmapThreshold(bytes: 32 << 20))
+        #expect(ownMappings() < 8, "with a 32 MB threshold, 2 MB blocks come from the heap")
+        #expect(Kernels.fixMallocMmapThreshold(bytes: 1 << 20))
+        #expect(ownMappings() == 8, "with a 1 MB threshold, every 2 MB block is its own mapping")
+        #endif
+    }
+
     @Test("packed: a matrix of 4 MB and more (own 2 MB-aligned mapping, huge pages) holds the same rows and products")
     func packedLargeMatrix() throws {
         guard PackedWeights.isAvailable else { return }

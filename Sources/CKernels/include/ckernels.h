@@ -13,6 +13,10 @@ extern "C" {
 void ck_set_threads(int n);
 int ck_get_threads(void);
 
+/// Fix glibc's mmap threshold at `bytes` (which also stops its dynamic raising); returns 1 when set,
+/// 0 where the C library has no such setting.
+int ck_set_malloc_mmap_threshold(long bytes);
+
 /// C[M,N] = A[M,K] · B[N,K]^T (+ beta·C), row-major, f32, via OpenBLAS cblas_sgemm.
 /// B is the usual [out, in] weight layout, so this is y = x·Wᵀ for M rows of x.
 void ck_sgemm_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
