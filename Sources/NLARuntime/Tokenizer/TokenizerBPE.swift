@@ -64,8 +64,6 @@ struct TokBPEModel: TokModel {
             throw TokenizerError.missingKey(file: node.file, path: "\(node.path).merges")
         }
         let prefix = try node.optional("continuing_subword_prefix").map { Array(try $0.asString().utf8) }
-        let suffix = try node.optional("end_of_word_suffix").map { Array(try $0.asString().utf8) }
-        let unkToken = try node.optional("unk_token").map { Array(try $0.asString().utf8) }
 
         // id -> entry
         var maxId: Int32 = -1
@@ -79,6 +77,14 @@ struct TokBPEModel: TokModel {
 
         // merges: (left id, right id) -> (rank, merged id)
         let table = try Self.buildMergeTable(rawMerges, vocab: vocab, prefixLength: prefix?.count ?? 0, node: node)
+        try self.init(node, vocab: vocab, idToEntry: idToEntry, merges: table)
+    }
+
+    /// The model over tables built before (the on-disk tokenizer cache): `node` gives the options.
+    init(_ node: TokJSONNode, vocab: TokByteTable, idToEntry: [Int32], merges table: TokPairTable) throws {
+        let prefix = try node.optional("continuing_subword_prefix").map { Array(try $0.asString().utf8) }
+        let suffix = try node.optional("end_of_word_suffix").map { Array(try $0.asString().utf8) }
+        let unkToken = try node.optional("unk_token").map { Array(try $0.asString().utf8) }
         var byteIds = [Int32](repeating: -1, count: 256)
         let hex = Array("0123456789ABCDEF".utf8)
         for b in 0..<256 {

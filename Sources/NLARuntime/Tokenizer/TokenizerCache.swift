@@ -18,14 +18,21 @@ final class TokenizerCore: Sendable {
     let decoder: (any TokDecoder)?
     let addedVocabulary: TokAddedVocabulary
 
-    init(_ json: TokenizerSourceFile) throws {
-        let file = json.name
-        let parsed = try TokJSONReader.parseTokenizerFile(json.data, file: file)
-        let root = TokJSONNode(file: file, path: "", value: .object(parsed.root))
+    convenience init(_ json: TokenizerSourceFile) throws {
+        let parsed = try TokJSONReader.parseTokenizerFile(json.data, file: json.name)
+        try self.init(parsed, file: json.name)
+    }
 
+    convenience init(_ parsed: TokParsedTokenizerFile, file: String) throws {
+        try self.init(root: parsed.root, file: file) { try TokModelFactory.make($0, vocab: parsed.vocab, merges: parsed.merges) }
+    }
+
+    /// The parts of the document `root`, with the model made by `makeModel` from the `model` node.
+    init(root rootObject: [String: TokJSON], file: String, makeModel: (TokJSONNode) throws -> any TokModel) throws {
+        let root = TokJSONNode(file: file, path: "", value: .object(rootObject))
         let modelNode = try root.require("model")
         _ = try modelNode.asObject()
-        model = try TokModelFactory.make(modelNode, vocab: parsed.vocab, merges: parsed.merges)
+        model = try makeModel(modelNode)
         let normalizer = try root.optional("normalizer").map(TokNormalizerFactory.make)
         self.normalizer = normalizer
         preTokenizer = try root.optional("pre_tokenizer").map(TokPreTokenizerFactory.make)
@@ -37,25 +44,41 @@ final class TokenizerCore: Sendable {
 }
 
 /// The tokenizer.json parts built so far in this process, by SHA-256 of the file's bytes, most recently
-/// used first; at most `capacity` are kept (each holds the tokenizer's tables, ~25 MB for Gemma 3, alive
+/// used first; at most `capacity` are kept (each holds the tokenizer's tables, ~20 MB for Gemma 3, alive
 /// after its models are gone). A tokenizer.json that fails to build is not kept: the next call builds
-/// it again and reports the same error.
+/// it again and reports the same error. With a `directory`, a BPE tokenizer's tables also go to disk
+/// there after the first build and are read back by later processes (`TokenizerDiskCache`).
 public final class TokenizerCache: @unchecked Sendable {
-    /// What `Tokenizer` uses unless told otherwise (model loading, `nla tokenize`).
-    public static let shared = TokenizerCache(capacity: 2)
+    /// What `Tokenizer` uses unless told otherwise (model loading, `nla tokenize`): 2 in memory, and on
+    /// disk in `defaultDirectory`.
+    public static let shared = TokenizerCache(capacity: 2, directory: defaultDirectory)
 
-    public let capacity: Int
-    private let lock = NSLock()
-    private var entries: [(key: SHA256.Digest, core: TokenizerCore)] = []
-    private var counts = (builds: 0, reuses: 0)
-
-    public init(capacity: Int) {
-        self.capacity = max(capacity, 0)
+    /// $NLA_TOKENIZER_CACHE, else <NLA cache>/tokenizers (~25 MB per distinct tokenizer.json; safe to
+    /// delete); NLA_TOKENIZER_CACHE=off (or 0, or empty) keeps tokenizers in memory only.
+    public static var defaultDirectory: String? {
+        if let v = ProcessInfo.processInfo.environment["NLA_TOKENIZER_CACHE"] {
+            return ["", "0", "off", "no", "false"].contains(v.lowercased()) ? nil : (v as NSString).expandingTildeInPath
+        }
+        return NLACache.root + "/tokenizers"
     }
 
-    /// tokenizer.json parts built (misses) and handed out again (hits) by this cache so far.
+    public let capacity: Int
+    /// Where built tables are written and read back (nil: memory only).
+    public let directory: String?
+    private let lock = NSLock()
+    private var entries: [(key: SHA256.Digest, core: TokenizerCore)] = []
+    private var counts = (builds: 0, reuses: 0, diskLoads: 0)
+
+    public init(capacity: Int, directory: String? = nil) {
+        self.capacity = max(capacity, 0)
+        self.directory = directory
+    }
+
+    /// tokenizer.json parts built from the JSON (misses), handed out again (hits), and read from the
+    /// directory instead of built, by this cache so far.
     public var builds: Int { lock.withLock { counts.builds } }
     public var reuses: Int { lock.withLock { counts.reuses } }
+    public var diskLoads: Int { lock.withLock { counts.diskLoads } }
 
     /// Drop every kept entry (their memory goes when no tokenizer uses them).
     public func removeAll() {
@@ -74,9 +97,20 @@ public final class TokenizerCache: @unchecked Sendable {
             return hit
         }
         // Built outside the lock (two threads loading the same new tokenizer both build it; one is kept).
-        let core = try TokenizerCore(json)
+        let core: TokenizerCore
+        var fromDisk = false
+        if let directory, let stored = TokenizerDiskCache.load(directory: directory, key: key, file: json.name) {
+            core = stored
+            fromDisk = true
+        } else {
+            let parsed = try TokJSONReader.parseTokenizerFile(json.data, file: json.name)
+            core = try TokenizerCore(parsed, file: json.name)
+            if let directory, parsed.vocab != nil, parsed.merges != nil, let bpe = core.model as? TokBPEModel {
+                TokenizerDiskCache.store(directory: directory, key: key, root: parsed.root, model: bpe)
+            }
+        }
         lock.withLock {
-            counts.builds += 1
+            if fromDisk { counts.diskLoads += 1 } else { counts.builds += 1 }
             if !entries.contains(where: { $0.key == key }), capacity > 0 {
                 entries.insert((key, core), at: 0)
                 if entries.count > capacity { entries.removeLast(entries.count - capacity) }

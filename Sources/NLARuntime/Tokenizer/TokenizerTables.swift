@@ -332,6 +332,48 @@ struct TokByteTable: Sendable {
     func key(entry e: Int) -> ArraySlice<UInt8> {
         return pool[Int(starts[e])..<Int(starts[e + 1])]
     }
+
+    // MARK: storage (the on-disk tokenizer cache)
+
+    /// The arrays of an indexed table.
+    struct Storage {
+        var pool: [UInt8]
+        var starts: [Int32]
+        var values: [Int32]
+        var slots: [Slot]
+    }
+
+    /// The arrays of this table; call `buildIndex()` first.
+    var storage: Storage {
+        precondition(indexed == count, "TokByteTable.storage of a table with unindexed entries")
+        return Storage(pool: pool, starts: starts, values: values, slots: slots)
+    }
+
+    /// A table over stored arrays, or nil when they are not a consistent index (offsets in order and inside
+    /// the pool, every occupied slot naming a live entry with its length and key word, an empty slot to end
+    /// every probe): a damaged file can make lookups miss, never read out of bounds or loop forever.
+    init?(storage st: Storage) {
+        let n = st.starts.count - 1
+        guard n >= 0, st.starts[0] == 0, Int(st.starts[n]) == st.pool.count, st.values.count == n,
+              st.slots.count >= 16 else { return nil }
+        for e in 0..<n where st.starts[e] > st.starts[e + 1] { return nil }
+        for v in st.values where v < -1 { return nil }
+        var empty = 0
+        let ok = st.pool.withUnsafeBufferPointer { p -> Bool in
+            for slot in st.slots {
+                if slot.meta == 0 { empty += 1; continue }
+                let e = Int(slot.entry)
+                guard slot.meta & 0x8000_0000 != 0, e >= 0, e < n, st.values[e] >= 0 else { return false }
+                let key = UnsafeBufferPointer(rebasing: p[Int(st.starts[e])..<Int(st.starts[e + 1])])
+                guard slot.meta & 0xFFFF == UInt32(min(key.count, 0xFFFF)),
+                      slot.word == (key.count <= 8 ? Self.inlineWord(key, Self.emptyBuffer) : UInt64(st.starts[e])) else { return false }
+            }
+            return true
+        }
+        guard ok, empty > 0 else { return nil }
+        pool = st.pool; starts = st.starts; values = st.values; slots = st.slots
+        indexed = n
+    }
 }
 
 /// Open-addressing map from a token pair (`pack(left, right)`) to (rank, merged id): the BPE merge table.
@@ -457,6 +499,45 @@ struct TokPairTable: Sendable {
                 count += 1
             }
         }
+    }
+
+    /// The arrays and layout of the table (the on-disk tokenizer cache).
+    struct Storage {
+        var compact: Bool
+        var capacity: Int
+        var count: Int
+        var cells: [UInt64]
+        var mergedIds: [Int32]
+        var wide: [SIMD2<UInt64>]
+    }
+
+    var storage: Storage {
+        Storage(compact: compact, capacity: capacity, count: count, cells: cells, mergedIds: mergedIds, wide: wide)
+    }
+
+    /// A table over stored arrays, or nil when they are inconsistent (sizes, the pair count, an empty cell
+    /// to end every probe, ranks inside the merged-id list, merged ids in 0..<`idLimit`).
+    init?(storage st: Storage, idLimit: Int) {
+        guard st.capacity >= 1, st.count >= 0, st.count < st.capacity else { return nil }
+        var used = 0
+        if st.compact {
+            guard st.cells.count == st.capacity, st.wide.isEmpty else { return nil }
+            for c in st.cells where c != Self.empty {
+                guard Int(c & 0x3F_FFFF) < st.mergedIds.count else { return nil }
+                used += 1
+            }
+            for m in st.mergedIds where m < -1 || Int(m) >= idLimit { return nil }
+        } else {
+            guard st.wide.count == st.capacity, st.cells.isEmpty, st.mergedIds.isEmpty else { return nil }
+            for c in st.wide where c.x != Self.empty {
+                let newId = Int32(bitPattern: UInt32(truncatingIfNeeded: c.y))
+                guard newId >= 0, Int(newId) < idLimit else { return nil }
+                used += 1
+            }
+        }
+        guard used == st.count else { return nil }
+        compact = st.compact; capacity = st.capacity; count = st.count
+        cells = st.cells; mergedIds = st.mergedIds; wide = st.wide
     }
 
     /// (rank, merged id) for the pair, if it is a merge.

@@ -1,0 +1,181 @@
+import Foundation
+import NLATestSupport
+import Testing
+@testable import NLARuntime
+
+/// Built BPE tables go to disk once and are read back by later processes; a damaged file is never used.
+@Suite("Tokenizer disk cache")
+struct TokenizerDiskCacheTests {
+    typealias S = TokTestSupport
+
+    /// A small BPE tokenizer with a normalizer, a pre-tokenizer, byte fallback and added tokens, so the JSON
+    /// written beside the tables carries options of every kind.
+    static func tokenizerJSON() throws -> String {
+        var vocab: [String: Int] = ["<unk>": 0, "<s>": 1, "▁": 2, "a": 3, "b": 4, "c": 5, "ab": 6, "▁ab": 7, "abc": 8, "\"q\"": 9]
+        for b in 0..<256 { vocab[String(format: "<0x%02X>", b)] = 10 + b }
+        let model: [String: Any] = ["type": "BPE", "vocab": vocab, "merges": ["a b", "▁ ab", "ab c"], "unk_token": "<unk>",
+                                    "byte_fallback": true, "fuse_unk": true, "dropout": NSNull()]
+        let doc: [String: Any] = [
+            "version": "1.0",
+            "added_tokens": [S.added(0, "<unk>"), S.added(1, "<s>")],
+            "normalizer": ["type": "Replace", "pattern": ["String": " "], "content": "▁"],
+            "pre_tokenizer": NSNull(),
+            "post_processor": NSNull(),
+            "decoder": ["type": "Sequence", "decoders": [["type": "Replace", "pattern": ["String": "▁"], "content": " "], ["type": "ByteFallback"]]],
+            "model": model,
+        ]
+        return String(decoding: try JSONSerialization.data(withJSONObject: doc, options: [.sortedKeys]), as: UTF8.self)
+    }
+
+    static let texts = ["ab", " abc", "aab c", "é\u{1}\"q\"", "<s>ab<unk>", "", "🎉 ab", "\t\n"]
+
+    static func tokenizer(_ json: String, _ cache: TokenizerCache?) throws -> Tokenizer {
+        try Tokenizer(tokenizerJSON: TokenizerSourceFile(data: Data(json.utf8), name: "m.gguf[tokenizer.json]"),
+                      tokenizerConfig: nil, cache: cache)
+    }
+
+    static func files(_ dir: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".nlatok") }
+    }
+
+    @Test("the first build writes the tables; a new cache on the same directory reads them and encodes and decodes the same")
+    func roundTrip() throws {
+        let dir = TestPaths.tempDirectory("tok-disk")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let json = try Self.tokenizerJSON()
+        let fresh = try Self.tokenizer(json, nil)
+        let first = TokenizerCache(capacity: 2, directory: dir)
+        _ = try Self.tokenizer(json, first)
+        #expect(first.builds == 1 && first.diskLoads == 0)
+        #expect(Self.files(dir).count == 1, "one .nlatok file in \(dir)")
+        #expect(!((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).contains { $0.contains(".tmp.") })
+
+        let second = TokenizerCache(capacity: 2, directory: dir)
+        let loaded = try Self.tokenizer(json, second)
+        #expect(second.builds == 0 && second.diskLoads == 1)
+        #expect(loaded.vocabSize == fresh.vocabSize)
+        for t in Self.texts {
+            for special in [false, true] {
+                let ids = fresh.encode(t, addSpecialTokens: special)
+                #expect(loaded.encode(t, addSpecialTokens: special) == ids, "\(t.debugDescription)")
+                #expect(loaded.decode(ids) == fresh.decode(ids))
+            }
+        }
+        #expect(fresh.encode(" abc", addSpecialTokens: false) == [7, 5])  // the normalizer and the merges (by rank) took part
+        // Another tokenizer.json is another file.
+        _ = try Self.tokenizer(json + " ", second)
+        #expect(second.builds == 1 && Self.files(dir).count == 2)
+    }
+
+    @Test("a truncated, bit-flipped or foreign file is ignored and rebuilt, and the rebuilt file is good")
+    func damagedFilesAreRebuilt() throws {
+        let dir = TestPaths.tempDirectory("tok-disk-bad")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let json = try Self.tokenizerJSON()
+        let fresh = try Self.tokenizer(json, nil)
+        _ = try Self.tokenizer(json, TokenizerCache(capacity: 1, directory: dir))
+        let path = dir + "/" + Self.files(dir)[0]
+        let good = try Data(contentsOf: URL(fileURLWithPath: path))
+        var flipped = good
+        flipped[good.count / 2] ^= 0x10
+        var foreign = good
+        foreign[3] ^= 0x01  // the format tag
+        for (what, bytes) in [("truncated", good.prefix(good.count - 100)), ("half", good.prefix(good.count / 2)),
+                              ("bit-flipped", flipped), ("foreign", foreign), ("empty", Data())] {
+            try bytes.write(to: URL(fileURLWithPath: path))
+            let cache = TokenizerCache(capacity: 1, directory: dir)
+            let t = try Self.tokenizer(json, cache)
+            #expect(cache.builds == 1 && cache.diskLoads == 0, "\(what) file was used")
+            for s in Self.texts { #expect(t.encode(s) == fresh.encode(s), "\(what): \(s.debugDescription)") }
+            #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == good, "\(what) file was not rewritten")
+        }
+    }
+
+    @Test("a directory that cannot be written only costs the rebuild")
+    func unwritableDirectory() throws {
+        let dir = TestPaths.tempDirectory("tok-disk-ro")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let blocker = dir + "/file"
+        try Data("x".utf8).write(to: URL(fileURLWithPath: blocker))
+        let cache = TokenizerCache(capacity: 1, directory: blocker + "/sub")  // a directory under a regular file
+        let t = try Self.tokenizer(try Self.tokenizerJSON(), cache)
+        #expect(cache.builds == 1 && t.encode("ab", addSpecialTokens: false) == [6])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["file"])
+    }
+
+    @Test("stored tables that are not a consistent index are refused")
+    func inconsistentTablesAreRefused() throws {
+        var t = TokByteTable()
+        for (i, k) in ["a", "bb", "a-long-token-key"].enumerated() { Array(k.utf8).withUnsafeBufferPointer { t.append($0, value: Int32(i)) } }
+        t.buildIndex()
+        let st = t.storage
+        #expect(TokByteTable(storage: st)?.get(Array("a-long-token-key".utf8)) == 2)
+        let occupied = st.slots.indices.filter { st.slots[$0].meta != 0 }
+        var bad = st; bad.slots[occupied[0]].entry = 7
+        #expect(TokByteTable(storage: bad) == nil, "slot names a missing entry")
+        bad = st; bad.starts[1] = bad.starts[2] + 1
+        #expect(TokByteTable(storage: bad) == nil, "offsets out of order")
+        bad = st; bad.starts[3] += 1
+        #expect(TokByteTable(storage: bad) == nil, "offsets past the pool")
+        bad = st; bad.slots[occupied[0]].word ^= 1
+        #expect(TokByteTable(storage: bad) == nil, "key word differs from the entry")
+        bad = st; for i in bad.slots.indices where bad.slots[i].meta == 0 { bad.slots[i] = st.slots[occupied[0]] }
+        #expect(TokByteTable(storage: bad) == nil, "no empty slot ends a probe")
+
+        var p = TokPairTable(expectedCount: 4, maxId: 10)
+        p.set(TokPairTable.pack(1, 2), rank: 0, newId: 3)
+        p.set(TokPairTable.pack(3, 4), rank: 1, newId: 5)
+        let ps = p.storage
+        #expect(TokPairTable(storage: ps, idLimit: 11)?.get(TokPairTable.pack(3, 4))?.newId == 5)
+        #expect(TokPairTable(storage: ps, idLimit: 5) == nil, "merged id 5 outside 0..<5")
+        var pb = ps; pb.count = 3
+        #expect(TokPairTable(storage: pb, idLimit: 11) == nil, "count differs from the cells")
+        pb = ps; pb.capacity += 1
+        #expect(TokPairTable(storage: pb, idLimit: 11) == nil, "capacity differs from the cells")
+        pb = ps; pb.mergedIds = [3]
+        #expect(TokPairTable(storage: pb, idLimit: 11) == nil, "a rank past the merged-id list")
+    }
+
+    @Test("the JSON beside the tables reads back to the same document")
+    func jsonRoundTrip() throws {
+        let doc: TokJSON = .object(["s": .string("q\"\\ \u{0}\u{1f}\t\n é 🎉 /"), "n": .array([.number(3), .number(-0.0), .number(1e-5),
+                                    .number(1.5e300), .number(-2.25), .number(9007199254740993)]), "b": .bool(false), "z": .null,
+                                    "o": .object([:]), "a": .array([])])
+        var out: [UInt8] = []
+        TokenizerDiskCache.writeJSON(doc, into: &out)
+        let back = try TokJSONReader.parse(Data(out), file: "x")
+        var again: [UInt8] = []
+        TokenizerDiskCache.writeJSON(back, into: &again)
+        #expect(again == out)
+        guard case .object(let o) = back, case .string(let s)? = o["s"], case .array(let n)? = o["n"] else {
+            Issue.record("not an object with s and n"); return
+        }
+        #expect(s == "q\"\\ \u{0}\u{1f}\t\n é 🎉 /")
+        let nums = n.compactMap { if case .number(let d) = $0 { return d } else { return nil } }
+        #expect(nums == [3, 0, 1e-5, 1.5e300, -2.25, 9007199254740993])
+        #expect(nums[1].sign == .minus)
+    }
+
+    @Test("real Gemma 3 tokenizer: read back from disk, every golden text encodes and decodes as a fresh build")
+    func realTokenizerRoundTrip() throws {
+        let url = URL(fileURLWithPath: TestPaths.testModel).appendingPathComponent("tokenizer.json")
+        guard FileManager.default.fileExists(atPath: url.path) else { throw S.MissingModel(path: url.path) }
+        let source = TokenizerSourceFile(data: try Data(contentsOf: url), name: url.path)
+        let dir = TestPaths.tempDirectory("tok-disk-real")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fresh = try Tokenizer(tokenizerJSON: source, tokenizerConfig: nil, cache: nil)
+        _ = try Tokenizer(tokenizerJSON: source, tokenizerConfig: nil, cache: TokenizerCache(capacity: 1, directory: dir))
+        let cache = TokenizerCache(capacity: 1, directory: dir)
+        let loaded = try Tokenizer(tokenizerJSON: source, tokenizerConfig: nil, cache: cache)
+        #expect(cache.diskLoads == 1 && cache.builds == 0)
+        let cases = S.goldenCases
+        #expect(cases.count > 10)
+        for c in cases {
+            let ids = fresh.encode(c.text, addSpecialTokens: false)
+            #expect(ids == c.ids_no_special, "\(c.name)")
+            #expect(loaded.encode(c.text, addSpecialTokens: false) == ids, "\(c.name)")
+            #expect(loaded.encode(c.text) == fresh.encode(c.text), "\(c.name)")
+            #expect(loaded.decode(ids) == fresh.decode(ids), "\(c.name)")
+        }
+    }
+}
