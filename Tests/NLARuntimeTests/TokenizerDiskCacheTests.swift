@@ -91,6 +91,34 @@ struct TokenizerDiskCacheTests {
         }
     }
 
+    @Test("at most maxFiles files stay in the directory; the least recently used go first")
+    func leastRecentlyUsedFilesAreRemoved() throws {
+        let dir = TestPaths.tempDirectory("tok-disk-lru")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let json = try Self.tokenizerJSON()
+        let n = TokenizerDiskCache.maxFiles
+        var names: [String] = []  // file of tokenizer i, in creation order
+        for i in 0..<n {
+            _ = try Self.tokenizer(json + String(repeating: " ", count: i), TokenizerCache(capacity: 0, directory: dir))
+            let new = Set(Self.files(dir)).subtracting(names)
+            #expect(new.count == 1)
+            names += new
+        }
+        // Ages in creation order (file 0 oldest), one minute apart.
+        for (i, f) in names.enumerated() {
+            try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: Double(i - n) * 60)], ofItemAtPath: dir + "/" + f)
+        }
+        // Loading tokenizer 0 makes its file the newest; a new file then removes file 1, now the oldest.
+        let cache = TokenizerCache(capacity: 0, directory: dir)
+        _ = try Self.tokenizer(json, cache)
+        #expect(cache.diskLoads == 1)
+        _ = try Self.tokenizer(json + String(repeating: " ", count: n), cache)
+        let after = Set(Self.files(dir))
+        #expect(after.count == n)
+        #expect(after.contains(names[0]), "the recently loaded file was removed")
+        #expect(!after.contains(names[1]), "the least recently used file was kept")
+    }
+
     @Test("a directory that cannot be written only costs the rebuild")
     func unwritableDirectory() throws {
         let dir = TestPaths.tempDirectory("tok-disk-ro")

@@ -17,6 +17,9 @@ enum TokenizerDiskCache {
     /// Bumped whenever the layout of the file or of the tables in it changes.
     static let magic = Array("NLATOKC2".utf8)
     static let sectionCount = 10
+    /// Files kept in a directory; storing one more removes the least recently used (a load refreshes a
+    /// file's modification time).
+    static let maxFiles = 16
 
     static func path(directory: String, key: SHA256.Digest) -> String {
         directory + "/" + key.map { String(format: "%02x", $0) }.joined() + ".nlatok"
@@ -57,6 +60,17 @@ enum TokenizerDiskCache {
         } catch {
             try? FileManager.default.removeItem(atPath: tmp)
         }
+        evict(directory: directory, keeping: maxFiles)
+    }
+
+    /// Removes the least recently used .nlatok files beyond `keeping`.
+    static func evict(directory: String, keeping: Int) {
+        let fm = FileManager.default
+        guard let names = try? fm.contentsOfDirectory(atPath: directory) else { return }
+        let files = names.filter { $0.hasSuffix(".nlatok") }.map { directory + "/" + $0 }
+        guard files.count > keeping else { return }
+        let dated = files.map { ($0, ((try? fm.attributesOfItem(atPath: $0))?[.modificationDate] as? Date) ?? .distantPast) }
+        for (f, _) in dated.sorted(by: { $0.1 > $1.1 }).dropFirst(keeping) { try? fm.removeItem(atPath: f) }
     }
 
     private static func appendWord(_ w: UInt64, to out: inout [UInt8]) {
@@ -130,6 +144,7 @@ enum TokenizerDiskCache {
     static func load(directory: String, key: SHA256.Digest, file: String) -> TokenizerCore? {
         let p = path(directory: directory, key: key)
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: p), options: [.mappedIfSafe]) else { return nil }
+        utimes(p, nil)  // recently used: kept longest by `evict`
         return data.withUnsafeBytes { raw -> TokenizerCore? in
             let head = magic.count + 32 + 8
             guard raw.count >= head + 8 * sectionCount, Array(raw[0..<magic.count]) == magic,
