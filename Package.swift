@@ -31,7 +31,10 @@ func openMPLinkerFlags() -> [String] {
     for (_, dir) in llvm where has(dir) { return ["-L" + dir] }
     // Homebrew's keg-only libomp on macOS.
     for dir in ["/opt/homebrew/opt/libomp/lib", "/usr/local/opt/libomp/lib"] where has(dir) { return ["-L" + dir] }
-    return []  // not found: the link fails with "unable to find library -lomp"; `make` runs ensure-system-deps first
+    // Not installed yet. SwiftPM keeps the flags of this evaluation until Package.swift changes, so a
+    // `swift build` run before `make system-deps` would otherwise keep failing to find -lomp after the
+    // install: name every LLVM lib dir libomp-dev may create (the linker skips the missing ones).
+    return (11...25).reversed().map { "-L/usr/lib/llvm-\($0)/lib" }
 }
 let package = Package(
     name: "nla-runtime",
