@@ -27,8 +27,9 @@ demo-models: test-model
 	NLA_CACHE=$(NLA_CACHE) scripts/make-demo-models
 
 ## Everything CI runs: the test model and demo pair, then every test target (unit, synthetic, real-model goldens).
+## The tests' tokenizers go to their own disk cache (the synthetic ones would crowd out the real one).
 test: system-deps test-model demo-models
-	NLA_TEST_MODEL=$(MODEL) $(SWIFT) test -c $(CONFIG)
+	NLA_TEST_MODEL=$(MODEL) NLA_TOKENIZER_CACHE=$(NLA_CACHE)/tokenizers-test $(SWIFT) test -c $(CONFIG)
 
 ## The main job on the embedded default: the 270M answers DEMO_QUESTION, and every token of the
 ## conversation is explained by the demo AV and scored by the demo AR (both quantized to q8_0).
@@ -78,7 +79,7 @@ bench-batched-peer: test-model build
 ## Coverage-guided fuzzing of every file reader (libFuzzer; README "Fuzzing"): a separate build in
 ## .build-fuzz with -sanitize=fuzzer, then each target for FUZZ_SECONDS from the seeds in fuzz/corpus.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= safetensors gguf config generation_config tokenizer tokenizer_config special_tokens_map nla_meta vectors_npy vectors_jsonl vectors_safetensors http_bodies
+FUZZ_TARGETS ?= safetensors gguf config generation_config tokenizer tokenizer_disk_cache tokenizer_config special_tokens_map nla_meta vectors_npy vectors_jsonl vectors_safetensors http_bodies
 
 fuzz-build: system-deps
 	$(SWIFT) build -c release --scratch-path .build-fuzz --product nla-fuzz \

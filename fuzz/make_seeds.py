@@ -82,6 +82,13 @@ tok2["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_sch
 tok2["post_processor"] = {"type": "BertProcessing", "cls": ["<bos>", 2], "sep": ["<eos>", 1]}
 put("tokenizer", "bpe_legacy_merges.json", json.dumps(tok2, ensure_ascii=False))
 
+# tokenizer disk cache: not files but edits of the valid .nlatok file the target builds from its tokenizer.json:
+# flags (bit 0 reseal the checksum, bit 1 truncate to the next u32), then (u32 offset, xor byte) patches
+put("tokenizer_disk_cache", "intact", b"\x00")
+put("tokenizer_disk_cache", "resealed", b"\x01")
+put("tokenizer_disk_cache", "resealed_patched", b"\x01\x30\x00\x00\x00\x05\x90\x00\x00\x00\x01")
+put("tokenizer_disk_cache", "truncated_resealed", b"\x03\x00\x02\x00\x00")
+
 # tokenizer_config.json / special_tokens_map.json (the same bytes feed both in the target)
 gemma_template = ("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}"
                   "{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"

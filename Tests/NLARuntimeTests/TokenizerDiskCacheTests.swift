@@ -162,6 +162,8 @@ struct TokenizerDiskCacheTests {
         #expect(TokPairTable(storage: pb, idLimit: 11) == nil, "capacity differs from the cells")
         pb = ps; pb.mergedIds = [3]
         #expect(TokPairTable(storage: pb, idLimit: 11) == nil, "a rank past the merged-id list")
+        pb = ps; pb.mergedIds[1] = -1
+        #expect(TokPairTable(storage: pb, idLimit: 11) == nil, "a stored pair without a merged id")
     }
 
     @Test("the JSON beside the tables reads back to the same document")

@@ -29,6 +29,24 @@ enum TokenizerDiskCache {
 
     /// Writes the tables of a freshly built BPE tokenizer; errors are swallowed (the cache is an optimization).
     static func store(directory: String, key: SHA256.Digest, root: [String: TokJSON], model: TokBPEModel) {
+        let file = encode(key: Array(key), root: root, model: model)
+        let final = path(directory: directory, key: key)
+        let tmp = final + ".tmp.\(ProcessInfo.processInfo.processIdentifier).\(UInt32.random(in: 0...UInt32.max))"
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try Data(file).write(to: URL(fileURLWithPath: tmp))
+            if rename(tmp, final) != 0 { try? FileManager.default.removeItem(atPath: tmp) }
+        } catch {
+            try? FileManager.default.removeItem(atPath: tmp)
+        }
+        evict(directory: directory, keeping: maxFiles)
+    }
+
+    /// Offset of the checksum word in a file; the body it covers starts 8 bytes later.
+    static var checksumOffset: Int { magic.count + 32 }
+
+    /// The file's bytes: magic, key, checksum of the body; body = section lengths, then the sections.
+    static func encode(key: [UInt8], root: [String: TokJSON], model: TokBPEModel) -> [UInt8] {
         var json: [UInt8] = []
         writeJSON(.object(root), into: &json)
         let v = model.vocab.storage, m = model.merges.storage
@@ -47,20 +65,9 @@ enum TokenizerDiskCache {
             body += s
             body += repeatElement(0, count: (8 - s.count % 8) % 8)
         }
-        var file = magic + Array(key)
+        var file = magic + key
         appendWord(body.withUnsafeBytes { checksum($0) }, to: &file)
-        file += body
-
-        let final = path(directory: directory, key: key)
-        let tmp = final + ".tmp.\(ProcessInfo.processInfo.processIdentifier).\(UInt32.random(in: 0...UInt32.max))"
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            try Data(file).write(to: URL(fileURLWithPath: tmp))
-            if rename(tmp, final) != 0 { try? FileManager.default.removeItem(atPath: tmp) }
-        } catch {
-            try? FileManager.default.removeItem(atPath: tmp)
-        }
-        evict(directory: directory, keeping: maxFiles)
+        return file + body
     }
 
     /// Removes the least recently used .nlatok files beyond `keeping`.
@@ -145,45 +152,84 @@ enum TokenizerDiskCache {
         let p = path(directory: directory, key: key)
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: p), options: [.mappedIfSafe]) else { return nil }
         utimes(p, nil)  // recently used: kept longest by `evict`
-        return data.withUnsafeBytes { raw -> TokenizerCore? in
-            let head = magic.count + 32 + 8
-            guard raw.count >= head + 8 * sectionCount, Array(raw[0..<magic.count]) == magic,
-                  Array(raw[magic.count..<(magic.count + 32)]) == Array(key) else { return nil }
-            let body = UnsafeRawBufferPointer(rebasing: raw[head...])
-            guard checksum(body) == UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: magic.count + 32, as: UInt64.self)) else {
-                return nil
-            }
-            var sections: [UnsafeRawBufferPointer] = []
-            var offset = 8 * sectionCount
-            for i in 0..<sectionCount {
-                let n = Int(UInt64(littleEndian: body.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))
-                guard n >= 0, n <= body.count - offset else { return nil }
-                sections.append(UnsafeRawBufferPointer(rebasing: body[offset..<(offset + n)]))
-                offset += n + (8 - n % 8) % 8
-            }
-            func array<T>(_ i: Int, _: T.Type) -> [T]? {
-                let s = sections[i]
-                guard s.count % MemoryLayout<T>.stride == 0 else { return nil }
-                let n = s.count / MemoryLayout<T>.stride
-                return [T](unsafeUninitializedCapacity: n) { buf, done in
-                    if n > 0 { UnsafeMutableRawPointer(buf.baseAddress!).copyMemory(from: s.baseAddress!, byteCount: s.count) }
-                    done = n
-                }
-            }
-            guard let pool = array(1, UInt8.self), let starts = array(2, Int32.self), let values = array(3, Int32.self),
-                  let slots = array(4, TokByteTable.Slot.self), let idToEntry = array(5, Int32.self),
-                  let meta = array(6, Int64.self), meta.count == 4, meta[3] == Int64(MemoryLayout<TokByteTable.Slot>.stride),
-                  let cells = array(7, UInt64.self), let mergedIds = array(8, Int32.self), let wide = array(9, SIMD2<UInt64>.self),
-                  let vocab = TokByteTable(storage: .init(pool: pool, starts: starts, values: values, slots: slots)),
-                  let merges = TokPairTable(storage: .init(compact: meta[0] == 1, capacity: Int(meta[1]), count: Int(meta[2]),
-                                                           cells: cells, mergedIds: mergedIds, wide: wide), idLimit: idToEntry.count)
-            else { return nil }
-            for e in idToEntry where e < -1 || Int(e) >= vocab.count { return nil }
-            for e in 0..<vocab.count where values[e] >= idToEntry.count { return nil }
-            guard case .object(let root)? = try? TokJSONReader.parse(Data(sections[0]), file: file) else { return nil }
-            return try? TokenizerCore(root: root, file: file) { node in
-                try TokBPEModel(node, vocab: vocab, idToEntry: idToEntry, merges: merges)
+        return data.withUnsafeBytes { decode($0, key: Array(key), file: file) }
+    }
+
+    /// The tokenizer core in a file's bytes, or nil when they are not a usable file for `key`.
+    static func decode(_ raw: UnsafeRawBufferPointer, key: [UInt8], file: String) -> TokenizerCore? {
+        let head = magic.count + 32 + 8
+        guard raw.count >= head + 8 * sectionCount, Array(raw[0..<magic.count]) == magic,
+              Array(raw[magic.count..<(magic.count + 32)]) == key else { return nil }
+        let body = UnsafeRawBufferPointer(rebasing: raw[head...])
+        guard checksum(body) == UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: magic.count + 32, as: UInt64.self)) else {
+            return nil
+        }
+        var sections: [UnsafeRawBufferPointer] = []
+        var offset = 8 * sectionCount
+        for i in 0..<sectionCount {
+            let n64 = UInt64(littleEndian: body.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
+            guard offset <= body.count, n64 <= UInt64(body.count - offset) else { return nil }
+            let n = Int(n64)
+            sections.append(UnsafeRawBufferPointer(rebasing: body[offset..<(offset + n)]))
+            offset += n + (8 - n % 8) % 8
+        }
+        func array<T>(_ i: Int, _: T.Type) -> [T]? {
+            let s = sections[i]
+            guard s.count % MemoryLayout<T>.stride == 0 else { return nil }
+            let n = s.count / MemoryLayout<T>.stride
+            return [T](unsafeUninitializedCapacity: n) { buf, done in
+                if n > 0 { UnsafeMutableRawPointer(buf.baseAddress!).copyMemory(from: s.baseAddress!, byteCount: s.count) }
+                done = n
             }
         }
+        guard let pool = array(1, UInt8.self), let starts = array(2, Int32.self), let values = array(3, Int32.self),
+              let slots = array(4, TokByteTable.Slot.self), let idToEntry = array(5, Int32.self),
+              let meta = array(6, Int64.self), meta.count == 4, meta[3] == Int64(MemoryLayout<TokByteTable.Slot>.stride),
+              let cells = array(7, UInt64.self), let mergedIds = array(8, Int32.self), let wide = array(9, SIMD2<UInt64>.self),
+              let vocab = TokByteTable(storage: .init(pool: pool, starts: starts, values: values, slots: slots)),
+              let merges = TokPairTable(storage: .init(compact: meta[0] == 1, capacity: Int(meta[1]), count: Int(meta[2]),
+                                                       cells: cells, mergedIds: mergedIds, wide: wide), idLimit: idToEntry.count)
+        else { return nil }
+        for e in idToEntry where e < -1 || Int(e) >= vocab.count { return nil }
+        for e in 0..<vocab.count where values[e] >= idToEntry.count { return nil }
+        guard case .object(let root)? = try? TokJSONReader.parse(Data(sections[0]), file: file) else { return nil }
+        return try? TokenizerCore(root: root, file: file) { node in
+            try TokBPEModel(node, vocab: vocab, idToEntry: idToEntry, merges: merges)
+        }
+    }
+}
+
+/// The disk-cache reader as the fuzz target drives it: a valid file for a tokenizer.json, damaged at will,
+/// optionally resealed (checksum recomputed) so the damage reaches the checks behind the checksum.
+package enum TokenizerDiskCacheFuzzing {
+    /// The file `TokenizerCache` writes for `json` (a BPE tokenizer.json).
+    package static func file(for json: Data) throws -> [UInt8] {
+        let parsed = try TokJSONReader.parseTokenizerFile(json, file: "tokenizer.json")
+        let core = try TokenizerCore(parsed, file: "tokenizer.json")
+        guard let bpe = core.model as? TokBPEModel else {
+            throw TokenizerError.unsupported(file: "tokenizer.json", path: "model", problem: "not a BPE model")
+        }
+        return TokenizerDiskCache.encode(key: Array(SHA256.hash(data: json)), root: parsed.root, model: bpe)
+    }
+
+    /// `bytes` with the checksum word set to the checksum of its body (unchanged when too short to hold one).
+    package static func resealed(_ bytes: [UInt8]) -> [UInt8] {
+        let at = TokenizerDiskCache.checksumOffset
+        guard bytes.count >= at + 8 else { return bytes }
+        var out = bytes
+        let sum = bytes.withUnsafeBytes { TokenizerDiskCache.checksum(UnsafeRawBufferPointer(rebasing: $0[(at + 8)...])) }
+        withUnsafeBytes(of: sum.littleEndian) { for k in 0..<8 { out[at + k] = $0[k] } }
+        return out
+    }
+
+    /// A tokenizer for `json` through a `TokenizerCache` whose directory holds `file` as json's entry, and
+    /// whether the file was used (false: refused and rebuilt from the JSON).
+    package static func load(file: [UInt8], json: Data, directory: String) throws -> (Tokenizer, fromFile: Bool) {
+        let path = TokenizerDiskCache.path(directory: directory, key: SHA256.hash(data: json))
+        try Data(file).write(to: URL(fileURLWithPath: path))
+        defer { unlink(path) }
+        let cache = TokenizerCache(capacity: 0, directory: directory)
+        let tok = try Tokenizer(tokenizerJSON: TokenizerSourceFile(data: json, name: "tokenizer.json"), tokenizerConfig: nil, cache: cache)
+        return (tok, cache.diskLoads == 1)
     }
 }

@@ -516,14 +516,16 @@ struct TokPairTable: Sendable {
     }
 
     /// A table over stored arrays, or nil when they are inconsistent (sizes, the pair count, an empty cell
-    /// to end every probe, ranks inside the merged-id list, merged ids in 0..<`idLimit`).
+    /// to end every probe, every stored pair's rank inside the merged-id list with a merged id in
+    /// 0..<`idLimit`; ranks no pair holds may keep −1).
     init?(storage st: Storage, idLimit: Int) {
         guard st.capacity >= 1, st.count >= 0, st.count < st.capacity else { return nil }
         var used = 0
         if st.compact {
             guard st.cells.count == st.capacity, st.wide.isEmpty else { return nil }
             for c in st.cells where c != Self.empty {
-                guard Int(c & 0x3F_FFFF) < st.mergedIds.count else { return nil }
+                let rank = Int(c & 0x3F_FFFF)
+                guard rank < st.mergedIds.count, st.mergedIds[rank] >= 0 else { return nil }
                 used += 1
             }
             for m in st.mergedIds where m < -1 || Int(m) >= idLimit { return nil }

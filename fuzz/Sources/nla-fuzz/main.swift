@@ -15,6 +15,10 @@ import NLARuntime
 import NLAWire
 import Quant
 
+// Tokenizers built by the targets stay in memory: an input must not write $NLA_CACHE/tokenizers (set before
+// TokenizerCache.shared first reads it).
+setenv("NLA_TOKENIZER_CACHE", "off", 1)
+
 /// Inputs go through a file when the reader takes a path (the readers mmap); /dev/shm when present.
 let scratchDir: String = {
     let base = FileManager.default.fileExists(atPath: "/dev/shm") ? "/dev/shm" : NSTemporaryDirectory()
@@ -53,6 +57,9 @@ let baseTokenizerJSON = Data(#"""
   "byte_fallback":true,"ignore_merges":false,"vocab":{"<pad>":0,"<eos>":1,"<bos>":2,"<start_of_turn>":3,"<end_of_turn>":4,"<0x0A>":5,"▁":6,"h":7,"i":8,"hi":9,"▁hi":10,"user":11,"model":12},
   "merges":[["h","i"],["▁","hi"]]}}
 """#.utf8)
+
+/// The disk-cache file of baseTokenizerJSON (the tokenizer_disk_cache target damages copies of it).
+let validDiskCacheFile: [UInt8] = try! TokenizerDiskCacheFuzzing.file(for: baseTokenizerJSON)
 
 /// A tokenizer_config.json with a template the native Gemma 3 renderer accepts and no bos_token (so the
 /// special_tokens_map target's file decides it).
@@ -158,6 +165,29 @@ let targets: [String: (Data) throws -> Void] = [
             _ = tok.decode(ids, skipSpecialTokens: true)
         }
         _ = tok.decode([-1, 0, 1, 2, Int(Int32.max), Int.max, tok.vocabSize])
+    },
+    "tokenizer_disk_cache": { data in
+        // The reader of $NLA_CACHE/tokenizers/*.nlatok. Input: a flags byte (bit 0: reseal the checksum after
+        // the damage, bit 1: truncate to the next 4 bytes' length), then 5-byte patches (u32 offset, xor byte)
+        // applied to the valid file of baseTokenizerJSON. A file must be used or refused, never crash.
+        guard let flags = data.first else { return }
+        var bytes = validDiskCacheFile
+        var rest = data.dropFirst()
+        func u32(_ d: Data.SubSequence) -> Int { d.prefix(4).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) } }
+        if flags & 2 != 0, rest.count >= 4 {
+            bytes = Array(bytes.prefix(u32(rest) % (bytes.count + 1)))
+            rest = rest.dropFirst(4)
+        }
+        while rest.count >= 5, !bytes.isEmpty {
+            bytes[u32(rest) % bytes.count] ^= rest[rest.startIndex + 4]
+            rest = rest.dropFirst(5)
+        }
+        if flags & 1 != 0 { bytes = TokenizerDiskCacheFuzzing.resealed(bytes) }
+        let (tok, _) = try TokenizerDiskCacheFuzzing.load(file: bytes, json: baseTokenizerJSON, directory: scratchDir)
+        for t in sampleTexts {
+            let ids = tok.encode(t)
+            _ = tok.decode(ids)
+        }
     },
     "tokenizer_config": { data in
         let tok = try Tokenizer(tokenizerJSON: TokenizerSourceFile(data: baseTokenizerJSON, name: "tokenizer.json"),
