@@ -412,9 +412,9 @@ public enum LlamaCppGGUF {
                 if !first { mergesJSON.append(UInt8(ascii: ",")) }
                 first = false
                 mergesJSON.append(UInt8(ascii: "["))
-                jsonString(l, into: &mergesJSON)
+                TokJSONWriter.string(l, into: &mergesJSON)
                 mergesJSON.append(UInt8(ascii: ","))
-                jsonString(r, into: &mergesJSON)
+                TokJSONWriter.string(r, into: &mergesJSON)
                 mergesJSON.append(UInt8(ascii: "]"))
             }
         }
@@ -426,7 +426,7 @@ public enum LlamaCppGGUF {
         for (i, k) in keys.enumerated() where index[k] == i {
             if !first { vocabJSON.append(UInt8(ascii: ",")) }
             first = false
-            jsonString(k, into: &vocabJSON)
+            TokJSONWriter.string(k, into: &vocabJSON)
             vocabJSON += Array(":\(i)".utf8)
         }
         vocabJSON.append(UInt8(ascii: "}"))
@@ -475,22 +475,6 @@ public enum LlamaCppGGUF {
         return Data(text)
     }
 
-    /// Append `bytes` (UTF-8) as a JSON string literal.
-    static func jsonString(_ bytes: [UInt8], into out: inout [UInt8]) {
-        out.append(UInt8(ascii: "\""))
-        for c in bytes {
-            switch c {
-            case UInt8(ascii: "\""): out += [92, 34]
-            case UInt8(ascii: "\\"): out += [92, 92]
-            case 0x0A: out += [92, UInt8(ascii: "n")]
-            case 0x0D: out += [92, UInt8(ascii: "r")]
-            case 0x09: out += [92, UInt8(ascii: "t")]
-            case 0..<0x20: out += Array(String(format: "\\u%04x", c).utf8)
-            default: out.append(c)
-            }
-        }
-        out.append(UInt8(ascii: "\""))
-    }
 }
 
 /// f32 buffers owned by a loaded model (norms shifted back from llama.cpp's (1 + w)).

@@ -172,10 +172,10 @@ struct TokenizerDiskCacheTests {
                                     .number(1.5e300), .number(-2.25), .number(9007199254740993)]), "b": .bool(false), "z": .null,
                                     "o": .object([:]), "a": .array([])])
         var out: [UInt8] = []
-        TokenizerDiskCache.writeJSON(doc, into: &out)
+        TokJSONWriter.value(doc, into: &out)
         let back = try TokJSONReader.parse(Data(out), file: "x")
         var again: [UInt8] = []
-        TokenizerDiskCache.writeJSON(back, into: &again)
+        TokJSONWriter.value(back, into: &again)
         #expect(again == out)
         guard case .object(let o) = back, case .string(let s)? = o["s"], case .array(let n)? = o["n"] else {
             Issue.record("not an object with s and n"); return

@@ -48,7 +48,7 @@ enum TokenizerDiskCache {
     /// The file's bytes: magic, key, checksum of the body; body = section lengths, then the sections.
     static func encode(key: [UInt8], root: [String: TokJSON], model: TokBPEModel) -> [UInt8] {
         var json: [UInt8] = []
-        writeJSON(.object(root), into: &json)
+        TokJSONWriter.value(.object(root), into: &json)
         let v = model.vocab.storage, m = model.merges.storage
         var sections: [[UInt8]] = []
         func add<T>(_ a: [T]) { sections.append(a.withUnsafeBytes { Array($0) }) }
@@ -101,48 +101,6 @@ enum TokenizerDiskCache {
             }
             return h
         }
-    }
-
-    /// Compact JSON that `TokJSONParser` reads back to the same value (keys sorted; strings escaped where JSON
-    /// requires; numbers in Swift's shortest round-trip form).
-    static func writeJSON(_ v: TokJSON, into out: inout [UInt8]) {
-        switch v {
-        case .null: out += Array("null".utf8)
-        case .bool(let b): out += Array((b ? "true" : "false").utf8)
-        case .number(let d):
-            if d == d.rounded(), abs(d) < 9e15, !(d == 0 && d.sign == .minus) { out += Array(String(Int64(d)).utf8) } else { out += Array("\(d)".utf8) }
-        case .string(let s): writeString(s, into: &out)
-        case .array(let a):
-            out.append(UInt8(ascii: "["))
-            for (i, x) in a.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                writeJSON(x, into: &out)
-            }
-            out.append(UInt8(ascii: "]"))
-        case .object(let o):
-            out.append(UInt8(ascii: "{"))
-            for (i, k) in o.keys.sorted().enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                writeString(k, into: &out)
-                out.append(UInt8(ascii: ":"))
-                writeJSON(o[k]!, into: &out)
-            }
-            out.append(UInt8(ascii: "}"))
-        }
-    }
-
-    private static func writeString(_ s: String, into out: inout [UInt8]) {
-        let hex = Array("0123456789abcdef".utf8)
-        out.append(0x22)
-        for b in s.utf8 {
-            switch b {
-            case 0x22: out += [0x5C, 0x22]
-            case 0x5C: out += [0x5C, 0x5C]
-            case 0..<0x20: out += [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 15)]]
-            default: out.append(b)
-            }
-        }
-        out.append(0x22)
     }
 
     // MARK: reading

@@ -597,3 +597,53 @@ struct TokJSONNode {
         return try require("type").asString()
     }
 }
+
+/// JSON text from bytes and `TokJSON` values (the GGUF → tokenizer.json rebuild, the tokenizer disk cache).
+enum TokJSONWriter {
+    /// Appends `bytes` (UTF-8) as a JSON string literal: quote and backslash escaped, control characters
+    /// as \n, \r, \t or \u00XX, everything else as is.
+    static func string(_ bytes: some Sequence<UInt8>, into out: inout [UInt8]) {
+        let hex = Array("0123456789abcdef".utf8)
+        out.append(UInt8(ascii: "\""))
+        for c in bytes {
+            switch c {
+            case UInt8(ascii: "\""): out += [92, 34]
+            case UInt8(ascii: "\\"): out += [92, 92]
+            case 0x0A: out += [92, UInt8(ascii: "n")]
+            case 0x0D: out += [92, UInt8(ascii: "r")]
+            case 0x09: out += [92, UInt8(ascii: "t")]
+            case 0..<0x20: out += [92, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(c >> 4)], hex[Int(c & 15)]]
+            default: out.append(c)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+
+    /// Compact JSON that `TokJSONParser` reads back to the same value (object keys sorted; numbers in
+    /// Swift's shortest round-trip form, integers without a fraction, −0 kept).
+    static func value(_ v: TokJSON, into out: inout [UInt8]) {
+        switch v {
+        case .null: out += Array("null".utf8)
+        case .bool(let b): out += Array((b ? "true" : "false").utf8)
+        case .number(let d):
+            if d == d.rounded(), abs(d) < 9e15, !(d == 0 && d.sign == .minus) { out += Array(String(Int64(d)).utf8) } else { out += Array("\(d)".utf8) }
+        case .string(let s): string(s.utf8, into: &out)
+        case .array(let a):
+            out.append(UInt8(ascii: "["))
+            for (i, x) in a.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                value(x, into: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        case .object(let o):
+            out.append(UInt8(ascii: "{"))
+            for (i, k) in o.keys.sorted().enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                string(k.utf8, into: &out)
+                out.append(UInt8(ascii: ":"))
+                value(o[k]!, into: &out)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+    }
+}
