@@ -35,9 +35,12 @@ public enum Kernels {
     /// that size then come from the heap and leave resident holes there when freed. A command-line
     /// process that allocates weights, KV caches and big scratch calls this once at start with a fixed
     /// threshold (the library itself never changes process-wide malloc settings). False where the C
-    /// library has no such setting.
+    /// library has no such setting or `bytes` is not in 1...Int32.max.
     @discardableResult
-    public static func fixMallocMmapThreshold(bytes: Int) -> Bool { ck_set_malloc_mmap_threshold(bytes) == 1 }
+    public static func fixMallocMmapThreshold(bytes: Int) -> Bool {
+        guard bytes > 0, bytes <= Int(Int32.max) else { return false }  // mallopt takes an int
+        return ck_set_malloc_mmap_threshold(bytes) == 1
+    }
 
     /// The first index of the largest value, that value, and the largest value at any other index
     /// (equal to the first when the maximum repeats). NaNs never win; no value above −inf gives

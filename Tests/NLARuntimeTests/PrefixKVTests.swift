@@ -26,6 +26,24 @@ import NLATestSupport
         return true
     }
 
+    /// The largest |Δ| between the entries both caches hold for positions 0..<n relative to max(1, max |a|),
+    /// or nil when one holds an entry the other lacks.
+    func relativeMaxDiff(_ a: KVCache, _ b: KVCache, count n: Int) -> Float? {
+        guard a.blocks == b.blocks else { return nil }
+        var diff: Float = 0, ref: Float = 1
+        for l in 0..<a.blocks {
+            for j in 0..<n {
+                for value in [false, true] {
+                    let x = a.entry(block: l, position: j, value: value), y = b.entry(block: l, position: j, value: value)
+                    guard x != nil || y != nil else { continue }
+                    guard let x, let y, x.count == y.count else { return nil }
+                    for (u, v) in zip(x, y) { diff = max(diff, abs(u - v)); ref = max(ref, abs(u)) }
+                }
+            }
+        }
+        return diff / ref
+    }
+
     @Test(arguments: [SynNLAPair.Precision.full, .q8_0])
     func avPrefixKVIsComputedOnceAndReused(_ precision: SynNLAPair.Precision) throws {
         let pair = try SynNLAPair.get()
@@ -50,7 +68,15 @@ import NLATestSupport
         let stored = try av.storedPrefixCache(on: runner)
         let recomputed = try av.prefixCache(on: runner)
         #expect(stored.position == av.injectionPosition && recomputed.position == av.injectionPosition)
-        #expect(sameKV(stored, recomputed, count: av.injectionPosition), "stored prefix KV differs from a fresh computation")
+        // Q8_0: bit for bit (integer kernels, each row the same whatever rows come with it). f32 goes through
+        // OpenBLAS sgemm, whose rounding is not row-invariant on every CPU (bit-identical on the Sapphire Rapids
+        // box, not on an AMD EPYC one, with the same code): the "within f32 tolerance" there.
+        if precision == .q8_0 {
+            #expect(sameKV(stored, recomputed, count: av.injectionPosition), "stored prefix KV differs from a fresh computation")
+        } else {
+            let d = relativeMaxDiff(stored, recomputed, count: av.injectionPosition)
+            #expect(d != nil && d! <= 1e-5, "stored prefix KV differs from a fresh computation: relative max|Δ| \(String(describing: d))")
+        }
         #expect(av.prefixKV.computations == 1 && av.prefixKV.reuses == 3)
         // Into a runner of another geometry (chunk 5: wrapped sliding rings) the copy keeps what that ring holds.
         let small = try Gemma3Batch(model: av.model.model, maxSequences: 1, capacity: av.promptIds.count + 4, chunk: 5)
