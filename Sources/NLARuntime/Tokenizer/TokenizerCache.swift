@@ -53,7 +53,7 @@ public final class TokenizerCache: @unchecked Sendable {
     /// disk in `defaultDirectory`.
     public static let shared = TokenizerCache(capacity: 2, directory: defaultDirectory)
 
-    /// $NLA_TOKENIZER_CACHE, else <NLA cache>/tokenizers (~25 MB per distinct tokenizer.json; safe to
+    /// $NLA_TOKENIZER_CACHE, else <NLA cache>/tokenizers (~20 MB per distinct tokenizer.json; safe to
     /// delete); NLA_TOKENIZER_CACHE=off (or 0, or empty) keeps tokenizers in memory only.
     public static var defaultDirectory: String? {
         if let v = ProcessInfo.processInfo.environment["NLA_TOKENIZER_CACHE"] {

@@ -87,20 +87,18 @@ enum TokenizerDiskCache {
     /// A 64-bit multiply–xor hash of the bytes (not cryptographic: it catches damage, not tampering; the file
     /// name already is the SHA-256 of the tokenizer.json it was built from).
     static func checksum(_ raw: UnsafeRawBufferPointer) -> UInt64 {
-        do {
-            var h: UInt64 = 0x243F_6A88_85A3_08D3 ^ UInt64(raw.count)
-            var i = 0
-            while i + 8 <= raw.count {
-                h = (h ^ raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* 0x9E37_79B9_7F4A_7C15
-                h ^= h >> 29
-                i += 8
-            }
-            while i < raw.count {
-                h = (h ^ UInt64(raw[i])) &* 0x9E37_79B9_7F4A_7C15
-                i += 1
-            }
-            return h
+        var h: UInt64 = 0x243F_6A88_85A3_08D3 ^ UInt64(raw.count)
+        var i = 0
+        while i + 8 <= raw.count {
+            h = (h ^ raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* 0x9E37_79B9_7F4A_7C15
+            h ^= h >> 29
+            i += 8
         }
+        while i < raw.count {
+            h = (h ^ UInt64(raw[i])) &* 0x9E37_79B9_7F4A_7C15
+            i += 1
+        }
+        return h
     }
 
     // MARK: reading
@@ -115,11 +113,11 @@ enum TokenizerDiskCache {
 
     /// The tokenizer core in a file's bytes, or nil when they are not a usable file for `key`.
     static func decode(_ raw: UnsafeRawBufferPointer, key: [UInt8], file: String) -> TokenizerCore? {
-        let head = magic.count + 32 + 8
+        let head = checksumOffset + 8
         guard raw.count >= head + 8 * sectionCount, Array(raw[0..<magic.count]) == magic,
-              Array(raw[magic.count..<(magic.count + 32)]) == key else { return nil }
+              Array(raw[magic.count..<checksumOffset]) == key else { return nil }
         let body = UnsafeRawBufferPointer(rebasing: raw[head...])
-        guard checksum(body) == UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: magic.count + 32, as: UInt64.self)) else {
+        guard checksum(body) == UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: checksumOffset, as: UInt64.self)) else {
             return nil
         }
         var sections: [UnsafeRawBufferPointer] = []
