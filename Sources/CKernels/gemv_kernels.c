@@ -109,12 +109,86 @@ static void quantize_block(const float *xb, float qmax, int64_t qb, int split, f
 }
 #pragma STDC FP_CONTRACT DEFAULT
 
+#if GV_X86
+// quantize_block for a whole row with AVX-512 intrinsics: the same operations in the same order on 16
+// lanes (max of |x| is exact in any order, every other step is one IEEE operation per value, integer
+// sums are exact), so the bytes equal quantize_block's — the test compares the two paths. Kept out of
+// the target_clones code because the compiler does not vectorize that per-block function across the
+// row, and its per-block indirect call costs as much as the arithmetic at decode sizes.
+#define T_Q512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")))
+T_Q512 static void quantize_row_512(const float *xr, int64_t nb, float qmax, int64_t qb, int split, float *d, int32_t *s,
+                                    uint8_t *q) {
+    const __m512 fmax = _mm512_set1_ps(3.4028235e38f), magic = _mm512_set1_ps(12582912.0f);
+    const __m512 half = _mm512_set1_ps(0.5f), mhalf = _mm512_set1_ps(-0.5f), one = _mm512_set1_ps(1.0f);
+    const __m512 vq = _mm512_set1_ps(qmax), vnq = _mm512_set1_ps(-qmax), zero = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const float *xb = xr + b * QK;
+        const __m512 x0 = _mm512_loadu_ps(xb), x1 = _mm512_loadu_ps(xb + 16);
+        const __m512 a0 = _mm512_abs_ps(x0), a1 = _mm512_abs_ps(x1);
+        const __mmask16 f0 = _mm512_cmp_ps_mask(a0, fmax, _CMP_LE_OQ), f1 = _mm512_cmp_ps_mask(a1, fmax, _CMP_LE_OQ);
+        uint8_t *qo = q + b * QK * qb;
+        if ((f0 & f1) != 0xFFFF) {
+            d[b] = NAN;
+            s[b] = 0;
+            memset(qo, 0, (size_t)(QK * qb));
+            continue;
+        }
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+        float db = amax / qmax;
+        float id = db != 0.0f ? 1.0f / db : 0.0f;
+        if (!(id <= 3.4028235e38f)) db = id = 0.0f;
+        d[b] = db;
+        const __m512 vid = _mm512_set1_ps(id);
+        __m512i iv[2];
+        const __m512 xs[2] = {x0, x1};
+        for (int h = 0; h < 2; h++) {
+            const __m512 v = _mm512_mul_ps(xs[h], vid);
+            __m512 r = _mm512_sub_ps(_mm512_add_ps(v, magic), magic);
+            const __m512 diff = _mm512_sub_ps(v, r);
+            const __mmask16 pos = _mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ);
+            const __m512 away = _mm512_mask_blend_ps(pos, _mm512_set1_ps(-1.0f), one);
+            const __mmask16 tie = _mm512_cmp_ps_mask(diff, half, _CMP_EQ_OQ) | _mm512_cmp_ps_mask(diff, mhalf, _CMP_EQ_OQ);
+            const __mmask16 toward = _mm512_cmp_ps_mask(_mm512_mul_ps(r, away), _mm512_mul_ps(v, away), _CMP_LT_OQ);
+            r = _mm512_mask_add_ps(r, tie & toward, r, away);
+            r = _mm512_min_ps(_mm512_max_ps(r, vnq), vq);
+            iv[h] = _mm512_cvttps_epi32(r);
+        }
+        s[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(iv[0], iv[1]));
+        if (qb == 2 && split) {  // 32 low bytes, then 32 high bytes + 128
+            const __m512i k128 = _mm512_set1_epi32(128);
+            _mm_storeu_si128((__m128i *)qo, _mm512_cvtepi32_epi8(iv[0]));
+            _mm_storeu_si128((__m128i *)(qo + 16), _mm512_cvtepi32_epi8(iv[1]));
+            _mm_storeu_si128((__m128i *)(qo + 32), _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_srai_epi32(iv[0], 8), k128)));
+            _mm_storeu_si128((__m128i *)(qo + 48), _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_srai_epi32(iv[1], 8), k128)));
+        } else if (qb == 2) {
+            _mm256_storeu_si256((__m256i *)qo, _mm512_cvtepi32_epi16(iv[0]));
+            _mm256_storeu_si256((__m256i *)(qo + 32), _mm512_cvtepi32_epi16(iv[1]));
+        } else {
+            _mm_storeu_si128((__m128i *)qo, _mm512_cvtepi32_epi8(iv[0]));
+            _mm_storeu_si128((__m128i *)(qo + 16), _mm512_cvtepi32_epi8(iv[1]));
+        }
+    }
+}
+#endif
+
 // Rows are independent and each is written the same way whatever thread takes it: large calls (the
-// prefill of many rows) split the rows over the threads.
-static void quantize_rows(int act, int split, const float *x, int64_t ldx, void *out, int64_t rows, int64_t k) {
+// prefill of many rows) split the rows over the threads. isa: CK_ISA_GENERIC runs quantize_block, any
+// other value the AVX-512 row code when this CPU has it (identical bytes).
+static void quantize_rows(int act, int split, int isa, const float *x, int64_t ldx, void *out, int64_t rows, int64_t k) {
     const int64_t qb = quant_bytes(act), rb = (int64_t)ck_gemv_act_row_bytes(act, k), nb = k / QK;
     if (rb == 0 || rows <= 0) return;
     const float qmax = act == CK_ACT_Q16 ? 32767.0f : 127.0f;
+#if GV_X86
+    static int has512 = -1;  // benign race: every thread computes the same value
+    if (has512 < 0) {
+        __builtin_cpu_init();
+        has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    }
+    const int use512 = has512 && isa != CK_ISA_GENERIC;
+#else
+    (void)isa;
+#endif
     int nt = rows * k >= (int64_t)1 << 16 ? ck_get_threads() : 1;
     if (nt > rows) nt = (int)rows;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -124,17 +198,27 @@ static void quantize_rows(int act, int split, const float *x, int64_t ldx, void 
         int32_t *s = (int32_t *)(base + pad64(nb * 4));
         uint8_t *q = base + 2 * pad64(nb * 4);
         const float *xr = x + r * ldx;
+#if GV_X86
+        if (use512) {
+            quantize_row_512(xr, nb, qmax, qb, split, d, s, q);
+            continue;
+        }
+#endif
         for (int64_t b = 0; b < nb; b++) quantize_block(xr + b * QK, qmax, qb, split, d + b, s + b, q + b * QK * qb);
     }
 }
 
 void ck_gemv_quantize(int act, const float *x, int64_t ldx, void *out, int64_t rows, int64_t k) {
-    quantize_rows(act, 0, x, ldx, out, rows, k);
+    quantize_rows(act, 0, CK_ISA_AUTO, x, ldx, out, rows, k);
 }
 
 // Declared in packed_kernels.h (the packed kernels' row layout); here because it shares quantize_block.
 void ck_packed_quantize(int act, const float *x, int64_t ldx, void *out, int64_t rows, int64_t k) {
-    quantize_rows(act, 1, x, ldx, out, rows, k);
+    quantize_rows(act, 1, CK_ISA_AUTO, x, ldx, out, rows, k);
+}
+
+void ck_quantize_rows_isa(int act, int split, int isa, const float *x, int64_t ldx, void *out, int64_t rows, int64_t k) {
+    quantize_rows(act, split ? 1 : 0, isa, x, ldx, out, rows, k);
 }
 
 // MARK: - Portable path

@@ -141,6 +141,43 @@ struct GemvKernelTests {
         }
     }
 
+    @Test("activation quantizer: the AVX-512 row code writes the portable code's bytes (both layouts, ties, NaN/inf, tiny and huge blocks)")
+    func activationQuantizationPathsAgree() {
+        let k = 320, rows = 24
+        var x = activationRows(rows, k, seed: 23)
+        var rng = TestRNG(seed: 99)
+        // Row 1: exact ties after scaling; row 2: zeros; row 3: 1/d overflows; row 4: NaN, inf, -inf and
+        // FLT_MAX in separate blocks; rows 5…: values on a coarse grid (many ties), scaled over many decades.
+        for j in 0..<k { x[k + j] = Float(j % 7) - 3.5; x[2 * k + j] = 0; x[3 * k + j] = Float(j % 32 - 16) * 1e-40 }
+        x[k + 31] = 127; x[k + 63] = 32767
+        x[4 * k + 5] = .nan; x[4 * k + 40] = .infinity; x[4 * k + 70] = -.infinity; x[4 * k + 100] = .greatestFiniteMagnitude
+        x[4 * k + 101] = -.greatestFiniteMagnitude
+        for r in 5..<rows {
+            let scale = Float(pow(10.0, Double(r - 14)))
+            for j in 0..<k { x[r * k + j] = (Float(Int(rng.gaussians(1)[0] * 64)) / 2 + (j % 3 == 0 ? 0.5 : 0)) * scale }
+        }
+        for act in GemvActivation.allCases {
+            for split: Int32 in [0, 1] where split == 0 || act == .q16 {
+                let n = rows * act.rowBytes(cols: k)
+                var generic = [UInt8](repeating: 0xAB, count: n), auto = generic  // same fill: padding is not written
+                x.withUnsafeBufferPointer { xp in
+                    generic.withUnsafeMutableBytes {
+                        ck_quantize_rows_isa(act.rawValue, split, Int32(CK_ISA_GENERIC), xp.baseAddress!, Int64(k), $0.baseAddress!, Int64(rows), Int64(k))
+                    }
+                    auto.withUnsafeMutableBytes {
+                        ck_quantize_rows_isa(act.rawValue, split, Int32(CK_ISA_AUTO), xp.baseAddress!, Int64(k), $0.baseAddress!, Int64(rows), Int64(k))
+                    }
+                }
+                let rb = act.rowBytes(cols: k)
+                for r in 0..<rows {
+                    let g = generic[(r * rb)..<((r + 1) * rb)], a = auto[(r * rb)..<((r + 1) * rb)]
+                    let diff = zip(g, a).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+                    #expect(diff == nil, "\(act) split \(split) row \(r): first difference at byte \(diff ?? -1)")
+                }
+            }
+        }
+    }
+
     @Test("activation quantizer: within half a step (amax / (2·qmax)) of the input; NaN propagates")
     func activationQuantizationError() {
         let k = 96

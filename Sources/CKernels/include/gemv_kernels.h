@@ -39,8 +39,13 @@ enum { CK_ACT_Q8 = 1, CK_ACT_Q16 = 2 };
 size_t ck_gemv_act_row_bytes(int act, int64_t k);
 
 /// Quantize `rows` f32 rows (row stride ldx) into `out` (rows · ck_gemv_act_row_bytes bytes,
-/// 64-byte aligned). Portable C; identical bytes on every machine.
+/// 64-byte aligned). Identical bytes on every machine (portable C, or AVX-512 code that writes the same).
 void ck_gemv_quantize(int act, const float *x, int64_t ldx, void *out, int64_t rows, int64_t k);
+
+/// ck_gemv_quantize (split 0) or ck_packed_quantize (split 1) through one code path: CK_ISA_GENERIC the
+/// portable per-block code, anything else the AVX-512 row code when the CPU has it (for tests: the
+/// paths write identical bytes).
+void ck_quantize_rows_isa(int act, int split, int isa, const float *x, int64_t ldx, void *out, int64_t rows, int64_t k);
 
 /// Y[M,N] (row stride ldy) = Xa[M,K] · W[N,K]^T with W raw ggml blocks of type wtype (CK_WTYPE_Q8_0 or
 /// CK_WTYPE_Q4_0) and Xa made by ck_gemv_quantize. Any M works; it is meant for M < 16.
