@@ -29,7 +29,7 @@ demo-models: test-model
 ## Everything CI runs: the test model and demo pair, then every test target (unit, synthetic, real-model goldens).
 ## The tests' tokenizers go to their own disk cache (the synthetic ones would crowd out the real one).
 test: system-deps test-model demo-models
-	NLA_TEST_MODEL=$(MODEL) NLA_TOKENIZER_CACHE=$(NLA_CACHE)/tokenizers-test $(SWIFT) test -c $(CONFIG)
+	NLA_TEST_MODEL=$(MODEL) NLA_TOKENIZER_CACHE=$(NLA_CACHE)/tokenizers-test NLA_PACK_CACHE=$(NLA_CACHE)/packed-test $(SWIFT) test -c $(CONFIG)
 
 ## The main job on the embedded default: the 270M answers DEMO_QUESTION, and every token of the
 ## conversation is explained by the demo AV and scored by the demo AR (both quantized to q8_0).

@@ -44,9 +44,10 @@ public final class WeightMatrix: @unchecked Sendable {
             owned = nil
             keepAlive = entry.file
             if GemvActivation.modelTypes.contains(type),
-               let p = PackedWeights(type, blocks: entry.data, rows: rows, cols: cols, consumed: releasePages) {
-                // The mapped blocks are not read again: their pages are given back slice by slice as
-                // they are packed (they fault in again from the file if a slow path ever reads them).
+               let p = PackCache.packed(entry, type: type, rows: rows, cols: cols, consumed: releasePages) {
+                // Mapped from the pack cache, or packed now: then the mapped blocks are not read again and
+                // their pages are given back slice by slice as they are packed (they fault in again from
+                // the file if a slow path ever reads them).
                 packed = p
             } else {
                 packed = nil

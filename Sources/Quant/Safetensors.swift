@@ -32,10 +32,22 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
 }
 
 /// A read-only memory mapping of a whole file. Unmapped on deinit.
+/// Which file (device, inode) in which state (size, modification time) a mapping was made from: equal
+/// identities mean the same bytes unless the file was rewritten in place within the timestamp's resolution.
+public struct FileIdentity: Hashable, Sendable {
+    public let device: UInt64
+    public let inode: UInt64
+    public let size: Int64
+    public let mtimeSeconds: Int64
+    public let mtimeNanoseconds: Int64
+}
+
 public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let base: UnsafeRawPointer
     public let size: Int
+    /// The identity of the opened file (from the same fstat as `size`).
+    public let identity: FileIdentity
     /// Kept open for `copy(_:count:into:)`; closed on deinit.
     private let fd: Int32
 
@@ -56,6 +68,13 @@ public final class MappedFile: @unchecked Sendable {
             throw SafetensorsError.cannotOpen(file: path, reason: "is a directory")
         }
         size = Int(st.st_size)
+        #if os(Linux)
+        let mtime = st.st_mtim
+        #else
+        let mtime = st.st_mtimespec
+        #endif
+        identity = FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: Int64(st.st_size),
+                                mtimeSeconds: Int64(mtime.tv_sec), mtimeNanoseconds: Int64(mtime.tv_nsec))
         self.fd = fd
         if size == 0 {
             base = UnsafeRawPointer(bitPattern: 1)!  // never dereferenced: size checks come first

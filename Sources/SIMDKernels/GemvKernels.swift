@@ -65,10 +65,21 @@ public final class PackedWeights: @unchecked Sendable {
     public let type: QuantType
     public let rows: Int
     public let cols: Int
-    /// The packed copy (its own huge-page mapping when 4 MB or more, see `LargeBuffer`).
-    public var bytes: UnsafeMutableRawPointer { storage.pointer }
+    /// The packed copy (its own huge-page mapping when 4 MB or more, see `LargeBuffer`), or read-only
+    /// memory some `owner` keeps alive (a mapped cache file). Never written after construction.
+    public var bytes: UnsafeMutableRawPointer { pointer }
     public let byteCount: Int
-    private let storage: LargeBuffer
+    private let pointer: UnsafeMutableRawPointer
+    private let storage: LargeBuffer?
+    private let owner: AnyObject?
+    /// Whether the bytes are borrowed from an owner (a mapped cache file) rather than packed here.
+    public var isBorrowed: Bool { storage == nil }
+
+    /// Bytes of one tile row (16 weight rows, every block column).
+    public var tileRowBytes: Int { (cols / 32) * Self.blockBytes(type) }
+
+    /// Bytes of one packed 16-row × 32-column tile of `type` (0 for types that are not packed).
+    public static func blockBytes(_ type: QuantType) -> Int { Int(ck_packed_block_bytes(type.ckID)) }
 
     /// Packed kernels run on this CPU (and NLA_PACK=0 does not turn them off).
     public static var isAvailable: Bool { ck_packed_available() != 0 }
@@ -88,7 +99,7 @@ public final class PackedWeights: @unchecked Sendable {
         guard let n = Self.byteCount(type, rows: rows, cols: cols) else { return nil }
         let tileBytes = (cols / 32) * Int(ck_packed_block_bytes(type.ckID))
         // Matrices of 4 MB and more get their own 2 MB-aligned mapping offered as huge pages.
-        storage = LargeBuffer.allocate(byteCount: n)
+        let storage = LargeBuffer.allocate(byteCount: n)
         let srcRow = type.kernelRowBytes(cols: cols)
         let sliceRows = max(16, (16 << 20) / max(srcRow, 1) / 16 * 16)
         var r0 = 0
@@ -106,10 +117,39 @@ public final class PackedWeights: @unchecked Sendable {
         self.rows = rows
         self.cols = cols
         byteCount = n
+        self.storage = storage
+        pointer = storage.pointer
+        owner = nil
+    }
+
+    /// A packed matrix whose `byteCount(type, rows:, cols:)` bytes at `packed` were written by an earlier
+    /// pack (e.g. read from a cache file); `owner` keeps that memory alive and unchanged as long as this
+    /// object lives. Nil when this CPU would not pack the shape. The caller vouches for the bytes
+    /// (`tileRowMatches` spot-checks them against the source).
+    public init?(_ type: QuantType, packed: UnsafeRawPointer, rows: Int, cols: Int, owner: AnyObject) {
+        guard let n = Self.byteCount(type, rows: rows, cols: cols) else { return nil }
+        self.type = type
+        self.rows = rows
+        self.cols = cols
+        byteCount = n
+        storage = nil
+        pointer = UnsafeMutableRawPointer(mutating: packed)
+        self.owner = owner
+    }
+
+    /// Whether tile row `t` (weight rows 16t…16t+15) holds exactly the pack of `source`: those 16 rows as
+    /// ggml blocks (16 · kernelRowBytes(cols:) bytes).
+    public func tileRowMatches(_ t: Int, source: UnsafeRawPointer) -> Bool {
+        guard t >= 0, t < rows / 16 else { return false }
+        let n = tileRowBytes
+        return withUnsafeTemporaryAllocation(byteCount: n, alignment: 64) { tmp in
+            guard ck_pack(type.ckID, source, tmp.baseAddress!, 16, Int64(cols), 1) == 0 else { return false }
+            return memcmp(tmp.baseAddress!, pointer + t * n, n) == 0
+        }
     }
 
     deinit {
-        storage.free()
+        storage?.free()
         rowNormCache.withLock { $0?.deallocate() }
     }
 
