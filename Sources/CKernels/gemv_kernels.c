@@ -189,7 +189,10 @@ static void quantize_rows(int act, int split, int isa, const float *x, int64_t l
 #else
     (void)isa;
 #endif
-    int nt = rows * k >= (int64_t)1 << 16 ? ck_get_threads() : 1;
+    // From 8 K values on (the 16 rows of a batched decode step) the rows are split: the other threads are
+    // spinning at the matmul's barrier anyway, and the row code is fast enough that only waking them for
+    // smaller calls would cost more than it saves.
+    int nt = rows * k >= (int64_t)1 << 13 ? ck_get_threads() : 1;
     if (nt > rows) nt = (int)rows;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t r = 0; r < rows; r++) {

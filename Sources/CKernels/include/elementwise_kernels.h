@@ -11,7 +11,7 @@
 // reference (ScalarKernels) hold unchanged, and results do not depend on the path, the thread count
 // or how many rows a call holds.
 //
-// Threads: calls with at least CK_EW_PAR_MIN elements spread rows / chunks over ck_get_threads()
+// Threads: calls with at least CK_EW_PAR_MIN elements (GELU: 2 · 16384) spread rows / chunks over ck_get_threads()
 // OpenMP threads (results are per element or per row, so they do not change).
 // `isa`: CK_ISA_AUTO (-1) = the selected path; an unavailable path falls back to the best available.
 // `out` may alias `x` / `gate` / `up` (exact aliasing only, no partial overlap).
