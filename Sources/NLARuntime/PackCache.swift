@@ -158,7 +158,7 @@ public enum PackCache {
         let fm = FileManager.default
         let isNew = !fm.fileExists(atPath: modelDir)
         do { try fm.createDirectory(atPath: modelDir, withIntermediateDirectories: true) } catch { return false }
-        if isNew { evict(directory: directory, keeping: maxModels, sparing: modelDir) }
+        if isNew { evict(directory: directory, keeping: maxModels, sparing: modelDir) } else { removeStaleTemporaries(modelDir) }
         var vfs = statvfs()
         guard statvfs(modelDir, &vfs) == 0 else { return false }
         let free = Int(vfs.f_bavail) * Int(vfs.f_frsize), total = Int(vfs.f_blocks) * Int(vfs.f_frsize)
@@ -186,6 +186,18 @@ public enum PackCache {
             return false
         }
         return true
+    }
+
+    /// Temporary files more than an hour old: left by a process that died while writing.
+    static func removeStaleTemporaries(_ modelDir: String) {
+        let fm = FileManager.default
+        guard let names = try? fm.contentsOfDirectory(atPath: modelDir) else { return }
+        for n in names where n.contains(".nlapack.tmp.") {
+            let p = modelDir + "/" + n
+            if let d = (try? fm.attributesOfItem(atPath: p))?[.modificationDate] as? Date, d < Date(timeIntervalSinceNow: -3600) {
+                try? fm.removeItem(atPath: p)
+            }
+        }
     }
 
     /// Marks a model directory as just used (eviction keeps the most recent).

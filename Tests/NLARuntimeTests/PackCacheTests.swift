@@ -124,6 +124,19 @@ struct PackCacheTests {
         // Rewritten: the next load maps all three again.
         #expect(try Self.load(model, cache: cache).packed.allSatisfy { $0.isBorrowed })
 
+        // A temporary file left by a writer that died: removed by the next store into that model's directory
+        // once it is an hour old, kept while it may still be written.
+        let dir = (try file(of: 0) as NSString).deletingLastPathComponent
+        let stale = dir + "/x.nlapack.tmp.1.2", young = dir + "/y.nlapack.tmp.3.4"
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: stale))
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: young))
+        try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: -7200)], ofItemAtPath: stale)
+        try FileManager.default.removeItem(atPath: try file(of: 1))
+        _ = try Self.load(model, cache: cache)  // stores tensor 1 again
+        #expect(!FileManager.default.fileExists(atPath: stale))
+        #expect(FileManager.default.fileExists(atPath: young))
+        try FileManager.default.removeItem(atPath: young)
+
         // Header damage: magic, type word, checksum.
         try damage(0) { $0[0] ^= 0x20 }
         try damage(1) { $0[8] ^= 0x01 }
