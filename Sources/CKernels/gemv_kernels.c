@@ -217,7 +217,7 @@ void ck_gemv_quantize(int act, const float *x, int64_t ldx, void *out, int64_t r
 
 // Declared in packed_kernels.h (the packed kernels' row layout); here because it shares quantize_block.
 void ck_packed_quantize(int act, const float *x, int64_t ldx, void *out, int64_t rows, int64_t k) {
-    quantize_rows(act, 1, CK_ISA_AUTO, x, ldx, out, rows, k);
+    quantize_rows(act, ck_packed_layout() == CK_PACK_AVX512, CK_ISA_AUTO, x, ldx, out, rows, k);
 }
 
 void ck_quantize_rows_isa(int act, int split, int isa, const float *x, int64_t ldx, void *out, int64_t rows, int64_t k) {

@@ -36,20 +36,38 @@ size_t ck_packed_block_bytes(int wtype) {
     return wtype == CK_WTYPE_Q8_0 ? 32 + 512 : wtype == CK_WTYPE_Q4_0 ? 32 + 256 : 0;
 }
 
-int ck_packed_available(void) {
-    static int cached = -1;
+// The layout is chosen once per process from the CPU and the environment only (never from a runtime ISA
+// change), so every matrix a process packs has the same layout.
+int ck_packed_layout(void) {
+    static int cached = -1;  // benign race: every thread computes the same value
     if (cached < 0) {
-        const char *env = getenv("NLA_PACK");
-        int off = env && (!strcmp(env, "0") || !strcmp(env, "off"));
-        cached = !off && PK_X86 && ck_quant_isa_available(CK_ISA_AVX512VNNI);
+        const char *env = getenv("NLA_PACK"), *isa = getenv("NLA_C_ISA");
+        const int off = env && (!strcmp(env, "0") || !strcmp(env, "off"));
+        const int generic = isa && !strcmp(isa, "generic"), avx2 = isa && !strcmp(isa, "avx2");
+        int layout = CK_PACK_NONE;
+        if (!off && PK_X86 && !generic) {
+            if (!avx2 && ck_quant_isa_available(CK_ISA_AVX512VNNI)) layout = CK_PACK_AVX512;
+            else if (ck_quant_isa_available(CK_ISA_AVX2)) layout = CK_PACK_AVX2;
+        }
+        cached = layout;
     }
     return cached;
 }
 
+int ck_packed_available(void) { return ck_packed_layout() != CK_PACK_NONE; }
+
+int ck_packed_top2_available(void) { return ck_packed_layout() == CK_PACK_AVX512; }
+
+// Byte offset of quant j (0…31) of tile row i (0…15) inside a packed Q8_0 block.
+static inline int q8_offset(int layout, int i, int j) {
+    return layout == CK_PACK_AVX2 ? 32 + 32 * (j / 2) + 2 * i + j % 2 : 32 + 64 * (j / 4) + 4 * i + j % 4;
+}
+
 int ck_pack(int wtype, const void *src, void *dst, int64_t N, int64_t K, int nthreads) {
     const size_t pbs = ck_packed_block_bytes(wtype), wbs = ck_block_bytes(wtype);
-    if (pbs == 0 || N <= 0 || K <= 0 || N % RT || K % QK) return -1;
+    if (pbs == 0 || N <= 0 || K <= 0 || N % RT || K % QK || !ck_packed_available()) return -1;
     const int64_t nb = K / QK, tiles = N / RT, wrow = nb * (int64_t)wbs;
+    const int layout = ck_packed_layout();
     int nt = nthreads > 0 ? nthreads : ck_get_threads();
     const uint8_t *s = (const uint8_t *)src;
     uint8_t *d = (uint8_t *)dst;
@@ -60,6 +78,10 @@ int ck_pack(int wtype, const void *src, void *dst, int64_t N, int64_t K, int nth
             for (int i = 0; i < RT; i++) {
                 const uint8_t *blk = s + (t * RT + i) * wrow + b * (int64_t)wbs;
                 memcpy(o + 2 * i, blk, 2);
+                if (wtype == CK_WTYPE_Q8_0 && layout == CK_PACK_AVX2) {
+                    for (int g = 0; g < 16; g++) memcpy(o + 32 + 32 * g + 2 * i, blk + 2 + 2 * g, 2);
+                    continue;
+                }
                 const int groups = wtype == CK_WTYPE_Q8_0 ? 8 : 4;
                 for (int g = 0; g < groups; g++) memcpy(o + 32 + 64 * g + 4 * i, blk + 2 + 4 * g, 4);
             }
@@ -72,13 +94,14 @@ void ck_packed_dequantize_row(int wtype, const void *packed, int64_t r, int64_t 
     const size_t pbs = ck_packed_block_bytes(wtype);
     if (pbs == 0) return;
     const int64_t nb = K / QK, t = r / RT, i = r % RT;
+    const int layout = ck_packed_layout();
     const uint8_t *p = (const uint8_t *)packed;
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *o = p + (size_t)(t * nb + b) * pbs;
         float d = ck_f16_to_f32((uint16_t)(o[2 * i] | (o[2 * i + 1] << 8)));
         float *yb = y + b * QK;
         if (wtype == CK_WTYPE_Q8_0) {
-            for (int j = 0; j < QK; j++) yb[j] = (float)(int8_t)o[32 + 64 * (j / 4) + 4 * i + j % 4] * d;
+            for (int j = 0; j < QK; j++) yb[j] = (float)(int8_t)o[q8_offset(layout, (int)i, j)] * d;
         } else {
             for (int j = 0; j < 16; j++) {
                 uint8_t q = o[32 + 64 * (j / 4) + 4 * i + j % 4];
@@ -90,6 +113,11 @@ void ck_packed_dequantize_row(int wtype, const void *packed, int64_t r, int64_t 
 }
 
 int ck_packed_q16_value(const void *row, int64_t k, int64_t j) {
+    if (ck_packed_layout() != CK_PACK_AVX512) {  // plain int16 quants (the ck_gemv_quantize row)
+        int16_t v;
+        memcpy(&v, (const uint8_t *)row + 2 * pad64(k / QK * 4) + 2 * j, 2);
+        return v;
+    }
     const uint8_t *q = (const uint8_t *)row + 2 * pad64(k / QK * 4) + (j / QK) * 2 * QK;
     return (int)q[j % QK] + 256 * ((int)q[QK + j % QK] - 128);
 }
@@ -221,6 +249,86 @@ DEFINE_RUN(run_q8, q8_tile, MR)
 DEFINE_RUN(run_q8b, q8b_tile, MR)
 
 typedef void (*run_fn)(const uint8_t *w, size_t pbs, const xrow *xr, int mr, int64_t nb, float *y, int64_t ldy, int64_t n0);
+
+// --- AVX2 (CK_PACK_AVX2): the same 16-row tiles, taken as two 8-row halves (one int32 lane per row) ---
+// No byte dot product with int32 accumulation here, so the int16 products of vpmaddwd and vpmaddubsw
+// are summed with separate adds; the block dots stay the exact int32 values and each block is applied as
+// fma(f32(isum), f32(dw·dx), acc) from acc = +0, as in the AVX-512 kernels: the outputs are bit-identical
+// to theirs. Measured standalone on an AVX2 AMD EPYC (one thread, 65536 × 640, 16 rows): 13–26 GMAC/s
+// against 2–4 for the unpacked ck_gemv tiles.
+#define T_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define MR2 4   // activation rows per call, Q8_0 weights
+#define MR24 4  // the same, Q4_0 weights
+
+// Q8_0 half-tile × Q16 rows: per value pair g the 8 rows' weights widened to int16 (once per block, shared
+// by the mr rows), vpmaddwd with the row's pair broadcast; |block dot| <= 32·128·32767 < 2^28.
+INL T_AVX2 void q8_half_avx2(const uint8_t *w, int h, int64_t nb, const xrow *x, int mr, __m256 acc[MR2]) {
+    for (int64_t b = 0; b < nb; b++, w += 544) {
+        for (int l = 0; l < 544; l += 64) _mm_prefetch((const char *)(w + PF_DIST + l), _MM_HINT_T0);
+        __m256i s[MR2];
+        for (int r = 0; r < mr; r++) s[r] = _mm256_setzero_si256();
+        for (int g = 0; g < 16; g++) {
+            const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 32 + 32 * g + 16 * h)));
+            for (int r = 0; r < mr; r++) {
+                int32_t pair;
+                memcpy(&pair, x[r].q + b * QK * 2 + 4 * g, 4);
+                s[r] = _mm256_add_epi32(s[r], _mm256_madd_epi16(wv, _mm256_set1_epi32(pair)));
+            }
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 16 * h)));
+        for (int r = 0; r < mr; r++)
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[r]), _mm256_mul_ps(dw, _mm256_set1_ps(x[r].d[b])), acc[r]);
+    }
+}
+
+// Q4_0 half-tile × Q8 rows (the AVX-512 layout: 4 values × 8 rows per 32 bytes): vpmaddubsw of the
+// unsigned nibbles and the row's 4 int8 values broadcast gives per row two int16 sums of 2 products, each
+// |.| <= 2·15·127 = 3810; the 8 of a block add up in int16 without overflow (<= 30480), then one vpmaddwd
+// with ones makes the row's int32 Σ n·x, minus 8·Σx.
+INL T_AVX2 void q4_half_avx2(const uint8_t *w, int h, int64_t nb, const xrow *x, int mr, __m256 acc[MR24]) {
+    const __m256i low = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < nb; b++, w += 288) {
+        for (int l = 0; l < 288; l += 64) _mm_prefetch((const char *)(w + PF_DIST + l), _MM_HINT_T0);
+        __m256i lo[4], hi[4];
+        for (int q = 0; q < 4; q++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(w + 32 + 64 * q + 32 * h));
+            lo[q] = _mm256_and_si256(v, low);
+            hi[q] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 16 * h)));
+        for (int r = 0; r < mr; r++) {
+            const int32_t *xq = (const int32_t *)(x[r].q + b * QK);
+            __m256i t = _mm256_maddubs_epi16(lo[0], _mm256_set1_epi32(xq[0]));
+            t = _mm256_add_epi16(t, _mm256_maddubs_epi16(hi[0], _mm256_set1_epi32(xq[4])));
+            for (int q = 1; q < 4; q++) {
+                t = _mm256_add_epi16(t, _mm256_maddubs_epi16(lo[q], _mm256_set1_epi32(xq[q])));
+                t = _mm256_add_epi16(t, _mm256_maddubs_epi16(hi[q], _mm256_set1_epi32(xq[q + 4])));
+            }
+            const __m256i s = _mm256_sub_epi32(_mm256_madd_epi16(t, ones), _mm256_set1_epi32(8 * x[r].s[b]));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(x[r].d[b])), acc[r]);
+        }
+    }
+}
+
+// A call for mr (1…MRV) activation rows: both halves, each specialized per row count.
+#define DEFINE_RUN2(NAME, HALF, MRV)                                                                   \
+    static T_AVX2 void NAME(const uint8_t *w, size_t pbs, const xrow *xr, int mr, int64_t nb, float *y, \
+                            int64_t ldy, int64_t n0) {                                                 \
+        for (int h = 0; h < 2; h++) {                                                                  \
+            __m256 acc[MRV];                                                                           \
+            for (int r = 0; r < MRV; r++) acc[r] = _mm256_setzero_ps();                                \
+            switch (mr) {                                                                              \
+            case 1: HALF(w, h, nb, xr, 1, acc); break;                                                 \
+            case 2: HALF(w, h, nb, xr, 2 <= MRV ? 2 : MRV, acc); break;                                \
+            case 3: HALF(w, h, nb, xr, 3 <= MRV ? 3 : MRV, acc); break;                                \
+            default: HALF(w, h, nb, xr, MRV, acc); break;                                              \
+            }                                                                                          \
+            for (int r = 0; r < mr; r++) _mm256_storeu_ps(y + r * ldy + n0 + 8 * h, acc[r]);            \
+        }                                                                                              \
+        (void)pbs;                                                                                     \
+    }
+DEFINE_RUN2(run_q8_avx2, q8_half_avx2, MR2)
+DEFINE_RUN2(run_q4_avx2, q4_half_avx2, MR24)
 #endif  // PK_X86
 
 int ck_packed_matmul(int wtype, int act, const void *w, const void *xa, float *y, int64_t ldy,
@@ -231,8 +339,11 @@ int ck_packed_matmul(int wtype, int act, const void *w, const void *xa, float *y
 int ck_packed_matmul_multi(int wtype, int act, int nparts, const void *const *w, const int64_t *N,
                            float *const *y, const int64_t *ldy, const void *xa, int64_t M, int64_t K, int nthreads) {
     const size_t pbs = ck_packed_block_bytes(wtype);
-    const int ok = (wtype == CK_WTYPE_Q8_0 && (act == CK_ACT_Q16 || act == CK_ACT_Q8)) || (wtype == CK_WTYPE_Q4_0 && act == CK_ACT_Q8);
-    if (!ok || !ck_packed_available() || K % QK || K <= 0 || nparts < 1 || nparts > CK_PACKED_MAX_PARTS) return -1;
+    const int layout = ck_packed_layout();
+    // The int8-activation Q8_0 kernel (the top-2 screen) exists for the AVX-512 layout only.
+    const int ok = (wtype == CK_WTYPE_Q8_0 && (act == CK_ACT_Q16 || (act == CK_ACT_Q8 && layout == CK_PACK_AVX512))) ||
+                   (wtype == CK_WTYPE_Q4_0 && act == CK_ACT_Q8);
+    if (!ok || layout == CK_PACK_NONE || K % QK || K <= 0 || nparts < 1 || nparts > CK_PACKED_MAX_PARTS) return -1;
     int64_t first[CK_PACKED_MAX_PARTS + 1];  // first global tile of each part
     first[0] = 0;
     for (int p = 0; p < nparts; p++) {
@@ -243,8 +354,10 @@ int ck_packed_matmul_multi(int wtype, int act, int nparts, const void *const *w,
     if (M <= 0 || tiles == 0) return 0;
 #if PK_X86
     const int64_t nb = K / QK, xrb = (int64_t)ck_gemv_act_row_bytes(act, K);
-    const run_fn fn = wtype == CK_WTYPE_Q4_0 ? run_q4 : act == CK_ACT_Q16 ? run_q8 : run_q8b;
-    const int mrk = wtype == CK_WTYPE_Q4_0 ? MR4 : MR;  // activation rows per call
+    const run_fn fn = layout == CK_PACK_AVX2 ? (wtype == CK_WTYPE_Q4_0 ? run_q4_avx2 : run_q8_avx2)
+                      : wtype == CK_WTYPE_Q4_0 ? run_q4 : act == CK_ACT_Q16 ? run_q8 : run_q8b;
+    const int mrk = layout == CK_PACK_AVX2 ? (wtype == CK_WTYPE_Q4_0 ? MR24 : MR2)
+                    : wtype == CK_WTYPE_Q4_0 ? MR4 : MR;  // activation rows per call
     int nt = nthreads > 0 ? nthreads : ck_get_threads();
     if (nt < 1) nt = 1;
     if (tiles * RT * K * (M < 4 ? M : 4) < (int64_t)1 << 16) nt = 1;  // not worth waking the other threads
@@ -376,8 +489,9 @@ int ck_packed_row_norms(int wtype, const void *packed, int64_t N, int64_t K, flo
     const uint8_t *p = (const uint8_t *)packed;
     double maxscale = 0;
     int bad = 0;
+    const int layout = ck_packed_layout();
 #if PK_X86
-    if (wtype == CK_WTYPE_Q8_0) {
+    if (wtype == CK_WTYPE_Q8_0 && layout == CK_PACK_AVX512) {
 #pragma omp parallel num_threads(nt) if (nt > 1)
         {
             double ms = 0;
@@ -408,7 +522,7 @@ int ck_packed_row_norms(int wtype, const void *packed, int64_t N, int64_t K, flo
                 double bs = 0;
                 if (wtype == CK_WTYPE_Q8_0) {
                     for (int j = 0; j < QK; j++) {
-                        const double q = (int8_t)o[32 + 64 * (j / 4) + 4 * i + j % 4];
+                        const double q = (int8_t)o[q8_offset(layout, (int)i, j)];
                         bs += q * q;
                     }
                 } else {
@@ -586,7 +700,7 @@ int ck_packed_top2_q8(const void *w, const float *row_norms, const float *norm_s
                       int64_t M, int64_t N, int64_t K, void *scratch, size_t scratch_bytes, float *screen,
                       int64_t *index, float *first, float *second, int64_t *candidates, int nthreads) {
     const size_t need = ck_packed_top2_q8_scratch_bytes(M, N, K);
-    if (!ck_packed_available() || need == 0 || scratch_bytes < need || ((uintptr_t)scratch & 63) || ldx < K) return -1;
+    if (!ck_packed_top2_available() || need == 0 || scratch_bytes < need || ((uintptr_t)scratch & 63) || ldx < K) return -1;
     if (M == 0) return 0;
 #if PK_X86
     const int64_t nb = K / QK, tiles = N / RT, cap = top2_tiles_cap(tiles);

@@ -173,6 +173,7 @@ public final class Gemma3Batch: @unchecked Sendable {
     /// NLA_HEAD_SCREEN=0) instead of computing every logit.
     public var screensTop2: Bool {
         hasLogits && Gemma3Batch.headScreen && cfg.finalLogitSoftcapping == nil && model.lmHead.packed?.type == .q8_0
+            && PackedWeights.screensTop2
     }
 
     /// NLA_HEAD_SCREEN=0 computes every logit for `.lastTop2` (for measuring what screening gains).

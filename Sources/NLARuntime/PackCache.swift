@@ -1,5 +1,5 @@
 // Packed weights on disk. Loading a Q8_0 / Q4_0 GGUF re-lays every matrix into the packed 16-row tiles
-// of the AVX-512 VNNI kernels (`PackedWeights`): a pass over the whole model into fresh memory in every
+// of the AVX-512 VNNI / AVX2 kernels (`PackedWeights`): a pass over the whole model into fresh memory in every
 // process (the 270M: ~0.1 s of packing plus the first touch of ~300 MB, 0.15–0.7 s on the VMs measured;
 // the 27B pair: tens of GB). The packed bytes are a pure function of the source tensor and the layout, so
 // the first load writes each packed matrix to a file and later loads map that file read-only: page-cache
@@ -80,7 +80,7 @@ public enum PackCache {
         let type: QuantType
         let rows: Int, cols: Int
         let sourceOffset: Int
-        let blockBytes: Int   // packed tile bytes of the type: the layout's fingerprint
+        let blockBytes: Int   // the layout's fingerprint: packed tile bytes of the type + 65536 · layout id
 
         init(entry: TensorEntry, type: QuantType, rows: Int, cols: Int) {
             let id = entry.file.identity
@@ -91,7 +91,7 @@ public enum PackCache {
             self.rows = rows
             self.cols = cols
             sourceOffset = entry.data - entry.file.base
-            blockBytes = PackedWeights.blockBytes(type)
+            blockBytes = PackedWeights.blockBytes(type) + 65536 * PackedWeights.layout
         }
 
         var modelHex: String { model.prefix(16).map { String(format: "%02x", $0) }.joined() }

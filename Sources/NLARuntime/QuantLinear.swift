@@ -36,14 +36,14 @@ enum QuantLinear {
                       scratch: ActivationScratch) {
         precondition(m <= scratch.rows && w.cols <= scratch.maxCols, "activation scratch too small")
         let type = w.type
-        // NLA_KERNELS act=… overrides. Otherwise Q4_0 and Q8_0 run the packed kernels (AVX-512 VNNI) or the
+        // NLA_KERNELS act=… overrides. Otherwise Q4_0 and Q8_0 run the packed kernels (AVX-512 VNNI, AVX2) or the
         // integer gemv, for every row count, so a row's result never depends on the rows batched with it;
         // NLA_Q8_ACT=f32 keeps Q8_0 on f32 activations (f32 kernel for decode, dequantized panels + sgemm
         // for prefill) (README, "Kernels").
         let partner: ActivationMode = w.type.traits.activationType == .f32 ? .f32 : .q8_0
         let integerPath = isIntegerPath(type)
         if let p = w.packed, integerPath {
-            // AVX-512 VNNI: packed 16-row tiles, integer activations of the type's partner, every m.
+            // AVX-512 VNNI / AVX2: packed 16-row tiles, integer activations of the type's partner, every m.
             p.matmul(x: x, y: y, m: m, scratch: scratch.bytes)
             return
         }

@@ -26,7 +26,7 @@ public final class WeightMatrix: @unchecked Sendable {
     /// The blocks, for quantized types; `rowBytes` bytes per row.
     public let blocks: UnsafeRawPointer?
     public let rowBytes: Int
-    /// The blocks re-laid in 16-row tiles for the AVX-512 VNNI kernels (nil on other CPUs, for other
+    /// The blocks re-laid in 16-row tiles for the AVX-512 VNNI / AVX2 kernels (nil on other CPUs, for other
     /// types or shapes). When present the kernels read only this copy.
     public let packed: PackedWeights?
     private let owned: UnsafeMutablePointer<Float>?

@@ -23,7 +23,7 @@ public enum GemvActivation: Int32, Sendable, CaseIterable, CustomStringConvertib
     public static func partner(of type: QuantType) -> GemvActivation { type == .q8_0 ? .q16 : .q8 }
     /// Weight types with gemv and packed kernels.
     public static let weightTypes: [QuantType] = [.q8_0, .q4_0]
-    /// Weight types the model runs on these kernels (packed on AVX-512 VNNI, else gemv, for every row
+    /// Weight types the model runs on these kernels (packed on AVX-512 VNNI and AVX2, else gemv, for every row
     /// count): Q4_0 and Q8_0. NLA_Q8_ACT=f32 keeps Q8_0 on f32 activations (the slower reference path).
     /// Int16 activations are as accurate for Q8_0 (same KLD); since every kernel on this path and the
     /// attention kernel compute a row the same way whatever rows come with it, batched and sequential
@@ -58,9 +58,9 @@ extension QuantKernels {
     }
 }
 
-/// Row-interleaved ("packed") weights for AVX-512 VNNI CPUs (contracts in
+/// Row-interleaved ("packed") weights for AVX-512 VNNI and AVX2 CPUs (contracts in
 /// CKernels/include/packed_kernels.h): a load-time copy of a Q8_0 / Q4_0 matrix whose 16-row tiles
-/// let one integer dot-product instruction advance 16 rows. Owns its memory.
+/// let one integer instruction advance 16 (AVX-512) or 8 (AVX2) rows. Owns its memory.
 public final class PackedWeights: @unchecked Sendable {
     public let type: QuantType
     public let rows: Int
@@ -83,6 +83,12 @@ public final class PackedWeights: @unchecked Sendable {
 
     /// Packed kernels run on this CPU (and NLA_PACK=0 does not turn them off).
     public static var isAvailable: Bool { ck_packed_available() != 0 }
+
+    /// The screened top-2 (`top2(x:…)`) and the Q8_0 × int8 matmul run here (the AVX-512 layout).
+    public static var screensTop2: Bool { ck_packed_top2_available() != 0 }
+
+    /// The packed layout of this process: 1 AVX-512 VNNI, 2 AVX2, 0 none (ck_packed_layout).
+    public static var layout: Int { Int(ck_packed_layout()) }
 
     /// Bytes of the packed copy of a `rows` × `cols` matrix of `type`, nil when it would not be packed.
     public static func byteCount(_ type: QuantType, rows: Int, cols: Int) -> Int? {
@@ -170,8 +176,8 @@ public final class PackedWeights: @unchecked Sendable {
         kernelRequire(m >= 0, "PackedWeights.matmul: negative row count \(m)")
         kernelRequire(Int(bitPattern: scratch) % 64 == 0, "PackedWeights.matmul: scratch is not 64-byte aligned")
         let act = act ?? GemvActivation.partner(of: type)
-        kernelRequire(act == GemvActivation.partner(of: type) || (type == .q8_0 && act == .q8),
-                      "PackedWeights.matmul: no packed kernel for \(type) × \(act)")
+        kernelRequire(act == GemvActivation.partner(of: type) || (type == .q8_0 && act == .q8 && Self.screensTop2),
+                      "PackedWeights.matmul: no packed kernel for \(type) × \(act) in layout \(Self.layout)")
         ck_packed_quantize(act.rawValue, x, Int64(ldx ?? cols), scratch, Int64(m), Int64(cols))
         let rc = ck_packed_matmul(type.ckID, act.rawValue, bytes, scratch, y, Int64(ldy ?? rows), Int64(m), Int64(rows),
                                   Int64(cols), Int32(threads))
@@ -238,6 +244,7 @@ public final class PackedWeights: @unchecked Sendable {
                      candidates: UnsafeMutablePointer<Int>? = nil, screen: UnsafeMutablePointer<Float>? = nil,
                      threads: Int = 0) -> [(index: Int, first: Float, second: Float)] {
         kernelRequire(type == .q8_0, "PackedWeights.top2: only Q8_0 matrices (this one is \(type))")
+        kernelRequire(Self.screensTop2, "PackedWeights.top2: the screen needs the AVX-512 layout (this process has \(Self.layout))")
         kernelRequire(m >= 0, "PackedWeights.top2: negative row count \(m)")
         let ldx = ldx ?? cols
         kernelRequire(ldx >= cols, "PackedWeights.top2: ldx \(ldx) < cols \(cols)")

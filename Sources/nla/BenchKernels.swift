@@ -127,7 +127,7 @@ struct BenchKernels: ParsableCommand {
         var source: String
         if let path = top2Model {
             let lm = try LanguageModel(directory: path)
-            guard let p = lm.model.lmHead.packed, p.type == .q8_0 else {
+            guard let p = lm.model.lmHead.packed, p.type == .q8_0, PackedWeights.screensTop2 else {
                 throw ModelError.input("\(path): the LM head is not a packed Q8_0 matrix (need a q8_0 model on an AVX-512 VNNI CPU)")
             }
             packed = p
@@ -140,7 +140,7 @@ struct BenchKernels: ParsableCommand {
             rows = Array(hs.states.last!.dropFirst(p.cols))  // positions 1…, after the final norm
             source = "\(path) LM head, final hidden states of \(ids.count - 1) positions"
         } else {
-            guard n % 16 == 0, let p = try randomQ8Packed() else {
+            guard n % 16 == 0, PackedWeights.screensTop2, let p = try randomQ8Packed() else {
                 throw ModelError.input("bench-kernels --top2: need packed kernels (AVX-512 VNNI) and n a multiple of 16")
             }
             packed = p

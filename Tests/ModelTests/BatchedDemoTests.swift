@@ -79,7 +79,7 @@ enum BatchedDemo {
         let vectors = try FidelityDemo.rows().prefix(4).map(\.gold)
         let r = try expectTop2MatchesLogits(av, vectors: Array(vectors), steps: 6)
         #expect(r.compared == 6 * vectors.count)
-        #expect(!q8 || r.screened || !PackedWeights.isAvailable)
+        #expect(!q8 || r.screened || !PackedWeights.screensTop2)
         demoBatchLog("\(q8 ? "q8_0" : "f32"): .lastTop2 == top2(.lastLogits) on \(r.compared) rows (head screened: \(r.screened))")
     }
 

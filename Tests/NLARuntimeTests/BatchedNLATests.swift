@@ -73,7 +73,7 @@ private func batchLog(_ s: String) { print("[batched] " + s) }
         let r = try expectTop2MatchesLogits(av, vectors: Self.positions.map { cap.vectors[$0] }, steps: 12)
         #expect(r.compared == 12 * Self.positions.count)
         // The Q8_0 head is screened wherever the packed kernels run; f32 never is.
-        #expect(r.screened == (precision == .q8_0 && PackedWeights.isAvailable))
+        #expect(r.screened == (precision == .q8_0 && PackedWeights.screensTop2))
         batchLog("\(precision.rawValue): .lastTop2 == top2(.lastLogits) on \(r.compared) rows (head screened: \(r.screened))")
     }
 

@@ -99,7 +99,7 @@ struct ScreenedTop2Tests {
     @Test("random matrices (K = 640, 1152) and mixed activation rows, M = 1…17, 1 and 2 threads: == full matmul + top2 bit for bit",
           arguments: [640, 1152])
     func matchesFullPath(k: Int) throws {
-        guard PackedWeights.isAvailable else { print("[screen] skipped: no AVX-512 VNNI"); return }
+        guard PackedWeights.screensTop2 else { print("[screen] skipped: no AVX-512 VNNI"); return }
         let n = 4096
         let p = try pack(gaussianQ8Weights(rows: n, k: k, seed: UInt64(k)), rows: n, k: k)
         var screenedRows = 0, rowsSeen = 0
@@ -123,7 +123,7 @@ struct ScreenedTop2Tests {
 
     @Test("adversarial near-ties: duplicate rows give the first index and second == first; one-quant-step neighbours stay exact")
     func nearTies() throws {
-        guard PackedWeights.isAvailable else { print("[screen] skipped: no AVX-512 VNNI"); return }
+        guard PackedWeights.screensTop2 else { print("[screen] skipped: no AVX-512 VNNI"); return }
         let n = 4096, k = 640, nb = k / 32, bb = 34
         var w = gaussianQ8Weights(rows: n, k: k, seed: 77)
         let rowBytes = nb * bb
@@ -185,7 +185,7 @@ struct ScreenedTop2Tests {
 
     @Test("adversarial: the exact argmax is strictly below two other rows in the int8 screen (another tile); still found")
     func screenRanksTheWinnerThird() throws {
-        guard PackedWeights.isAvailable else { print("[screen] skipped: no AVX-512 VNNI"); return }
+        guard PackedWeights.screensTop2 else { print("[screen] skipped: no AVX-512 VNNI"); return }
         let n = 4096, k = 640, rowBytes = k / 32 * 34
         var w = gaussianQ8Weights(rows: n, k: k, seed: 91)
         func copyRow(_ from: Int, _ to: Int) { for i in 0..<rowBytes { w[to * rowBytes + i] = w[from * rowBytes + i] } }
@@ -219,7 +219,7 @@ struct ScreenedTop2Tests {
 
     @Test("the bound bounds: |screen_j − exact_j| <= rowNorms[j]·β + A for every weight row; screen == packed Q8_0×Q8 matmul")
     func boundHolds() throws {
-        guard PackedWeights.isAvailable else { print("[screen] skipped: no AVX-512 VNNI"); return }
+        guard PackedWeights.screensTop2 else { print("[screen] skipped: no AVX-512 VNNI"); return }
         for k in [640, 1152] {
             let n = 4096, m = 12
             let p = try pack(gaussianQ8Weights(rows: n, k: k, seed: UInt64(k + 3)), rows: n, k: k)
@@ -254,7 +254,7 @@ struct ScreenedTop2Tests {
 
     @Test("the norms are upper bounds of the exact row norms, tight to f32 rounding")
     func rowNormsBound() throws {
-        guard PackedWeights.isAvailable else { print("[screen] skipped: no AVX-512 VNNI"); return }
+        guard PackedWeights.isAvailable else { print("[screen] skipped: no packed kernels"); return }
         let n = 64, k = 640
         let p = try pack(randomRawBlocks(.q8_0, blocks: n * k / 32, seed: 4), rows: n, k: k)
         var row = [Float](repeating: 0, count: k)
@@ -268,7 +268,7 @@ struct ScreenedTop2Tests {
 
     @Test("non-finite activations, non-finite weight scales and rows beyond the guards: same as the full path")
     func nonFinite() throws {
-        guard PackedWeights.isAvailable else { print("[screen] skipped: no AVX-512 VNNI"); return }
+        guard PackedWeights.screensTop2 else { print("[screen] skipped: no AVX-512 VNNI"); return }
         let n = 4096, k = 640
         var w = gaussianQ8Weights(rows: n, k: k, seed: 5)
         let p = try pack(w, rows: n, k: k)
@@ -300,7 +300,7 @@ struct ScreenedTop2Tests {
 
     @Test("packed Q8_0 × int8 activations: float64 reference of the quantized operands, and the unpacked gemv Q8_0 × Q8, within the contract")
     func packedQ8Q8() throws {
-        guard PackedWeights.isAvailable else { print("[screen] skipped: no AVX-512 VNNI"); return }
+        guard PackedWeights.screensTop2 else { print("[screen] skipped: no AVX-512 VNNI"); return }
         for (si, s) in [(1, 16, 1), (1, 48, 33), (3, 32, 31), (5, 64, 20), (8, 16, 168), (70, 32, 7), (17, 48, 3)].enumerated() {
             let (m, n, blocks) = s
             let k = blocks * 32
@@ -349,7 +349,7 @@ struct ScreenedTop2Tests {
 
     @Test("API checks: only Q8_0; scratch size grows with m; m = 0 gives nothing")
     func apiChecks() throws {
-        guard PackedWeights.isAvailable else { print("[screen] skipped: no AVX-512 VNNI"); return }
+        guard PackedWeights.screensTop2 else { print("[screen] skipped: no AVX-512 VNNI"); return }
         let p = try pack(gaussianQ8Weights(rows: 32, k: 64, seed: 1), rows: 32, k: 64)
         #expect(p.top2ScratchBytes(m: 2) > p.top2ScratchBytes(m: 1))
         let scratch = UnsafeMutableRawPointer.allocate(byteCount: p.top2ScratchBytes(m: 1), alignment: 64)

@@ -1,4 +1,4 @@
-// Row-interleaved ("packed") quantized weights and their matmul, for CPUs with AVX-512 VNNI.
+// Row-interleaved ("packed") quantized weights and their matmul, for CPUs with AVX-512 VNNI or AVX2.
 //
 // A ggml Q8_0 / Q4_0 matrix keeps each row's blocks together, so a dot product ends every 32 values
 // in a per-row horizontal sum and a per-row scalar scale. Packing interleaves 16 rows: for each
@@ -15,12 +15,19 @@
 //                    (low nibbles = values 4h…4h+3, high nibbles = values 16+4h…16+4h+3)
 // N must be a multiple of 16 (every Gemma 3 projection is); ck_pack refuses other shapes.
 //
+// Two layouts, one per process (ck_packed_layout): the one above for AVX-512 VNNI (CK_PACK_AVX512), and
+// for AVX2 CPUs (CK_PACK_AVX2) the same tiles and sizes with Q8_0 quants in value pairs (no 4-byte dot
+// product there; vpmaddwd takes int16 pairs):
+//   Q8_0 (544 B)   : after the 32 scale bytes, for g = 0..15, row i: int8 q[2g], q[2g+1] at 32 + 32g + 2i
+//   Q4_0 (288 B)   : as above (AVX2 reads each 64-byte group as two 8-row halves)
+// Both layouts give bit-identical matmul outputs (the same exact int32 block dots, the same f32 steps).
+//
 // Activations: Q8_0 weights pair with CK_ACT_Q16 rows, Q4_0 weights with CK_ACT_Q8 rows, made by
-// ck_packed_quantize: the rows of ck_gemv_quantize (gemv_kernels.h), except that a CK_ACT_Q16 block's
+// ck_packed_quantize: the rows of ck_gemv_quantize (gemv_kernels.h), except that (AVX-512 layout) a CK_ACT_Q16 block's
 // 32 int16 quants are stored as their 32 low bytes and then their 32 high bytes + 128 (so the int16
 // products run as unsigned-byte × signed-byte dot products on the packed int8 weights). Q8_0 weights
-// also take CK_ACT_Q8 rows (vpdpbusd on w XOR 0x80 with the row's block sums correcting the +128: half
-// the dot-product instructions of the int16 rows, less accurate; the screen of ck_packed_top2_q8).
+// also take CK_ACT_Q8 rows on the AVX-512 layout (vpdpbusd on w XOR 0x80 with the row's block sums correcting
+// the +128: half the dot-product instructions of the int16 rows, less accurate; the screen of ck_packed_top2_q8).
 // Result and accuracy contract: as ck_gemv (exact int32 block dots, both scales applied in f32; summation
 // order of this path). Threads split the row tiles; the thread count never changes the result.
 #ifndef CK_PACKED_KERNELS_H
@@ -32,9 +39,18 @@
 extern "C" {
 #endif
 
-/// 1 if packed kernels run on this CPU (x86-64 AVX-512 F/BW/VL + VNNI) and are not disabled by the
-/// environment (NLA_PACK=0), else 0.
+enum { CK_PACK_NONE = 0, CK_PACK_AVX512 = 1, CK_PACK_AVX2 = 2 };
+
+/// The packed layout of this process, fixed at the first call: CK_PACK_AVX512 on x86-64 with AVX-512
+/// F/BW/VL + VNNI, CK_PACK_AVX2 on AVX2 + FMA + F16C (or with NLA_C_ISA=avx2 in the environment),
+/// CK_PACK_NONE otherwise, with NLA_C_ISA=generic, or with NLA_PACK=0 / off.
+int ck_packed_layout(void);
+
+/// 1 if packed kernels run in this process (ck_packed_layout() != CK_PACK_NONE), else 0.
 int ck_packed_available(void);
+
+/// 1 if ck_packed_top2_q8 and the (Q8_0, CK_ACT_Q8) matmul run (the AVX-512 layout), else 0.
+int ck_packed_top2_available(void);
 
 /// Bytes of one 16-row × 32-column packed tile of type wtype (544 for Q8_0, 288 for Q4_0, 0 otherwise).
 size_t ck_packed_block_bytes(int wtype);
@@ -47,7 +63,8 @@ int ck_pack(int wtype, const void *src, void *dst, int64_t N, int64_t K, int nth
 /// Dequantize row r (K values) of a packed matrix (exact).
 void ck_packed_dequantize_row(int wtype, const void *packed, int64_t r, int64_t K, float *y);
 
-/// ck_gemv_quantize(act, …) in the packed kernels' row layout (see above; CK_ACT_Q8 rows are unchanged).
+/// ck_gemv_quantize(act, …) in the packed kernels' row layout (see above; CK_ACT_Q8 rows, and every row of
+/// the AVX2 layout, are unchanged).
 void ck_packed_quantize(int act, const float *x, int64_t ldx, void *out, int64_t rows, int64_t k);
 
 /// Quant j of one CK_ACT_Q16 row made by ck_packed_quantize (K values): the int16 ck_gemv_quantize stores.
@@ -80,7 +97,8 @@ int ck_packed_row_norms(int wtype, const void *packed, int64_t N, int64_t K, flo
 /// Scratch bytes for ck_packed_top2_q8 (0 for an invalid shape).
 size_t ck_packed_top2_q8_scratch_bytes(int64_t M, int64_t N, int64_t K);
 
-/// Exact top-2 of the int16-activation logits of a packed Q8_0 matrix, screened with int8 activations.
+/// Exact top-2 of the int16-activation logits of a packed Q8_0 matrix, screened with int8 activations
+/// (AVX-512 layout only: on AVX2 the int8 product costs as many instructions as the int16 one).
 /// For each of the M rows of x (f32, row stride ldx >= K): index[m], first[m], second[m] are exactly what
 /// ck_top2 (ckernels.h) returns over the N values ck_packed_matmul(CK_WTYPE_Q8_0, CK_ACT_Q16, …) gives for
 /// that row (first index of the maximum, the largest value at any other index, NaN semantics included).
