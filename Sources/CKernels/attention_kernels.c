@@ -260,6 +260,137 @@ T512 static void item_512(const ck_attn_params *p, const float *q, const float *
 }
 #endif
 
+// MARK: - AVX2 + FMA
+
+#if AT_X86
+#define T256 __attribute__((target("avx2,fma")))
+
+// exp_neg512 on 8 lanes: the same reduction and polynomial; 2^n built in the exponent bits (n in
+// [-126, 0] after the clamp, so 2^n is a normal number) instead of vscalefps.
+T256 static inline __m256 exp_neg256(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.3f);
+    const __m256 tiny = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    const __m256 xc = _mm256_max_ps(x, lo);  // NaN in x: max returns the second operand; fixed below
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 f = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
+    f = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), f);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(f, f), _mm256_add_ps(f, _mm256_set1_ps(1.0f)));
+    const __m256 two_n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+    y = _mm256_andnot_ps(tiny, _mm256_mul_ps(y, two_n));
+    return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+// Lane k = the sum of the 8 lanes of a[k] (a fixed tree per lane: lane k depends on a[k] only).
+T256 static inline __m256 sum8_256(const __m256 a[8]) {
+    const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+    const __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+// Scores of n keys (as scores_q_in_registers; hd % 8 == 0): 8 keys at a time with one accumulator each,
+// q read from L1; a tail key takes the same per-key product order and the same reduction tree.
+T256 static void scores_256(const ck_attn_params *p, const float *qv, const float *k0, float *s, int64_t n, int64_t idx,
+                            int64_t ring) {
+    const int64_t hd = p->head_dim;
+    const __m256 scale = _mm256_set1_ps(p->scale);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const float *kr[8];
+        for (int k = 0; k < 8; k++) {
+            kr[k] = k0 + idx * p->ldkv;
+            if (++idx == ring) idx = 0;
+        }
+        __m256 acc[8];
+        const __m256 q0 = _mm256_loadu_ps(qv);
+        for (int k = 0; k < 8; k++) acc[k] = _mm256_mul_ps(q0, _mm256_loadu_ps(kr[k]));
+        for (int64_t d = 8; d < hd; d += 8) {
+            const __m256 qd = _mm256_loadu_ps(qv + d);
+            for (int k = 0; k < 8; k++) acc[k] = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kr[k] + d), acc[k]);
+        }
+        _mm256_storeu_ps(s + j, _mm256_mul_ps(sum8_256(acc), scale));
+    }
+    for (; j < n; j++) {
+        const float *kr = k0 + idx * p->ldkv;
+        if (++idx == ring) idx = 0;
+        __m256 acc[8];
+        acc[0] = _mm256_mul_ps(_mm256_loadu_ps(qv), _mm256_loadu_ps(kr));
+        for (int64_t d = 8; d < hd; d += 8) acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(qv + d), _mm256_loadu_ps(kr + d), acc[0]);
+        for (int k = 1; k < 8; k++) acc[k] = _mm256_setzero_ps();
+        s[j] = _mm256_cvtss_f32(_mm256_mul_ps(sum8_256(acc), scale));
+    }
+    if (p->softcap > 0)
+        for (int64_t i = 0; i < n; i++) s[i] = capped(s[i], p->softcap);
+}
+
+T256 static void item_avx2(const ck_attn_params *p, const float *q, const float *kc, const float *vc, float *out,
+                           float *s, int64_t r, int64_t h) {
+    const int64_t hd = p->head_dim, g = h / (p->heads / p->kv_heads);
+    const span sp = visible(p, r);
+    run runs[2];
+    const int nruns = key_runs(p, kc, vc, sp, runs);
+    const float *qv = q + r * p->ldq + h * hd;
+    int64_t j0 = 0;
+    for (int u = 0; u < nruns; j0 += runs[u].n, u++) scores_256(p, qv, runs[u].k + g * hd, s + j0, runs[u].n, runs[u].idx, runs[u].ring);
+    // max, then exp and sum in 8 lanes (lane = j % 8); the tail goes through a copy padded with -inf (→ 0)
+    const int64_t full = sp.n & ~(int64_t)7, rest = sp.n - full;
+    float tail[8];
+    for (int k = 0; k < 8; k++) tail[k] = k < rest ? s[full + k] : -INFINITY;
+    __m256 mv = _mm256_loadu_ps(tail);
+    for (int64_t j = 0; j < full; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(s + j));
+    float m8[8];
+    _mm256_storeu_ps(m8, mv);
+    float mx = m8[0];
+    for (int k = 1; k < 8; k++) mx = m8[k] > mx ? m8[k] : mx;
+    const __m256 m = _mm256_set1_ps(mx);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t j = 0; j < full; j += 8) {
+        const __m256 e = exp_neg256(_mm256_sub_ps(_mm256_loadu_ps(s + j), m));
+        _mm256_storeu_ps(s + j, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    if (rest) {
+        const __m256 e = exp_neg256(_mm256_sub_ps(_mm256_loadu_ps(tail), m));
+        _mm256_storeu_ps(tail, e);
+        for (int k = 0; k < rest; k++) s[full + k] = tail[k];
+        acc = _mm256_add_ps(acc, e);
+    }
+    float a8[8];
+    _mm256_storeu_ps(a8, acc);
+    const float inv = 1 / (((a8[0] + a8[1]) + (a8[2] + a8[3])) + ((a8[4] + a8[5]) + (a8[6] + a8[7])));
+    float *o = out + r * p->ldo + h * hd;
+    // out = Σ_j (e_j · inv) · v_j in position order, 64 values (8 registers) at a time
+    for (int64_t d0 = 0; d0 < hd; d0 += 64) {
+        const int64_t w = hd - d0 < 64 ? hd - d0 : 64;
+        const int nr = (int)(w / 8);
+        __m256 o8[8];
+        for (int k = 0; k < 8; k++) o8[k] = _mm256_setzero_ps();
+        int64_t j = 0;
+        for (int u = 0; u < nruns; u++) {
+            int64_t idx = runs[u].idx;
+            for (int64_t t = 0; t < runs[u].n; t++, j++) {
+                const __m256 pj = _mm256_set1_ps(s[j] * inv);
+                const float *vj = runs[u].v + idx * p->ldkv + g * hd + d0;
+                if (nr == 8) {
+                    for (int k = 0; k < 8; k++) o8[k] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8 * k), o8[k]);
+                } else {
+                    for (int k = 0; k < nr; k++) o8[k] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8 * k), o8[k]);
+                }
+                if (++idx == runs[u].ring) idx = 0;
+            }
+        }
+        for (int k = 0; k < nr; k++) _mm256_storeu_ps(o + d0 + 8 * k, o8[k]);
+    }
+}
+#endif
+
 // MARK: - entry points
 
 static int valid_params(const ck_attn_params *p) {
@@ -311,8 +442,11 @@ int ck_attention_multi(int64_t n, const ck_attn_params *const *ps, const float *
     int use512 = 1;
     for (int64_t i = 0; i < n; i++) use512 &= ps[i]->head_dim % 16 == 0;
     use512 = use512 && isa >= CK_ISA_AVX512VNNI && ck_quant_isa_available(CK_ISA_AVX512VNNI);
+    int use256 = !use512;
+    for (int64_t i = 0; i < n; i++) use256 &= ps[i]->head_dim % 8 == 0;
+    use256 = use256 && isa >= CK_ISA_AVX2 && ck_quant_isa_available(CK_ISA_AVX2);
 #else
-    const int use512 = 0;
+    const int use512 = 0, use256 = 0;
 #endif
     // An item is one (piece, row, KV head) with all the query heads that share it, run one after the
     // other on one thread, so the group's keys and values come from memory once and from L2 for the
@@ -345,6 +479,7 @@ int ck_attention_multi(int64_t n, const ck_attn_params *const *ps, const float *
         for (int64_t h = h0; h < h0 + per; h++) {
 #if AT_X86
             if (use512) { item_512(p, qs[lo], kcs[lo], vcs[lo], outs[lo], s, r, h); continue; }
+            if (use256) { item_avx2(p, qs[lo], kcs[lo], vcs[lo], outs[lo], s, r, h); continue; }
 #endif
             item_generic(p, qs[lo], kcs[lo], vcs[lo], outs[lo], s, r, h);
         }

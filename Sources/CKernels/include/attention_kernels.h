@@ -33,7 +33,7 @@ typedef struct {
     int64_t pos0;       ///< absolute position of row 0
     int64_t heads;      ///< query heads H
     int64_t kv_heads;   ///< KV heads G (H % G == 0)
-    int64_t head_dim;   ///< values per head (multiple of 16 on the AVX-512 path; any on generic)
+    int64_t head_dim;   ///< values per head (multiple of 16 on the AVX-512 path, of 8 on AVX2; any on generic)
     int64_t ldq;        ///< row stride of q (floats)
     int64_t ldo;        ///< row stride of out
     int64_t ldkv;       ///< row stride of kc / vc
@@ -51,7 +51,8 @@ typedef struct {
 int64_t ck_attention_scratch_floats(const ck_attn_params *p, int nthreads);
 
 /// out[r, h·hd ..< (h+1)·hd] for every row and head, as described above. isa: CK_ISA_* of
-/// quant_kernels.h (-1 = best available; AVX-512 when the CPU has AVX-512F, else portable C).
+/// quant_kernels.h (-1 = best available: AVX-512 on CPUs with AVX-512 VNNI and head_dim % 16 == 0, AVX2 + FMA
+/// with head_dim % 8 == 0, else portable C).
 /// Returns 0, or -1 for invalid parameters or a scratch too small (nothing written).
 int ck_attention(const ck_attn_params *p, const float *q, const float *kc, const float *vc, float *out,
                  float *scratch, int64_t scratch_floats, int isa, int nthreads);
