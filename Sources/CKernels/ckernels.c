@@ -107,9 +107,55 @@ __attribute__((target("avx512f"))) static void top2_512(const float *x, int64_t 
 }
 #endif
 
+#ifdef CK_X86_TOP2
+// top2_512 in 8 lanes (position j in lane j % 8); the tail through a copy padded with -inf.
+__attribute__((target("avx2"))) static void top2_256(const float *x, int64_t n, int64_t *index, float *first,
+                                                     float *second) {
+    __m256 t1 = _mm256_set1_ps(-INFINITY), t2 = t1;
+    __m256i i1 = _mm256_setzero_si256(), idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i step = _mm256_set1_epi32(8);
+    float pad[8];
+    for (int64_t j = 0; j < n; j += 8) {
+        const float *src = x + j;
+        if (n - j < 8) {
+            for (int l = 0; l < 8; l++) pad[l] = l < n - j ? x[j + l] : -INFINITY;
+            src = pad;
+        }
+        const __m256 v = _mm256_loadu_ps(src);
+        const __m256 gt1 = _mm256_cmp_ps(v, t1, _CMP_GT_OQ);
+        const __m256 gt2 = _mm256_andnot_ps(gt1, _mm256_cmp_ps(v, t2, _CMP_GT_OQ));
+        t2 = _mm256_blendv_ps(t2, t1, gt1);
+        t2 = _mm256_blendv_ps(t2, v, gt2);
+        t1 = _mm256_blendv_ps(t1, v, gt1);
+        i1 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(i1), _mm256_castsi256_ps(idx), gt1));
+        idx = _mm256_add_epi32(idx, step);
+    }
+    float a[8], b[8];
+    int32_t ia[8];
+    _mm256_storeu_ps(a, t1);
+    _mm256_storeu_ps(b, t2);
+    _mm256_storeu_si256((__m256i *)ia, i1);
+    float m = -INFINITY;
+    for (int l = 0; l < 8; l++) m = a[l] > m ? a[l] : m;
+    int64_t best = 0;
+    int lane = -1;
+    if (m > -INFINITY) {
+        for (int l = 0; l < 8; l++)
+            if (a[l] == m && (lane < 0 || ia[l] < best)) { best = ia[l]; lane = l; }
+    }
+    float sec = -INFINITY;
+    for (int l = 0; l < 8; l++) {
+        if (l != lane && a[l] > sec) sec = a[l];
+        if (b[l] > sec) sec = b[l];
+    }
+    *index = best; *first = m; *second = sec;
+}
+#endif
+
 void ck_top2(const float *x, int64_t n, int64_t *index, float *first, float *second) {
 #ifdef CK_X86_TOP2
     if (n >= 64 && __builtin_cpu_supports("avx512f")) { top2_512(x, n, index, first, second); return; }
+    if (n >= 64 && n < ((int64_t)1 << 31) && __builtin_cpu_supports("avx2")) { top2_256(x, n, index, first, second); return; }
 #endif
     top2_scalar(x, n, index, first, second);
 }

@@ -257,8 +257,12 @@ typedef void (*run_fn)(const uint8_t *w, size_t pbs, const xrow *xr, int mr, int
 // to theirs. Measured standalone on an AVX2 AMD EPYC (one thread, 65536 × 640, 16 rows): 13–26 GMAC/s
 // against 2–4 for the unpacked ck_gemv tiles.
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
+#ifndef MR2
 #define MR2 4   // activation rows per call, Q8_0 weights
+#endif
+#ifndef MR24
 #define MR24 4  // the same, Q4_0 weights
+#endif
 
 // Q8_0 half-tile × Q16 rows: per value pair g the 8 rows' weights widened to int16 (once per block, shared
 // by the mr rows), vpmaddwd with the row's pair broadcast; |block dot| <= 32·128·32767 < 2^28.
@@ -321,6 +325,10 @@ INL T_AVX2 void q4_half_avx2(const uint8_t *w, int h, int64_t nb, const xrow *x,
             case 1: HALF(w, h, nb, xr, 1, acc); break;                                                 \
             case 2: HALF(w, h, nb, xr, 2 <= MRV ? 2 : MRV, acc); break;                                \
             case 3: HALF(w, h, nb, xr, 3 <= MRV ? 3 : MRV, acc); break;                                \
+            case 4: HALF(w, h, nb, xr, 4 <= MRV ? 4 : MRV, acc); break;                                \
+            case 5: HALF(w, h, nb, xr, 5 <= MRV ? 5 : MRV, acc); break;                                \
+            case 6: HALF(w, h, nb, xr, 6 <= MRV ? 6 : MRV, acc); break;                                \
+            case 7: HALF(w, h, nb, xr, 7 <= MRV ? 7 : MRV, acc); break;                                \
             default: HALF(w, h, nb, xr, MRV, acc); break;                                              \
             }                                                                                          \
             for (int r = 0; r < mr; r++) _mm256_storeu_ps(y + r * ldy + n0 + 8 * h, acc[r]);            \

@@ -1,4 +1,4 @@
-// Kernels.top2 (C, AVX-512 or scalar) against the scalar loop it replaces, on random logits with
+// Kernels.top2 (C, AVX-512, AVX2 or scalar) against the scalar loop it replaces, on random logits with
 // repeated maxima, NaNs, infinities and every tail length.
 
 import Testing
