@@ -179,6 +179,21 @@ public final class Gemma3Batch: @unchecked Sendable {
     /// NLA_HEAD_SCREEN=0 computes every logit for `.lastTop2` (for measuring what screening gains).
     static let headScreen: Bool = getenv("NLA_HEAD_SCREEN").map { String(cString: $0) } != "0"
 
+    /// Vocabulary rows per slice when `.lastTop2` computes the logits of a packed head without the screen
+    /// (AVX2 CPUs): maxSequences × this many floats instead of maxSequences × vocab (16 × 262144 floats =
+    /// 16.8 MB for the 270M; the slice buffer is 1 MB).
+    static let headSliceRows = 16384
+
+    /// `Kernels.top2` of a row given the top-2 of its parts in order: `whole` holds the parts before `part`
+    /// (whose indices start at `offset`), the result the parts up to it. The same result as one scan of
+    /// the whole row (first index of the maximum, the largest value at any other index; the parts'
+    /// values are never NaN).
+    static func mergeTop2(_ whole: (index: Int, first: Float, second: Float), _ part: (index: Int, first: Float, second: Float),
+                          offset: Int) -> (index: Int, first: Float, second: Float) {
+        if part.first > whole.first { return (part.index + offset, part.first, max(whole.first, part.second)) }
+        return (whole.index, whole.first, max(whole.second, part.first))
+    }
+
     /// Per segment of the last `.lastTop2` forward: the top-2 of its last row's logits.
     public private(set) var top2: [(index: Int, first: Float, second: Float)] = []
 
@@ -207,6 +222,8 @@ public final class Gemma3Batch: @unchecked Sendable {
         outStorage = p
         return p
     }
+    /// (maxSequences, headSliceRows) logits of one vocabulary slice, on first use (unscreened packed head).
+    private var sliceStorage: UnsafeMutablePointer<Float>?
     /// Scratch of `PackedWeights.top2` for maxSequences rows (64-byte aligned), on first use.
     private var top2Scratch: UnsafeMutableRawPointer?
     private var top2ScratchBytes = 0
@@ -248,6 +265,7 @@ public final class Gemma3Batch: @unchecked Sendable {
         for p in [x, xn, q, k, v, attn, o, gate, up, cosS, sinS, cosF, sinF, lastRows] { p.deallocate() }
         outStorage?.deallocate()
         top2Scratch?.deallocate()
+        sliceStorage?.deallocate()
     }
 
     /// Rows per pass and KV chunk of a batch of this shape: at least one row per sequence, and no more
@@ -392,6 +410,24 @@ public final class Gemma3Batch: @unchecked Sendable {
                     top2ScratchBytes = need
                 }
                 for (i, t) in head.top2(x: lastRows, m: n, scratch: top2Scratch!).enumerated() { top2[first.segment + i] = t }
+            } else if let head = model.lmHead.packed, QuantLinear.isIntegerPath(head.type), head.rows > Gemma3Batch.headSliceRows {
+                // The logits one vocabulary slice at a time, each row's top 2 merged across slices: the same
+                // values (every logit is computed as in the whole-head call) in 1 MB instead of 16.8 MB.
+                let width = Gemma3Batch.headSliceRows
+                let buf = sliceStorage ?? UnsafeMutablePointer<Float>.allocate(capacity: maxSequences * width)
+                sliceStorage = buf
+                var best = [(index: Int, first: Float, second: Float)](repeating: (0, -.infinity, -.infinity), count: n)
+                for lo in stride(from: 0, to: head.rows, by: width) {
+                    let count = min(width, head.rows - lo)
+                    head.matmul(x: lastRows, y: buf, ldy: count, m: n, rows: lo..<(lo + count), scratch: actScratch.bytes)
+                    for i in 0..<n {
+                        let row = buf + i * count
+                        if let cap = cfg.finalLogitSoftcapping { for j in 0..<count { row[j] = tanhf(row[j] / cap) * cap } }
+                        let t = Kernels.top2(UnsafeBufferPointer(start: row, count: count))
+                        best[i] = Gemma3Batch.mergeTop2(best[i], t, offset: lo)
+                    }
+                }
+                for i in 0..<n { top2[first.segment + i] = best[i] }
             } else {
                 let dst = out + first.segment * outWidth
                 headLogits(lastRows, rows: n, into: dst)

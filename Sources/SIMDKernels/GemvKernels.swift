@@ -184,6 +184,22 @@ public final class PackedWeights: @unchecked Sendable {
         kernelRequire(rc == 0, "PackedWeights.matmul: packed kernels unavailable")
     }
 
+    /// Y[m, rows.count] (row stride ldy) = X[m, cols] · W[rows]ᵀ: the weight rows `rows` only (bounds
+    /// multiples of 16); every output is bit-identical to the same output of `matmul(x:…)`.
+    public func matmul(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, ldy: Int, m: Int, rows range: Range<Int>,
+                       scratch: UnsafeMutableRawPointer, threads: Int = 0) {
+        kernelRequire(range.lowerBound >= 0 && range.upperBound <= rows && range.lowerBound % 16 == 0 && range.count % 16 == 0,
+                      "PackedWeights.matmul: row range \(range) is not 16-aligned inside 0..<\(rows)")
+        kernelRequire(m >= 0 && ldy >= range.count, "PackedWeights.matmul: m \(m) or ldy \(ldy) out of range")
+        kernelRequire(Int(bitPattern: scratch) % 64 == 0, "PackedWeights.matmul: scratch is not 64-byte aligned")
+        if range.isEmpty || m == 0 { return }
+        let act = GemvActivation.partner(of: type)
+        ck_packed_quantize(act.rawValue, x, Int64(cols), scratch, Int64(m), Int64(cols))
+        let rc = ck_packed_matmul(type.ckID, act.rawValue, bytes + range.lowerBound / 16 * tileRowBytes, scratch, y, Int64(ldy),
+                                  Int64(m), Int64(range.count), Int64(cols), Int32(threads))
+        kernelRequire(rc == 0, "PackedWeights.matmul: packed kernels unavailable")
+    }
+
     /// Whether `parts` can share one `matmul(parts:…)` call: 1…8 matrices of one type and one width.
     public static func canFuse(_ parts: [PackedWeights]) -> Bool {
         guard let f = parts.first, parts.count <= Int(CK_PACKED_MAX_PARTS) else { return false }
