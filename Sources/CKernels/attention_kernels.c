@@ -107,6 +107,13 @@ static void item_generic(const ck_attn_params *p, const float *q, const float *k
 // MARK: - AVX-512F
 
 #if AT_X86
+// The exp reduction and polynomial both vector paths use: ln 2 split in two, then degree 6 around 0.
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_LN2_HI 0.693359375f
+#define EXP_LN2_LO -2.12194440e-4f
+static const float exp_poly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                                  4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
 #define T512 __attribute__((target("avx512f,avx512dq,fma")))
 
 // e^x for x ≤ 0 (softmax arguments), Cephes-style: x = n·ln2 + f, |f| ≤ ln2/2, degree-6 polynomial,
@@ -115,16 +122,12 @@ T512 static inline __m512 exp_neg512(__m512 x) {
     const __m512 lo = _mm512_set1_ps(-87.3f);
     const __mmask16 tiny = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
     const __m512 xc = _mm512_max_ps(x, lo);  // NaN in x: max returns the second operand; fixed below
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(EXP_LOG2E)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
-    f = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), f);
-    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.3981999507e-3f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(8.3334519073e-3f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(4.1665795894e-2f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.6666665459e-1f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 f = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_LN2_HI), xc);
+    f = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_LN2_LO), f);
+    __m512 y = _mm512_set1_ps(exp_poly[0]);
+    for (int c = 1; c < 6; c++) y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(exp_poly[c]));
     y = _mm512_fmadd_ps(y, _mm512_mul_ps(f, f), _mm512_add_ps(f, _mm512_set1_ps(1.0f)));
     y = _mm512_scalef_ps(y, n);
     y = _mm512_maskz_mov_ps((__mmask16)~tiny, y);
@@ -271,16 +274,12 @@ T256 static inline __m256 exp_neg256(__m256 x) {
     const __m256 lo = _mm256_set1_ps(-87.3f);
     const __m256 tiny = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
     const __m256 xc = _mm256_max_ps(x, lo);  // NaN in x: max returns the second operand; fixed below
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(EXP_LOG2E)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 f = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
-    f = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), f);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 f = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2_HI), xc);
+    f = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2_LO), f);
+    __m256 y = _mm256_set1_ps(exp_poly[0]);
+    for (int c = 1; c < 6; c++) y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(exp_poly[c]));
     y = _mm256_fmadd_ps(y, _mm256_mul_ps(f, f), _mm256_add_ps(f, _mm256_set1_ps(1.0f)));
     const __m256 two_n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
     y = _mm256_andnot_ps(tiny, _mm256_mul_ps(y, two_n));

@@ -67,6 +67,27 @@ static void top2_scalar(const float *x, int64_t n, int64_t *index, float *first,
 }
 
 #ifdef CK_X86_TOP2
+// The vector paths' last step: per lane l the scalar loop's a[l] >= b[l] and the index ia[l] of a[l] over
+// the positions of that lane; the row's result is the largest a with the smallest index among the lanes
+// holding it, and the largest other value.
+static void top2_merge_lanes(const float *a, const float *b, const int32_t *ia, int lanes, int64_t *index, float *first,
+                             float *second) {
+    float m = -INFINITY;
+    for (int l = 0; l < lanes; l++) m = a[l] > m ? a[l] : m;
+    int64_t best = 0;
+    int lane = -1;
+    if (m > -INFINITY) {
+        for (int l = 0; l < lanes; l++)
+            if (a[l] == m && (lane < 0 || ia[l] < best)) { best = ia[l]; lane = l; }
+    }
+    float sec = -INFINITY;
+    for (int l = 0; l < lanes; l++) {
+        if (l != lane && a[l] > sec) sec = a[l];
+        if (b[l] > sec) sec = b[l];
+    }
+    *index = best; *first = m; *second = sec;
+}
+
 // Per lane (position j in lane j % 16): the scalar loop's a, b and index; then merged. The first global
 // position of the maximum is the smallest lane index among the lanes holding it.
 __attribute__((target("avx512f"))) static void top2_512(const float *x, int64_t n, int64_t *index, float *first,
@@ -90,20 +111,7 @@ __attribute__((target("avx512f"))) static void top2_512(const float *x, int64_t 
     _mm512_storeu_ps(a, t1);
     _mm512_storeu_ps(b, t2);
     _mm512_storeu_si512(ia, i1);
-    float m = -INFINITY;
-    for (int l = 0; l < 16; l++) m = a[l] > m ? a[l] : m;
-    int64_t best = 0;
-    int lane = -1;
-    if (m > -INFINITY) {
-        for (int l = 0; l < 16; l++)
-            if (a[l] == m && (lane < 0 || ia[l] < best)) { best = ia[l]; lane = l; }
-    }
-    float sec = -INFINITY;
-    for (int l = 0; l < 16; l++) {
-        if (l != lane && a[l] > sec) sec = a[l];
-        if (b[l] > sec) sec = b[l];
-    }
-    *index = best; *first = m; *second = sec;
+    top2_merge_lanes(a, b, ia, 16, index, first, second);
 }
 #endif
 
@@ -135,20 +143,7 @@ __attribute__((target("avx2"))) static void top2_256(const float *x, int64_t n, 
     _mm256_storeu_ps(a, t1);
     _mm256_storeu_ps(b, t2);
     _mm256_storeu_si256((__m256i *)ia, i1);
-    float m = -INFINITY;
-    for (int l = 0; l < 8; l++) m = a[l] > m ? a[l] : m;
-    int64_t best = 0;
-    int lane = -1;
-    if (m > -INFINITY) {
-        for (int l = 0; l < 8; l++)
-            if (a[l] == m && (lane < 0 || ia[l] < best)) { best = ia[l]; lane = l; }
-    }
-    float sec = -INFINITY;
-    for (int l = 0; l < 8; l++) {
-        if (l != lane && a[l] > sec) sec = a[l];
-        if (b[l] > sec) sec = b[l];
-    }
-    *index = best; *first = m; *second = sec;
+    top2_merge_lanes(a, b, ia, 8, index, first, second);
 }
 #endif
 
