@@ -422,7 +422,7 @@ public final class Gemma3Batch: @unchecked Sendable {
                     head.matmul(x: lastRows, y: buf, ldy: count, m: n, rows: lo..<(lo + count), scratch: actScratch.bytes)
                     for i in 0..<n {
                         let row = buf + i * count
-                        if let cap = cfg.finalLogitSoftcapping { for j in 0..<count { row[j] = tanhf(row[j] / cap) * cap } }
+                        softcap(row, count: count)
                         let t = Kernels.top2(UnsafeBufferPointer(start: row, count: count))
                         best[i] = Gemma3Batch.mergeTop2(best[i], t, offset: lo)
                     }
@@ -450,9 +450,13 @@ public final class Gemma3Batch: @unchecked Sendable {
     /// lm_head and soft-capping of rows already through the final norm.
     private func headLogits(_ h: UnsafeMutablePointer<Float>, rows n: Int, into dst: UnsafeMutablePointer<Float>) {
         linear(model.lmHead, h, rows: n, into: dst)
-        if let cap = cfg.finalLogitSoftcapping {
-            for i in 0..<(n * cfg.vocabSize) { dst[i] = tanhf(dst[i] / cap) * cap }
-        }
+        softcap(dst, count: n * cfg.vocabSize)
+    }
+
+    /// Final logit soft-capping in place (when the config has it).
+    private func softcap(_ logits: UnsafeMutablePointer<Float>, count: Int) {
+        guard let cap = cfg.finalLogitSoftcapping else { return }
+        for i in 0..<count { logits[i] = tanhf(logits[i] / cap) * cap }
     }
 
     /// y[rows, w.rows] = x[rows, w.cols] · wᵀ through the model's matmul entry points.

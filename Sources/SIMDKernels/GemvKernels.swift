@@ -178,9 +178,15 @@ public final class PackedWeights: @unchecked Sendable {
         let act = act ?? GemvActivation.partner(of: type)
         kernelRequire(act == GemvActivation.partner(of: type) || (type == .q8_0 && act == .q8 && Self.screensTop2),
                       "PackedWeights.matmul: no packed kernel for \(type) × \(act) in layout \(Self.layout)")
-        ck_packed_quantize(act.rawValue, x, Int64(ldx ?? cols), scratch, Int64(m), Int64(cols))
-        let rc = ck_packed_matmul(type.ckID, act.rawValue, bytes, scratch, y, Int64(ldy ?? rows), Int64(m), Int64(rows),
-                                  Int64(cols), Int32(threads))
+        run(act: act, x: x, ldx: ldx ?? cols, y: y, ldy: ldy ?? rows, m: m, rows: 0..<rows, scratch: scratch, threads: threads)
+    }
+
+    /// Quantize X into scratch, then Y = Xa · W[rows]ᵀ (checked by the callers).
+    private func run(act: GemvActivation, x: UnsafePointer<Float>, ldx: Int, y: UnsafeMutablePointer<Float>, ldy: Int, m: Int,
+                     rows range: Range<Int>, scratch: UnsafeMutableRawPointer, threads: Int) {
+        ck_packed_quantize(act.rawValue, x, Int64(ldx), scratch, Int64(m), Int64(cols))
+        let rc = ck_packed_matmul(type.ckID, act.rawValue, bytes + range.lowerBound / 16 * tileRowBytes, scratch, y, Int64(ldy),
+                                  Int64(m), Int64(range.count), Int64(cols), Int32(threads))
         kernelRequire(rc == 0, "PackedWeights.matmul: packed kernels unavailable")
     }
 
@@ -193,11 +199,7 @@ public final class PackedWeights: @unchecked Sendable {
         kernelRequire(m >= 0 && ldy >= range.count, "PackedWeights.matmul: m \(m) or ldy \(ldy) out of range")
         kernelRequire(Int(bitPattern: scratch) % 64 == 0, "PackedWeights.matmul: scratch is not 64-byte aligned")
         if range.isEmpty || m == 0 { return }
-        let act = GemvActivation.partner(of: type)
-        ck_packed_quantize(act.rawValue, x, Int64(cols), scratch, Int64(m), Int64(cols))
-        let rc = ck_packed_matmul(type.ckID, act.rawValue, bytes + range.lowerBound / 16 * tileRowBytes, scratch, y, Int64(ldy),
-                                  Int64(m), Int64(range.count), Int64(cols), Int32(threads))
-        kernelRequire(rc == 0, "PackedWeights.matmul: packed kernels unavailable")
+        run(act: GemvActivation.partner(of: type), x: x, ldx: cols, y: y, ldy: ldy, m: m, rows: range, scratch: scratch, threads: threads)
     }
 
     /// Whether `parts` can share one `matmul(parts:…)` call: 1…8 matrices of one type and one width.
