@@ -460,10 +460,13 @@ int ck_attention_multi(int64_t n, const ck_attn_params *const *ps, const float *
     if (items == 0) return 0;
     // Threads only when there is enough work to pay for waking them (visible keys × head_dim × items).
     const int par = nt > 1 && work >= 65536;
-    // static, 1: items interleave across threads, which balances the causal triangle (dynamic scheduling
-    // needs a newer libomp than Debian ships).
-#pragma omp parallel for schedule(static, 1) num_threads(nt) if (par)
-    for (int64_t it = 0; it < items; it++) {
+    // Items are taken one at a time from a shared counter: that balances the causal triangle and cores
+    // that do not run alike (OpenMP's dynamic schedule would need a newer libomp than Debian ships).
+    int64_t next = 0;
+#pragma omp parallel num_threads(nt) if (par)
+    for (;;) {
+        const int64_t it = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
+        if (it >= items) break;
         int64_t lo = 0, hi = n - 1;  // the piece holding item it: first[lo] <= it < first[lo + 1]
         while (lo < hi) {
             const int64_t mid = (lo + hi + 1) / 2;

@@ -423,15 +423,22 @@ int ck_packed_matmul_multi(int wtype, int act, int nparts, const void *const *w,
     if (tiles * RT * K * (M < 4 ? M : 4) < (int64_t)1 << 16) nt = 1;  // not worth waking the other threads
     const uint8_t *xp = (const uint8_t *)xa;
     // Activation rows in chunks that stay in L2 while the weight tiles stream past; the tiles of all
-    // parts form one list split statically over threads (each output written by one thread, in a
-    // fixed order, the same computation as a call per part).
-    const int64_t MC = 64;
+    // parts form one list, handed out in runs of `run` tiles from a shared counter (the chunks in order),
+    // so a thread that runs faster (VM cores often do not run alike) takes more runs instead of waiting
+    // at the join. Each output is still written by one thread, by the same code from the same inputs:
+    // which thread takes a run never changes a bit (the same computation as a static split or a call
+    // per part).
+    const int64_t MC = 64, nmc = (M + MC - 1) / MC;
+    const int64_t run = tiles / (8 * (int64_t)nt) > 1 ? tiles / (8 * (int64_t)nt) : 1, nruns = (tiles + run - 1) / run;
+    int64_t next = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1)
-    for (int64_t m0 = 0; m0 < M; m0 += MC) {
-        const int64_t m1 = m0 + MC < M ? m0 + MC : M;
-#pragma omp for schedule(static) nowait
-        for (int64_t g = 0; g < tiles; g++) {
-            int p = 0;
+    for (;;) {
+        const int64_t u = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
+        if (u >= nmc * nruns) break;
+        const int64_t m0 = u / nruns * MC, m1 = m0 + MC < M ? m0 + MC : M;
+        const int64_t g0 = u % nruns * run, g1 = g0 + run < tiles ? g0 + run : tiles;
+        int p = 0;
+        for (int64_t g = g0; g < g1; g++) {
             while (g >= first[p + 1]) p++;
             const int64_t t = g - first[p];
             const uint8_t *wt = (const uint8_t *)w[p] + (size_t)(t * nb) * pbs;

@@ -306,44 +306,47 @@ struct GemvKernelTests {
           arguments: [QuantType.q8_0, .q4_0])
     func packedEqualsBlockFormula(type: QuantType) throws {
         guard PackedWeights.isAvailable else { return }
-        let (n, blocks, m) = (32, 9, 6)
-        let k = blocks * 32, bpb = type.traits.bytesPerBlock
-        let w = randomRawBlocks(type, blocks: n * blocks, seed: 0xF0F)
-        let packed = try #require(w.withUnsafeBytes { PackedWeights(type, blocks: $0.baseAddress!, rows: n, cols: k) })
-        let x = activationRows(m, k, seed: 0xF10)
-        let act = GemvActivation.partner(of: type)
-        let rb = act.rowBytes(cols: k)
-        let scratch = UnsafeMutableRawPointer.allocate(byteCount: m * rb, alignment: 64)
-        defer { scratch.deallocate() }
-        var y = [Float](repeating: .nan, count: m * n)
-        x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
-            packed.matmul(x: xp.baseAddress!, y: yp.baseAddress!, m: m, scratch: scratch, threads: 2)
-        } }
-        // The reference reads the plain gemv rows: f32 d per block, then int16 / int8 quants.
-        x.withUnsafeBufferPointer { ck_gemv_quantize(act.rawValue, $0.baseAddress!, Int64(k), scratch, Int64(m), Int64(k)) }
-        let pad = (blocks * 4 + 63) / 64 * 64
-        var mismatches = 0
-        for r in 0..<m {
-            let row = scratch + r * rb
-            for j in 0..<n {
-                var acc: Float = 0
-                for b in 0..<blocks {
-                    let wb = 2 + (j * blocks + b) * bpb
-                    let dw = ck_f16_to_f32(UInt16(w[wb - 2]) | UInt16(w[wb - 1]) << 8)
-                    var isum: Int32 = 0
-                    for v in 0..<32 {
-                        let q: Int32 = act == .q16 ? Int32(row.loadUnaligned(fromByteOffset: 2 * pad + 2 * (b * 32 + v), as: Int16.self))
-                                                   : Int32(row.load(fromByteOffset: 2 * pad + b * 32 + v, as: Int8.self))
-                        let wq: Int32 = type == .q8_0 ? Int32(Int8(bitPattern: w[wb + v]))
-                                                      : Int32(v < 16 ? w[wb + v] & 15 : w[wb + v - 16] >> 4) - 8
-                        isum += q * wq
+        // The second shape has 40 tiles and 70 rows: the tiles go out in runs from a shared counter over two
+        // row chunks, so both threads take several runs in an order that changes from call to call.
+        for (n, blocks, m) in [(32, 9, 6), (640, 3, 70)] {
+            let k = blocks * 32, bpb = type.traits.bytesPerBlock
+            let w = randomRawBlocks(type, blocks: n * blocks, seed: 0xF0F)
+            let packed = try #require(w.withUnsafeBytes { PackedWeights(type, blocks: $0.baseAddress!, rows: n, cols: k) })
+            let x = activationRows(m, k, seed: 0xF10)
+            let act = GemvActivation.partner(of: type)
+            let rb = act.rowBytes(cols: k)
+            let scratch = UnsafeMutableRawPointer.allocate(byteCount: m * rb, alignment: 64)
+            defer { scratch.deallocate() }
+            var y = [Float](repeating: .nan, count: m * n)
+            x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
+                packed.matmul(x: xp.baseAddress!, y: yp.baseAddress!, m: m, scratch: scratch, threads: 2)
+            } }
+            // The reference reads the plain gemv rows: f32 d per block, then int16 / int8 quants.
+            x.withUnsafeBufferPointer { ck_gemv_quantize(act.rawValue, $0.baseAddress!, Int64(k), scratch, Int64(m), Int64(k)) }
+            let pad = (blocks * 4 + 63) / 64 * 64
+            var mismatches = 0
+            for r in 0..<m {
+                let row = scratch + r * rb
+                for j in 0..<n {
+                    var acc: Float = 0
+                    for b in 0..<blocks {
+                        let wb = 2 + (j * blocks + b) * bpb
+                        let dw = ck_f16_to_f32(UInt16(w[wb - 2]) | UInt16(w[wb - 1]) << 8)
+                        var isum: Int32 = 0
+                        for v in 0..<32 {
+                            let q: Int32 = act == .q16 ? Int32(row.loadUnaligned(fromByteOffset: 2 * pad + 2 * (b * 32 + v), as: Int16.self))
+                                                       : Int32(row.load(fromByteOffset: 2 * pad + b * 32 + v, as: Int8.self))
+                            let wq: Int32 = type == .q8_0 ? Int32(Int8(bitPattern: w[wb + v]))
+                                                          : Int32(v < 16 ? w[wb + v] & 15 : w[wb + v - 16] >> 4) - 8
+                            isum += q * wq
+                        }
+                        acc = acc.addingProduct(Float(isum), dw * row.load(fromByteOffset: 4 * b, as: Float.self))
                     }
-                    acc = acc.addingProduct(Float(isum), dw * row.load(fromByteOffset: 4 * b, as: Float.self))
+                    if acc.bitPattern != y[r * n + j].bitPattern { mismatches += 1 }
                 }
-                if acc.bitPattern != y[r * n + j].bitPattern { mismatches += 1 }
             }
+            #expect(mismatches == 0, "\(type) \(n)×\(blocks * 32), \(m) rows, layout \(PackedWeights.layout): \(mismatches) of \(m * n) outputs differ from the formula")
         }
-        #expect(mismatches == 0, "\(type), layout \(PackedWeights.layout): \(mismatches) of \(m * n) outputs differ from the formula")
     }
 
     @Test("packed: a row's output is bit-identical whatever rows come with it (1…17 rows per call, every micro-kernel row count)",
