@@ -255,7 +255,7 @@ typedef void (*run_fn)(const uint8_t *w, size_t pbs, const xrow *xr, int mr, int
 // are summed with separate adds; the block dots stay the exact int32 values and each block is applied as
 // fma(f32(isum), f32(dw·dx), acc) from acc = +0, as in the AVX-512 kernels: the outputs are bit-identical
 // to theirs. Measured standalone on an AVX2 AMD EPYC Zen 3 (one thread, 65536 × 640, 16 rows, quiet
-// machine): ~29 GMAC/s for the half-tile Q8_0 kernel, ~35 for the whole-tile one used below (the pair
+// machine): ~29 GMAC/s for a half-tile Q8_0 kernel (one 8-row half per pass; removed), ~35 for the whole-tile one used below (the pair
 // broadcast shared by both halves), against 2–4 for the unpacked ck_gemv tiles.
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
 #ifndef MR2
@@ -265,29 +265,9 @@ typedef void (*run_fn)(const uint8_t *w, size_t pbs, const xrow *xr, int mr, int
 #define MR24 4  // the same, Q4_0 weights
 #endif
 
-// Q8_0 half-tile × Q16 rows (built with -DQ8_HALVES, for comparison): per value pair g the 8 rows' weights widened to int16 (once per block, shared
-// by the mr rows), vpmaddwd with the row's pair broadcast; |block dot| <= 32·128·32767 < 2^28.
-INL T_AVX2 void q8_half_avx2(const uint8_t *w, int h, int64_t nb, const xrow *x, int mr, __m256 acc[MR2]) {
-    for (int64_t b = 0; b < nb; b++, w += 544) {
-        for (int l = 0; l < 544; l += 64) _mm_prefetch((const char *)(w + PF_DIST + l), _MM_HINT_T0);
-        __m256i s[MR2];
-        for (int r = 0; r < mr; r++) s[r] = _mm256_setzero_si256();
-        for (int g = 0; g < 16; g++) {
-            const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 32 + 32 * g + 16 * h)));
-            for (int r = 0; r < mr; r++) {
-                int32_t pair;
-                memcpy(&pair, x[r].q + b * QK * 2 + 4 * g, 4);
-                s[r] = _mm256_add_epi32(s[r], _mm256_madd_epi16(wv, _mm256_set1_epi32(pair)));
-            }
-        }
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 16 * h)));
-        for (int r = 0; r < mr; r++)
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[r]), _mm256_mul_ps(dw, _mm256_set1_ps(x[r].d[b])), acc[r]);
-    }
-}
-
-// The same for the whole 16-row tile: each broadcast pair feeds both halves (half the broadcasts).
-// acc[2r] / acc[2r + 1]: rows 0–7 / 8–15 of activation row r.
+// Q8_0 tile × Q16 rows: per value pair g the 16 rows' weights widened to int16 (once per block, shared by
+// the mr rows), vpmaddwd with the row's pair broadcast, which feeds both 8-row halves; |block dot| <=
+// 32·128·32767 < 2^28. acc[2r] / acc[2r + 1]: rows 0–7 / 8–15 of activation row r.
 INL T_AVX2 void q8_tile_avx2(const uint8_t *w, int64_t nb, const xrow *x, int mr, __m256 acc[2 * MR2]) {
     for (int64_t b = 0; b < nb; b++, w += 544) {
         for (int l = 0; l < 544; l += 64) _mm_prefetch((const char *)(w + PF_DIST + l), _MM_HINT_T0);
@@ -383,11 +363,7 @@ INL T_AVX2 void q4_half_avx2(const uint8_t *w, int h, int64_t nb, const xrow *x,
         }                                                                                              \
         (void)pbs;                                                                                     \
     }
-#ifdef Q8_HALVES
-DEFINE_RUN2(run_q8_avx2, q8_half_avx2, MR2)
-#else
 DEFINE_RUN2T(run_q8_avx2, q8_tile_avx2, MR2)
-#endif
 DEFINE_RUN2(run_q4_avx2, q4_half_avx2, MR24)
 #endif  // PK_X86
 

@@ -417,9 +417,7 @@ public final class Gemma3Batch: @unchecked Sendable {
                 let buf = sliceStorage ?? UnsafeMutablePointer<Float>.allocate(capacity: maxSequences * width)
                 sliceStorage = buf
                 var best = [(index: Int, first: Float, second: Float)](repeating: (0, -.infinity, -.infinity), count: n)
-                for lo in stride(from: 0, to: head.rows, by: width) {
-                    let count = min(width, head.rows - lo)
-                    head.matmul(x: lastRows, y: buf, ldy: count, m: n, rows: lo..<(lo + count), scratch: actScratch.bytes)
+                head.matmulSlices(x: lastRows, m: n, width: width, y: buf, scratch: actScratch.bytes) { lo, count in
                     for i in 0..<n {
                         let row = buf + i * count
                         softcap(row, count: count)

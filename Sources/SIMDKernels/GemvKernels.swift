@@ -178,28 +178,35 @@ public final class PackedWeights: @unchecked Sendable {
         let act = act ?? GemvActivation.partner(of: type)
         kernelRequire(act == GemvActivation.partner(of: type) || (type == .q8_0 && act == .q8 && Self.screensTop2),
                       "PackedWeights.matmul: no packed kernel for \(type) × \(act) in layout \(Self.layout)")
-        run(act: act, x: x, ldx: ldx ?? cols, y: y, ldy: ldy ?? rows, m: m, rows: 0..<rows, scratch: scratch, threads: threads)
+        ck_packed_quantize(act.rawValue, x, Int64(ldx ?? cols), scratch, Int64(m), Int64(cols))
+        multiply(act: act, rows: 0..<rows, scratch: scratch, y: y, ldy: ldy ?? rows, m: m, threads: threads)
     }
 
-    /// Quantize X into scratch, then Y = Xa · W[rows]ᵀ (checked by the callers).
-    private func run(act: GemvActivation, x: UnsafePointer<Float>, ldx: Int, y: UnsafeMutablePointer<Float>, ldy: Int, m: Int,
-                     rows range: Range<Int>, scratch: UnsafeMutableRawPointer, threads: Int) {
-        ck_packed_quantize(act.rawValue, x, Int64(ldx), scratch, Int64(m), Int64(cols))
+    /// Y = Xa · W[rows]ᵀ for activations already quantized into scratch (checked by the callers).
+    private func multiply(act: GemvActivation, rows range: Range<Int>, scratch: UnsafeMutableRawPointer,
+                          y: UnsafeMutablePointer<Float>, ldy: Int, m: Int, threads: Int) {
         let rc = ck_packed_matmul(type.ckID, act.rawValue, bytes + range.lowerBound / 16 * tileRowBytes, scratch, y, Int64(ldy),
                                   Int64(m), Int64(range.count), Int64(cols), Int32(threads))
         kernelRequire(rc == 0, "PackedWeights.matmul: packed kernels unavailable")
     }
 
-    /// Y[m, rows.count] (row stride ldy) = X[m, cols] · W[rows]ᵀ: the weight rows `rows` only (bounds
-    /// multiples of 16); every output is bit-identical to the same output of `matmul(x:…)`.
-    public func matmul(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, ldy: Int, m: Int, rows range: Range<Int>,
-                       scratch: UnsafeMutableRawPointer, threads: Int = 0) {
-        kernelRequire(range.lowerBound >= 0 && range.upperBound <= rows && range.lowerBound % 16 == 0 && range.count % 16 == 0,
-                      "PackedWeights.matmul: row range \(range) is not 16-aligned inside 0..<\(rows)")
-        kernelRequire(m >= 0 && ldy >= range.count, "PackedWeights.matmul: m \(m) or ldy \(ldy) out of range")
-        kernelRequire(Int(bitPattern: scratch) % 64 == 0, "PackedWeights.matmul: scratch is not 64-byte aligned")
-        if range.isEmpty || m == 0 { return }
-        run(act: GemvActivation.partner(of: type), x: x, ldx: cols, y: y, ldy: ldy, m: m, rows: range, scratch: scratch, threads: threads)
+    /// X[m, cols] · Wᵀ one slice of `width` weight rows at a time (a multiple of 16; the last slice may be
+    /// shorter): X is quantized once, each slice's Y[m, count] (row stride count) is written to `y`
+    /// (m · width floats) and `body(lo, count)` reads it before the next slice overwrites it. Every output
+    /// is bit-identical to the same output of `matmul(x:…)`.
+    public func matmulSlices(x: UnsafePointer<Float>, m: Int, width: Int, y: UnsafeMutablePointer<Float>,
+                             scratch: UnsafeMutableRawPointer, threads: Int = 0, _ body: (_ lo: Int, _ count: Int) -> Void) {
+        kernelRequire(width > 0 && width % 16 == 0, "PackedWeights.matmulSlices: width \(width) is not a positive multiple of 16")
+        kernelRequire(m >= 0, "PackedWeights.matmulSlices: negative row count \(m)")
+        kernelRequire(Int(bitPattern: scratch) % 64 == 0, "PackedWeights.matmulSlices: scratch is not 64-byte aligned")
+        if m == 0 { return }
+        let act = GemvActivation.partner(of: type)
+        ck_packed_quantize(act.rawValue, x, Int64(cols), scratch, Int64(m), Int64(cols))
+        for lo in stride(from: 0, to: rows, by: width) {
+            let count = min(width, rows - lo)
+            multiply(act: act, rows: lo..<(lo + count), scratch: scratch, y: y, ldy: count, m: m, threads: threads)
+            body(lo, count)
+        }
     }
 
     /// Whether `parts` can share one `matmul(parts:…)` call: 1…8 matrices of one type and one width.

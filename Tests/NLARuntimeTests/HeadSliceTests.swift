@@ -37,8 +37,8 @@ struct HeadSliceTests {
         }
     }
 
-    @Test("a packed matmul over a 16-aligned row range gives exactly those outputs of the whole call; bad ranges refused")
-    func rowRangeMatchesWhole() throws {
+    @Test("a packed matmul in row slices (X quantized once) gives exactly the whole call's outputs, slice by slice")
+    func rowSlicesMatchWhole() throws {
         guard PackedWeights.isAvailable else { print("[head slices] skipped: no packed kernels"); return }
         let (n, k, m) = (96, 128, 5)
         var g = LCG(seed: 77)
@@ -55,15 +55,20 @@ struct HeadSliceTests {
         x.withUnsafeBufferPointer { xp in whole.withUnsafeMutableBufferPointer { yp in
             p.matmul(x: xp.baseAddress!, y: yp.baseAddress!, m: m, scratch: scratch)
         } }
-        for (lo, hi) in [(0, 16), (16, 64), (80, 96), (0, 96)] {
-            var part = [Float](repeating: .nan, count: m * (hi - lo))
+        for width in [16, 48, 80, 96, 128] {
+            var part = [Float](repeating: .nan, count: m * width)
+            var covered = 0
             x.withUnsafeBufferPointer { xp in part.withUnsafeMutableBufferPointer { yp in
-                p.matmul(x: xp.baseAddress!, y: yp.baseAddress!, ldy: hi - lo, m: m, rows: lo..<hi, scratch: scratch)
+                p.matmulSlices(x: xp.baseAddress!, m: m, width: width, y: yp.baseAddress!, scratch: scratch) { lo, count in
+                    #expect(lo == covered && count == min(width, n - lo), "width \(width): slice \(lo) of \(count) rows")
+                    covered = lo + count
+                    for r in 0..<m {
+                        let want = Array(whole[(r * n + lo)..<(r * n + lo + count)]), got = Array(yp[(r * count)..<((r + 1) * count)])
+                        #expect(want.map(\.bitPattern) == got.map(\.bitPattern), "width \(width), rows \(lo)..<\(lo + count), activation row \(r)")
+                    }
+                }
             } }
-            for r in 0..<m {
-                let want = Array(whole[(r * n + lo)..<(r * n + hi)]), got = Array(part[(r * (hi - lo))..<((r + 1) * (hi - lo))])
-                #expect(want.map(\.bitPattern) == got.map(\.bitPattern), "rows \(lo)..<\(hi), activation row \(r)")
-            }
+            #expect(covered == n, "width \(width): slices cover \(covered) of \(n) rows")
         }
     }
 }
