@@ -8,8 +8,10 @@ import Testing
 import NLATestSupport
 @testable import NLARuntime
 
+/// A fresh path per call: parameterized cases run in parallel and would otherwise write and read the same
+/// file at once (one case truncating it while another reads it).
 private func tmpPath(_ name: String) -> String {
-    TestPaths.processScratch("badinput") + "/" + name
+    TestPaths.processScratch("badinput") + "/" + UUID().uuidString.prefix(8) + "-" + name
 }
 
 private func write(_ data: Data, _ name: String) throws -> String {
@@ -455,11 +457,7 @@ private func expectOneLineError<E: Error & CustomStringConvertible>(
 
     /// Probe: JSONL vector files with a duplicate key, invalid UTF-8, or a value past the f32 range.
     @Test func jsonlVectorFileFindings() throws {
-        func file(_ bytes: [UInt8], _ name: String) throws -> String {
-            let p = TestPaths.processScratch("badinput") + "/" + name
-            try Data(bytes).write(to: URL(fileURLWithPath: p))
-            return p
-        }
+        func file(_ bytes: [UInt8], _ name: String) throws -> String { try write(Data(bytes), name) }
         let dup = try file(Array(#"{"activation_vector": [1, 2], "activation_vector": [3, 4]}"#.utf8), "dup.jsonl")
         expectError(NLAError.self, mentioning: ["dup.jsonl", "line 1", "duplicate key 'activation_vector'"]) { _ = try VectorFile.read(path: dup, key: nil) }
         let utf = try file(Array(#"{"activation_vector": [1, 2], "note": ""#.utf8) + [0xFF] + Array("\"}\n".utf8), "utf.jsonl")
