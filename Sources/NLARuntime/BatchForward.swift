@@ -205,11 +205,8 @@ public final class Gemma3Batch: @unchecked Sendable {
     }
 
     private let cfg: Gemma3Config
-    private let x, xn, q, k, v, attn, o, gate, up: UnsafeMutablePointer<Float>
-    private let attnScratch = AttentionScratch()
-    private let cosS, sinS, cosF, sinF: UnsafeMutablePointer<Float>
-    private let invFreqFull, invFreqSliding: [Float]
-    private let actScratch: ActivationScratch
+    /// Scratch and block arithmetic for maxRows rows.
+    private let layers: DecoderBlocks
     private let lastRows: UnsafeMutablePointer<Float>   // (maxSequences, d)
     private let outWidth: Int
     /// (maxSequences, vocab or d), allocated on the first `.lastLogits` / `.lastHidden` call (greedy
@@ -247,22 +244,14 @@ public final class Gemma3Batch: @unchecked Sendable {
             p.initialize(repeating: 0, count: max(n, 1))
             return p
         }
-        x = alloc(r * cfg.hiddenSize); xn = alloc(r * cfg.hiddenSize); o = alloc(r * cfg.hiddenSize)
-        q = alloc(r * cfg.qDim); attn = alloc(r * cfg.qDim)
-        k = alloc(r * cfg.kvDim); v = alloc(r * cfg.kvDim)
-        gate = alloc(r * cfg.intermediateSize); up = alloc(r * cfg.intermediateSize)
-        let half = cfg.headDim / 2
-        cosS = alloc(r * half); sinS = alloc(r * half); cosF = alloc(r * half); sinF = alloc(r * half)
-        actScratch = ActivationScratch(rows: r, maxCols: max(cfg.hiddenSize, cfg.qDim, cfg.intermediateSize))
+        layers = DecoderBlocks(model: model, rows: r)
         lastRows = alloc(maxSequences * cfg.hiddenSize)
         let full = blocks == cfg.numHiddenLayers && model.finalNorm != nil
         outWidth = full ? cfg.vocabSize : cfg.hiddenSize
-        invFreqFull = Gemma3Session.inverseFrequencies(cfg.ropeFull, headDim: cfg.headDim)
-        invFreqSliding = Gemma3Session.inverseFrequencies(cfg.ropeSliding, headDim: cfg.headDim)
     }
 
     deinit {
-        for p in [x, xn, q, k, v, attn, o, gate, up, cosS, sinS, cosF, sinF, lastRows] { p.deallocate() }
+        lastRows.deallocate()
         outStorage?.deallocate()
         top2Scratch?.deallocate()
         sliceStorage?.deallocate()
@@ -363,45 +352,40 @@ public final class Gemma3Batch: @unchecked Sendable {
     }
 
     private func run(_ pieces: [Piece], rows total: Int, embeddings: UnsafePointer<Float>, output: Output) {
-        let d = cfg.hiddenSize, half = cfg.headDim / 2
+        let d = cfg.hiddenSize, x = layers.x
         var r0 = 0
         for p in pieces {
             (x + r0 * d).update(from: embeddings + p.embRow * d, count: p.rows * d)
-            for r in 0..<p.rows {
-                let pos = Float(p.cache.position + r)
-                let row = (r0 + r) * half
-                for i in 0..<half {
-                    let fs = pos * invFreqSliding[i], ff = pos * invFreqFull[i]
-                    cosS[row + i] = cosf(fs); sinS[row + i] = sinf(fs)
-                    cosF[row + i] = cosf(ff); sinF[row + i] = sinf(ff)
-                }
-            }
+            layers.setPositions(row: r0, count: p.rows, position: p.cache.position)
             r0 += p.rows
         }
-        for l in 0..<blocks { block(l, pieces, rows: total) }
-        for p in pieces { p.cache.position += p.rows }
-        guard output != .none else { return }
-        // Last rows of the sequences that end in this pass (consecutive segment indices).
+        // Last rows of the sequences that end in this pass (consecutive segment indices): the only rows the
+        // last block must finish when the pass returns something.
         var finals: [(segment: Int, row: Int)] = []
         r0 = 0
         for p in pieces {
             if p.last { finals.append((p.segment, r0 + p.rows - 1)) }
             r0 += p.rows
         }
-        guard let first = finals.first else { return }
+        let trimmed = output != .none && finals.count < total ? finals.map(\.row) : nil
+        for l in 0..<blocks {
+            layers.block(l, rows: total, outputRows: l == blocks - 1 ? trimmed : nil) { sliding in attention(l, pieces, sliding: sliding) }
+        }
+        for p in pieces { p.cache.position += p.rows }
+        guard output != .none, let first = finals.first else { return }
         for (i, f) in finals.enumerated() {
             precondition(f.segment == first.segment + i, "final pieces of a pass are consecutive")
-            (lastRows + i * d).update(from: x + f.row * d, count: d)
+            (lastRows + i * d).update(from: x + (trimmed == nil ? f.row : i) * d, count: d)
         }
         let n = finals.count
         switch output {
         case .lastHidden:
             (out + first.segment * outWidth).update(from: lastRows, count: n * d)
         case .lastLogits:
-            finalNorm(lastRows, rows: n)
-            headLogits(lastRows, rows: n, into: out + first.segment * outWidth)
+            layers.finalNorm(lastRows, rows: n)
+            layers.headLogits(lastRows, rows: n, into: out + first.segment * outWidth)
         case .lastTop2:
-            finalNorm(lastRows, rows: n)
+            layers.finalNorm(lastRows, rows: n)
             if screensTop2, let head = model.lmHead.packed {
                 let need = head.top2ScratchBytes(m: maxSequences)
                 if top2ScratchBytes < need {
@@ -417,10 +401,10 @@ public final class Gemma3Batch: @unchecked Sendable {
                 let buf = sliceStorage ?? UnsafeMutablePointer<Float>.allocate(capacity: maxSequences * width)
                 sliceStorage = buf
                 var best = [(index: Int, first: Float, second: Float)](repeating: (0, -.infinity, -.infinity), count: n)
-                head.matmulSlices(x: lastRows, m: n, width: width, y: buf, scratch: actScratch.bytes) { lo, count in
+                head.matmulSlices(x: lastRows, m: n, width: width, y: buf, scratch: layers.actScratch.bytes) { lo, count in
                     for i in 0..<n {
                         let row = buf + i * count
-                        softcap(row, count: count)
+                        layers.softcap(row, count: count)
                         let t = Kernels.top2(UnsafeBufferPointer(start: row, count: count))
                         best[i] = Gemma3Batch.mergeTop2(best[i], t, offset: lo)
                     }
@@ -428,7 +412,7 @@ public final class Gemma3Batch: @unchecked Sendable {
                 for i in 0..<n { top2[first.segment + i] = best[i] }
             } else {
                 let dst = out + first.segment * outWidth
-                headLogits(lastRows, rows: n, into: dst)
+                layers.headLogits(lastRows, rows: n, into: dst)
                 for i in 0..<n {
                     top2[first.segment + i] = Kernels.top2(UnsafeBufferPointer(start: dst + i * outWidth, count: outWidth))
                 }
@@ -436,87 +420,6 @@ public final class Gemma3Batch: @unchecked Sendable {
         case .none:
             break
         }
-    }
-
-    /// The final norm, in place.
-    private func finalNorm(_ h: UnsafeMutablePointer<Float>, rows n: Int) {
-        model.finalNorm!.withUnsafeBufferPointer { w in
-            Kernels.rmsNormRows(h, weight: w.baseAddress!, out: h, rows: n, n: cfg.hiddenSize, eps: cfg.rmsNormEps)
-        }
-    }
-
-    /// lm_head and soft-capping of rows already through the final norm.
-    private func headLogits(_ h: UnsafeMutablePointer<Float>, rows n: Int, into dst: UnsafeMutablePointer<Float>) {
-        linear(model.lmHead, h, rows: n, into: dst)
-        softcap(dst, count: n * cfg.vocabSize)
-    }
-
-    /// Final logit soft-capping in place (when the config has it).
-    private func softcap(_ logits: UnsafeMutablePointer<Float>, count: Int) {
-        guard let cap = cfg.finalLogitSoftcapping else { return }
-        for i in 0..<count { logits[i] = tanhf(logits[i] / cap) * cap }
-    }
-
-    /// y[rows, w.rows] = x[rows, w.cols] · wᵀ through the model's matmul entry points.
-    private func linear(_ w: WeightMatrix, _ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>) {
-        if let f = w.floats {
-            Kernels.matmulNT(x, f, y, m: m, n: w.rows, k: w.cols)
-        } else {
-            QuantLinear.apply(w, x, rows: m, into: y, scratch: actScratch)
-        }
-    }
-
-    /// Several matrices over the same rows x (q/k/v; gate/up): one fused packed call when possible.
-    private func linears(_ ws: [WeightMatrix], _ x: UnsafePointer<Float>, rows m: Int, into ys: [UnsafeMutablePointer<Float>]) {
-        if ws.contains(where: { $0.floats != nil }) {
-            for (w, y) in zip(ws, ys) { linear(w, x, rows: m, into: y) }
-        } else {
-            QuantLinear.applyFused(ws, x, rows: m, into: ys, scratch: actScratch)
-        }
-    }
-
-    /// One decoder block over all rows of the pass; attention per piece over its sequence's cache.
-    private func block(_ l: Int, _ pieces: [Piece], rows t: Int) {
-        let w = model.layers[l]
-        let d = cfg.hiddenSize, hd = cfg.headDim, half = hd / 2
-        let nH = cfg.numAttentionHeads, nKV = cfg.numKeyValueHeads
-        let qDim = cfg.qDim, kvDim = cfg.kvDim, ff = cfg.intermediateSize
-        let eps = cfg.rmsNormEps
-        let sliding = cfg.layerTypes[l] == .sliding
-        let cosT = sliding ? cosS : cosF, sinT = sliding ? sinS : sinF
-
-        w.inputNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(x, weight: $0.baseAddress!, out: xn, rows: t, n: d, eps: eps) }
-        linears([w.qProj, w.kProj, w.vProj], xn, rows: t, into: [q, k, v])
-        w.qNorm.withUnsafeBufferPointer { qn in
-            w.kNorm.withUnsafeBufferPointer { kn in
-                for r in 0..<t {
-                    for h in 0..<nH {
-                        let ptr = q + r * qDim + h * hd
-                        Kernels.rmsNorm(ptr, weight: qn.baseAddress!, out: ptr, n: hd, eps: eps)
-                        Kernels.ropeRotateHalf(ptr, cos: cosT + r * half, sin: sinT + r * half, headDim: hd)
-                    }
-                    for g in 0..<nKV {
-                        let ptr = k + r * kvDim + g * hd
-                        Kernels.rmsNorm(ptr, weight: kn.baseAddress!, out: ptr, n: hd, eps: eps)
-                        Kernels.ropeRotateHalf(ptr, cos: cosT + r * half, sin: sinT + r * half, headDim: hd)
-                    }
-                }
-            }
-        }
-        attention(l, pieces, sliding: sliding)
-        linear(w.oProj, attn, rows: t, into: o)
-        w.postAttentionNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(o, weight: $0.baseAddress!, out: o, rows: t, n: d, eps: eps) }
-        Kernels.add(x, o, t * d)
-
-        w.preFeedforwardNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(x, weight: $0.baseAddress!, out: xn, rows: t, n: d, eps: eps) }
-        linears([w.gateProj, w.upProj], xn, rows: t, into: [gate, up])
-        switch cfg.activation {
-        case .geluTanh: Kernels.geluTanhMul(gate, up, out: gate, n: t * ff)
-        case .geluExact: Kernels.geluExactMul(gate, up, out: gate, n: t * ff)
-        }
-        linear(w.downProj, gate, rows: t, into: o)
-        w.postFeedforwardNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(o, weight: $0.baseAddress!, out: o, rows: t, n: d, eps: eps) }
-        Kernels.add(x, o, t * d)
     }
 
     /// Store each piece's K/V in its ring, then softmax(q·kᵀ·scale)·v over its visible keys: all pieces
@@ -532,16 +435,16 @@ public final class Gemma3Batch: @unchecked Sendable {
             let kc = cache.k[l], vc = cache.v[l]
             for r in 0..<t {
                 let idx = (p0 + r - base) % ring
-                (kc + idx * kvDim).update(from: k + (row0 + r) * kvDim, count: kvDim)
-                (vc + idx * kvDim).update(from: v + (row0 + r) * kvDim, count: kvDim)
+                (kc + idx * kvDim).update(from: layers.k + (row0 + r) * kvDim, count: kvDim)
+                (vc + idx * kvDim).update(from: layers.v + (row0 + r) * kvDim, count: kvDim)
             }
             let shared = cache.sharedPrefix.map {
                 Kernels.SharedKeys(k: $0.k[l], v: $0.v[l], count: base, ring: $0.ringLengths[l])
             }
-            calls.append(.init(q: q + row0 * qDim, k: kc, v: vc, ring: ring, out: attn + row0 * qDim, rows: t, pos0: p0, shared: shared))
+            calls.append(.init(q: layers.q + row0 * qDim, k: kc, v: vc, ring: ring, out: layers.attn + row0 * qDim, rows: t, pos0: p0, shared: shared))
             row0 += t
         }
         Kernels.attention(cfg.attentionShape(sliding: sliding), pieces: calls, ldq: qDim, ldkv: kvDim, ldo: qDim,
-                          scratch: attnScratch)
+                          scratch: layers.attnScratch)
     }
 }

@@ -185,16 +185,15 @@ public final class Gemma3Session {
     // KV cache: per loaded block, (ringLengths[l], kvDim).
     private var kCache: [UnsafeMutablePointer<Float>]
     private var vCache: [UnsafeMutablePointer<Float>]
-    // Scratch, each (chunkRows, width).
-    private let x, xn, q, k, v, attn, o, gate, up: UnsafeMutablePointer<Float>
-    private let attnScratch = AttentionScratch()
-    private let cosT, sinT: UnsafeMutablePointer<Float>      // (chunkRows, headDim/2)
-    private let invFreqFull, invFreqSliding: [Float]
-    private let actScratch: ActivationScratch                // quantized activations, (chunkRows, max width)
+    /// Scratch and block arithmetic for chunkRows rows.
+    private let blocks: DecoderBlocks
     private let tokenRow: UnsafeMutablePointer<Float>         // (hiddenSize): decode-step embedding
     private let logitsRow: UnsafeMutablePointer<Float>        // (vocab): decode-step logits
     /// Called with every linear layer's weight and input rows before the product (`nla imatrix`); nil = off.
-    public var linearInputObserver: ((WeightMatrix, UnsafePointer<Float>, Int) -> Void)?
+    public var linearInputObserver: ((WeightMatrix, UnsafePointer<Float>, Int) -> Void)? {
+        get { blocks.linearInputObserver }
+        set { blocks.linearInputObserver = newValue }
+    }
 
     init(model: Gemma3Model, capacity: Int, chunkRows: Int = 256) throws {
         let cfg = model.config
@@ -218,33 +217,15 @@ public final class Gemma3Session {
         ringLengths = rings
         kCache = rings.map { alloc($0 * cfg.kvDim) }
         vCache = rings.map { alloc($0 * cfg.kvDim) }
-        x = alloc(c * cfg.hiddenSize); xn = alloc(c * cfg.hiddenSize); o = alloc(c * cfg.hiddenSize)
-        q = alloc(c * cfg.qDim); attn = alloc(c * cfg.qDim)
-        k = alloc(c * cfg.kvDim); v = alloc(c * cfg.kvDim)
-        gate = alloc(c * cfg.intermediateSize); up = alloc(c * cfg.intermediateSize)
-        cosT = alloc(c * cfg.headDim / 2); sinT = alloc(c * cfg.headDim / 2)
-        actScratch = ActivationScratch(rows: c, maxCols: max(cfg.hiddenSize, cfg.qDim, cfg.intermediateSize))
+        blocks = DecoderBlocks(model: model, rows: c)
         tokenRow = alloc(cfg.hiddenSize)
         logitsRow = alloc(model.loadedBlocks == cfg.numHiddenLayers ? cfg.vocabSize : 1)
-        invFreqFull = Gemma3Session.inverseFrequencies(cfg.ropeFull, headDim: cfg.headDim)
-        invFreqSliding = Gemma3Session.inverseFrequencies(cfg.ropeSliding, headDim: cfg.headDim)
     }
 
     deinit {
         for p in kCache { p.deallocate() }
         for p in vCache { p.deallocate() }
-        for p in [x, xn, q, k, v, attn, o, gate, up, cosT, sinT, tokenRow, logitsRow] { p.deallocate() }
-    }
-
-    /// inv_freq[i] = 1 / (θ ^ (2i / headDim)) / factor, in f32 as transformers computes it
-    /// (`_compute_default_rope_parameters`; linear scaling divides by the factor).
-    static func inverseFrequencies(_ rope: RopeParams, headDim: Int) -> [Float] {
-        (0..<headDim / 2).map { i in
-            let expo = Float(2 * i) / Float(headDim)
-            var f = 1 / powf(Float(rope.theta), expo)
-            if rope.linearFactor != 1 { f = f / Float(rope.linearFactor) }
-            return f
-        }
+        for p in [tokenRow, logitsRow] { p.deallocate() }
     }
 
     /// Fewest blocks run over any cached position: a deeper run later would read empty KV entries.
@@ -339,24 +320,23 @@ public final class Gemma3Session {
     private func run(_ embeddings: UnsafePointer<Float>, rows: Int, blocks nBlocks: Int, logits wantLogits: LogitsMode,
                      into lo: UnsafeMutablePointer<Float>?,
                      observer: ((HiddenPoint, Int, UnsafeBufferPointer<Float>) -> Void)?) {
-        let d = cfg.hiddenSize, vocab = cfg.vocabSize
+        let d = cfg.hiddenSize, vocab = cfg.vocabSize, x = blocks.x
         var done = 0
         while done < rows {
             let t = min(chunkRows, rows - done)
             x.update(from: embeddings + done * d, count: t * d)
             observer?(.embeddings, done, UnsafeBufferPointer(start: x, count: t * d))
+            blocks.setPositions(row: 0, count: t, position: position)
             for l in 0..<nBlocks {
-                block(l, rows: t, start: position)
+                blocks.block(l, rows: t) { sliding in attention(l, rows: t, start: position, sliding: sliding) }
                 observer?(.block(l), done, UnsafeBufferPointer(start: x, count: t * d))
             }
-            if nBlocks == cfg.numHiddenLayers, let fn = model.finalNorm {
-                fn.withUnsafeBufferPointer { w in
-                    Kernels.rmsNormRows(x, weight: w.baseAddress!, out: x, rows: t, n: d, eps: cfg.rmsNormEps)
-                }
+            if nBlocks == cfg.numHiddenLayers, model.finalNorm != nil {
+                blocks.finalNorm(x, rows: t)
                 observer?(.finalNorm, done, UnsafeBufferPointer(start: x, count: t * d))
                 switch wantLogits {
-                case .all: computeLogits(x, rows: t, into: lo! + done * vocab)
-                case .last where done + t == rows: computeLogits(x + (t - 1) * d, rows: 1, into: lo!)
+                case .all: blocks.headLogits(x, rows: t, into: lo! + done * vocab)
+                case .last where done + t == rows: blocks.headLogits(x + (t - 1) * d, rows: 1, into: lo!)
                 default: break
                 }
             }
@@ -365,99 +345,18 @@ public final class Gemma3Session {
         }
     }
 
-    private func computeLogits(_ h: UnsafePointer<Float>, rows: Int, into dst: UnsafeMutablePointer<Float>) {
-        linear(model.lmHead, h, rows: rows, into: dst)
-        if let cap = cfg.finalLogitSoftcapping {
-            for i in 0..<(rows * cfg.vocabSize) { dst[i] = tanhf(dst[i] / cap) * cap }
-        }
-    }
-
-    /// y[rows, w.rows] = x[rows, w.cols] · wᵀ, for any weight type.
-    private func linear(_ w: WeightMatrix, _ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>) {
-        linearInputObserver?(w, x, m)
-        if let f = w.floats {
-            Kernels.matmulNT(x, f, y, m: m, n: w.rows, k: w.cols)
-        } else {
-            QuantLinear.apply(w, x, rows: m, into: y, scratch: actScratch)
-        }
-    }
-
-    /// Several matrices over the same rows x (q/k/v; gate/up): one fused packed call when possible.
-    private func linears(_ ws: [WeightMatrix], _ x: UnsafePointer<Float>, rows m: Int, into ys: [UnsafeMutablePointer<Float>]) {
-        if linearInputObserver != nil || ws.contains(where: { $0.floats != nil }) {
-            for (w, y) in zip(ws, ys) { linear(w, x, rows: m, into: y) }
-        } else {
-            QuantLinear.applyFused(ws, x, rows: m, into: ys, scratch: actScratch)
-        }
-    }
-
-    private func attentionShape(sliding: Bool) -> AttentionShape {
-        cfg.attentionShape(sliding: sliding)
-    }
-
-    /// One decoder block over `rows` rows of `x` at absolute positions start..<start+rows.
-    private func block(_ l: Int, rows t: Int, start p0: Int) {
-        let w = model.layers[l]
-        let d = cfg.hiddenSize, hd = cfg.headDim, half = hd / 2
-        let nH = cfg.numAttentionHeads, nKV = cfg.numKeyValueHeads
-        let qDim = cfg.qDim, kvDim = cfg.kvDim, ff = cfg.intermediateSize
-        let eps = cfg.rmsNormEps
-        let sliding = cfg.layerTypes[l] == .sliding
-
-        // --- attention ---
-        w.inputNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(x, weight: $0.baseAddress!, out: xn, rows: t, n: d, eps: eps) }
-        linears([w.qProj, w.kProj, w.vProj], xn, rows: t, into: [q, k, v])
-
-        // RoPE tables for these positions (f32: freqs = pos · inv_freq, then cos/sin).
-        let invFreq = sliding ? invFreqSliding : invFreqFull
-        for r in 0..<t {
-            let pos = Float(p0 + r)
-            for i in 0..<half {
-                let f = pos * invFreq[i]
-                cosT[r * half + i] = cosf(f)
-                sinT[r * half + i] = sinf(f)
-            }
-        }
-        w.qNorm.withUnsafeBufferPointer { qn in
-            w.kNorm.withUnsafeBufferPointer { kn in
-                for r in 0..<t {
-                    for h in 0..<nH {
-                        let ptr = q + r * qDim + h * hd
-                        Kernels.rmsNorm(ptr, weight: qn.baseAddress!, out: ptr, n: hd, eps: eps)
-                        Kernels.ropeRotateHalf(ptr, cos: cosT + r * half, sin: sinT + r * half, headDim: hd)
-                    }
-                    for g in 0..<nKV {
-                        let ptr = k + r * kvDim + g * hd
-                        Kernels.rmsNorm(ptr, weight: kn.baseAddress!, out: ptr, n: hd, eps: eps)
-                        Kernels.ropeRotateHalf(ptr, cos: cosT + r * half, sin: sinT + r * half, headDim: hd)
-                    }
-                }
-            }
-        }
+    /// Block l's attention for rows at absolute positions start..<start+rows: their keys / values into the
+    /// ring, then causal attention over the cache (sliding layers: keys i − window < j ≤ i), one C call.
+    private func attention(_ l: Int, rows t: Int, start p0: Int, sliding: Bool) {
+        let kvDim = cfg.kvDim, qDim = cfg.qDim
         let kc = kCache[l], vc = vCache[l], ring = ringLengths[l]
         for r in 0..<t {
             let idx = (p0 + r) % ring
-            (kc + idx * kvDim).update(from: k + r * kvDim, count: kvDim)
-            (vc + idx * kvDim).update(from: v + r * kvDim, count: kvDim)
+            (kc + idx * kvDim).update(from: blocks.k + r * kvDim, count: kvDim)
+            (vc + idx * kvDim).update(from: blocks.v + r * kvDim, count: kvDim)
         }
-
-        // Causal attention over the cache (sliding layers: keys i − window < j ≤ i), one C call.
-        Kernels.attention(attentionShape(sliding: sliding), q: q, ldq: qDim, k: kc, v: vc, ldkv: kvDim, ring: ring,
-                          out: attn, ldo: qDim, rows: t, pos0: p0, scratch: attnScratch)
-        linear(w.oProj, attn, rows: t, into: o)
-        w.postAttentionNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(o, weight: $0.baseAddress!, out: o, rows: t, n: d, eps: eps) }
-        Kernels.add(x, o, t * d)
-
-        // --- MLP ---
-        w.preFeedforwardNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(x, weight: $0.baseAddress!, out: xn, rows: t, n: d, eps: eps) }
-        linears([w.gateProj, w.upProj], xn, rows: t, into: [gate, up])
-        switch cfg.activation {
-        case .geluTanh: Kernels.geluTanhMul(gate, up, out: gate, n: t * ff)
-        case .geluExact: Kernels.geluExactMul(gate, up, out: gate, n: t * ff)
-        }
-        linear(w.downProj, gate, rows: t, into: o)
-        w.postFeedforwardNorm.withUnsafeBufferPointer { Kernels.rmsNormRows(o, weight: $0.baseAddress!, out: o, rows: t, n: d, eps: eps) }
-        Kernels.add(x, o, t * d)
+        Kernels.attention(cfg.attentionShape(sliding: sliding), q: blocks.q, ldq: qDim, k: kc, v: vc, ldkv: kvDim, ring: ring,
+                          out: blocks.attn, ldo: qDim, rows: t, pos0: p0, scratch: blocks.attnScratch)
     }
 }
 
