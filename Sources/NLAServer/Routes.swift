@@ -129,9 +129,24 @@ enum Routes {
     /// SGLang's stream format: `data: {json}` events from `produce`, then `data: [DONE]`; an error becomes a last
     /// `data: {"error": {"message", "code"}}` event before [DONE]. A client that goes away cancels `produce`.
     static func sseData(_ produce: @escaping @Sendable (_ send: @escaping @Sendable (Any) -> Void) async throws -> Void) -> Response {
+        eventStream(errorEvent: nil, trailer: "data: [DONE]\n\n") { send in try await produce { send(nil, $0) } }
+    }
+
+    /// An SSE response fed by `produce`: `event: name` + `data: {json}` per event; an error becomes a last
+    /// `error` event. A client that goes away cancels `produce`.
+    static func sse(_ produce: @escaping @Sendable (_ send: @escaping @Sendable (String, Any) -> Void) async throws -> Void) -> Response {
+        eventStream(errorEvent: "error", trailer: nil) { send in try await produce { send($0, $1) } }
+    }
+
+    /// The text/event-stream response both formats share: each `send(event, object)` is written as it comes
+    /// (an `event:` line when named, then `data: {json}`); an error thrown by `produce` is sent as
+    /// `{"error": {"message", "code"}}` under `errorEvent`; `trailer` closes the stream. The client going away
+    /// cancels `produce`.
+    private static func eventStream(errorEvent: String?, trailer: String?,
+                                    _ produce: @escaping @Sendable (_ send: @escaping @Sendable (String?, Any) -> Void) async throws -> Void) -> Response {
         let (stream, cont) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .unbounded)
-        let send: @Sendable (Any) -> Void = { obj in
-            var b = ByteBuffer(string: "data: ")
+        let send: @Sendable (String?, Any) -> Void = { event, obj in
+            var b = ByteBuffer(string: event.map { "event: \($0)\ndata: " } ?? "data: ")
             b.writeBytes((try? NLAJSON.data(obj)) ?? Data("{}".utf8))
             b.writeString("\n\n")
             cont.yield(b)
@@ -139,39 +154,9 @@ enum Routes {
         let work = Task {
             do { try await produce(send) } catch {
                 let (code, msg) = errorStatus(error)
-                send(["error": ["message": msg.replacingOccurrences(of: "\n", with: " "), "code": code]])
+                send(errorEvent, ["error": ["message": msg.replacingOccurrences(of: "\n", with: " "), "code": code]])
             }
-            cont.yield(ByteBuffer(string: "data: [DONE]\n\n"))
-            cont.finish()
-        }
-        cont.onTermination = { _ in work.cancel() }
-        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
-                        body: ResponseBody { writer in
-                            do {
-                                for await b in stream { try await writer.write(b) }
-                                try await writer.finish(nil)
-                            } catch {
-                                work.cancel()
-                                throw error
-                            }
-                        })
-    }
-
-    /// An SSE response fed by `produce` (events are written as they come; a client that goes away cancels it).
-    static func sse(_ produce: @escaping @Sendable (_ send: @escaping @Sendable (String, Any) -> Void) async throws -> Void) -> Response {
-        let (stream, cont) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .unbounded)
-        let send: @Sendable (String, Any) -> Void = { event, obj in
-            let data = (try? NLAJSON.data(obj)) ?? Data("{}".utf8)
-            var b = ByteBuffer(string: "event: \(event)\ndata: ")
-            b.writeBytes(data)
-            b.writeString("\n\n")
-            cont.yield(b)
-        }
-        let work = Task {
-            do { try await produce(send) } catch {
-                let (code, msg) = errorStatus(error)
-                send("error", ["error": ["message": msg.replacingOccurrences(of: "\n", with: " "), "code": code]])
-            }
+            if let trailer { cont.yield(ByteBuffer(string: trailer)) }
             cont.finish()
         }
         cont.onTermination = { _ in work.cancel() }

@@ -99,6 +99,17 @@ func events(_ text: String) throws -> [(String, Any)] {
         let rep = try #require(evs.last { $0.0 == "report" }?.1 as? [String: Any])
         let prow = try #require((rep["positions"] as? [[String: Any]])?.first)
         #expect(prow["explanation"] as? String == ref.positions[1].explanation)
+        // A failure after the stream has started (a position past the conversation) ends it with one `error`
+        // event carrying the status and message, and no report.
+        let bad = try await s.post("/api/explain", json: ["ids": ref.ids, "prompt_length": ref.promptLength,
+                                                          "positions": [ref.ids.count + 3], "max_new_tokens": 4, "stream": true])
+        #expect(bad.status == 200)
+        let bevs = try events(bad.text)
+        #expect(!bevs.contains { $0.0 == "report" })
+        #expect(bevs.last?.0 == "error")
+        let err = try #require((bevs.last?.1 as? [String: Any])?["error"] as? [String: Any])
+        #expect(err["code"] as? Int == 400)
+        #expect((err["message"] as? String)?.contains("position") == true, "\(err)")
     }
 
     @Test func verbalizeReconstructScore() async throws {
