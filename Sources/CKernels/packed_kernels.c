@@ -25,6 +25,8 @@
 #define QK 32
 #define RT 16  // rows per tile
 #define MR 4   // activation rows per micro-kernel call (Q8_0 weights)
+#define SMR 16   // activation rows per screen micro-kernel call
+#define SMC 64   // activation rows per chunk (the lane state of a chunk lives on each thread's stack)
 #define MR4 8  // the same for Q4_0 weights: their nibbles are unpacked once per block for 8 rows
 #ifndef PF_DIST
 #define PF_DIST 4096  // software prefetch distance in bytes along the packed stream
@@ -221,6 +223,55 @@ INL T_512 void q8b_tile(const uint8_t *w, int64_t nb, const xrow *x, int mr, __m
             __m512i s = _mm512_set1_epi32(-128 * x[r].s[b]);
             for (int g = 0; g < 8; g++) s = _mm512_dpbusd_epi32(s, u[g], _mm512_set1_epi32(xq[g]));
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(x[r].d[b])), acc[r]);
+        }
+    }
+}
+
+// The screen's activation rows, 16 at a time, interleaved per block so that one base pointer and
+// immediate offsets reach every operand (no per-row pointer juggling in general registers): per block b,
+// q[b][r][32] (int8 quants of row r), init[b][r] = −128·Σq (the lane start of q8b_tile) and d[b][r].
+// Rows past the last real one repeat row 0 (computed, never read).
+typedef struct {
+    const int8_t *q;
+    const int32_t *init;
+    const float *d;
+} xgrp;
+
+static inline size_t xgrp_bytes(int64_t nb) { return (size_t)(nb * SMR * (QK + 8)); }
+
+static xgrp xgrp_fill(uint8_t *buf, const uint8_t *xa8, int64_t rb8, int64_t rows, int64_t nb) {
+    int8_t *q = (int8_t *)buf;
+    int32_t *init = (int32_t *)(buf + nb * SMR * QK);
+    float *d = (float *)(init + nb * SMR);
+    for (int r = 0; r < SMR; r++) {
+        const xrow x = xrow_at(xa8 + (r < rows ? r : 0) * rb8, nb);
+        for (int64_t b = 0; b < nb; b++) {
+            memcpy(q + (b * SMR + r) * QK, x.q + b * QK, QK);
+            init[b * SMR + r] = -128 * x.s[b];
+            d[b * SMR + r] = x.d[b];
+        }
+    }
+    return (xgrp){q, init, d};
+}
+
+// q8b_tile over an interleaved group (the same integer sums and the same fma per block, so the same
+// f32 values bit for bit); two dependency chains per row.
+INL T_512 void q8g_tile(const uint8_t *w, int64_t nb, xgrp x, int mr, __m512 *acc) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (int64_t b = 0; b < nb; b++, w += 544, x.q += SMR * QK, x.init += SMR, x.d += SMR) {
+        for (int l = 0; l < 544; l += 64) _mm_prefetch((const char *)(w + PF_DIST + l), _MM_HINT_T0);
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w));
+        __m512i u[8];
+        for (int g = 0; g < 8; g++) u[g] = _mm512_xor_si512(_mm512_loadu_si512((const void *)(w + 32 + 64 * g)), flip);
+#pragma clang loop unroll(full)
+        for (int r = 0; r < mr; r++) {
+            const int32_t *xq = (const int32_t *)(x.q + r * QK);
+            __m512i s = _mm512_set1_epi32(x.init[r]), t = _mm512_setzero_si512();
+            for (int g = 0; g < 8; g += 2) {
+                s = _mm512_dpbusd_epi32(s, u[g], _mm512_set1_epi32(xq[g]));
+                t = _mm512_dpbusd_epi32(t, u[g + 1], _mm512_set1_epi32(xq[g + 1]));
+            }
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s, t)), _mm512_mul_ps(dw, _mm512_set1_ps(x.d[r])), acc[r]);
         }
     }
 }
@@ -652,14 +703,14 @@ double ck_packed_top2_q8_bound(const float *x, int64_t K, const float *norm_stat
     return p.ok ? p.beta : NAN;
 }
 
-#define SMR 16   // activation rows per screen micro-kernel call
-#define SMC 64   // activation rows per chunk (the lane state of a chunk lives on each thread's stack)
 
 size_t ck_packed_top2_q8_scratch_bytes(int64_t M, int64_t N, int64_t K) {
     if (M < 0 || N <= 0 || K <= 0 || K % QK || N % RT) return 0;
     const int64_t tiles = N / RT;
+    const int64_t groups = (M + SMR - 1) / SMR;
     return (size_t)(M * (int64_t)ck_gemv_act_row_bytes(CK_ACT_Q16, K) + M * (int64_t)ck_gemv_act_row_bytes(CK_ACT_Q8, K) +
-                    pad64(M * tiles * 4) + pad64(M * 32 * 4) + pad64(M * (int64_t)sizeof(top2_row)) + pad64(N * 4));
+                    pad64(M * tiles * 4) + pad64(M * 32 * 4) + pad64(M * (int64_t)sizeof(top2_row)) + pad64(N * 4) +
+                    groups * pad64((int64_t)xgrp_bytes(K / QK)));
 }
 
 #if PK_X86
@@ -671,28 +722,28 @@ static inline int64_t top2_tiles_cap(int64_t tiles) { return tiles / 8 + 1; }
 // and absf >= 2A; the slack |v|·2^-22 + 2^-125 exceeds the rounding of s ± B and of the slack step
 // itself, subnormals included, so lo <= s − B and hi >= s + B as real numbers); the tile's max hi; and
 // the lane-wise top-2 of lo.
-static T_512 void screen_run(const uint8_t *wt, const xrow *xr, int mr, int64_t nb, const float *norms,
+static T_512 void screen_run(const uint8_t *wt, xgrp xg, int mr, int64_t nb, const float *norms,
                              const top2_row *rp, float *himax, int64_t tiles, int64_t t, __m512 *lo1, __m512 *lo2,
                              float *screen, int64_t ldsc, int64_t n0) {
     __m512 acc[SMR];
     for (int r = 0; r < SMR; r++) acc[r] = _mm512_setzero_ps();
     switch (mr) {
-    case 1: q8b_tile(wt, nb, xr, 1, acc); break;
-    case 2: q8b_tile(wt, nb, xr, 2, acc); break;
-    case 3: q8b_tile(wt, nb, xr, 3, acc); break;
-    case 4: q8b_tile(wt, nb, xr, 4, acc); break;
-    case 5: q8b_tile(wt, nb, xr, 5, acc); break;
-    case 6: q8b_tile(wt, nb, xr, 6, acc); break;
-    case 7: q8b_tile(wt, nb, xr, 7, acc); break;
-    case 8: q8b_tile(wt, nb, xr, 8, acc); break;
-    case 9: q8b_tile(wt, nb, xr, 9, acc); break;
-    case 10: q8b_tile(wt, nb, xr, 10, acc); break;
-    case 11: q8b_tile(wt, nb, xr, 11, acc); break;
-    case 12: q8b_tile(wt, nb, xr, 12, acc); break;
-    case 13: q8b_tile(wt, nb, xr, 13, acc); break;
-    case 14: q8b_tile(wt, nb, xr, 14, acc); break;
-    case 15: q8b_tile(wt, nb, xr, 15, acc); break;
-    default: q8b_tile(wt, nb, xr, 16, acc); break;
+    case 1: q8g_tile(wt, nb, xg, 1, acc); break;
+    case 2: q8g_tile(wt, nb, xg, 2, acc); break;
+    case 3: q8g_tile(wt, nb, xg, 3, acc); break;
+    case 4: q8g_tile(wt, nb, xg, 4, acc); break;
+    case 5: q8g_tile(wt, nb, xg, 5, acc); break;
+    case 6: q8g_tile(wt, nb, xg, 6, acc); break;
+    case 7: q8g_tile(wt, nb, xg, 7, acc); break;
+    case 8: q8g_tile(wt, nb, xg, 8, acc); break;
+    case 9: q8g_tile(wt, nb, xg, 9, acc); break;
+    case 10: q8g_tile(wt, nb, xg, 10, acc); break;
+    case 11: q8g_tile(wt, nb, xg, 11, acc); break;
+    case 12: q8g_tile(wt, nb, xg, 12, acc); break;
+    case 13: q8g_tile(wt, nb, xg, 13, acc); break;
+    case 14: q8g_tile(wt, nb, xg, 14, acc); break;
+    case 15: q8g_tile(wt, nb, xg, 15, acc); break;
+    default: q8g_tile(wt, nb, xg, 16, acc); break;
     }
     const __m512 nv = _mm512_loadu_ps(norms), rel = _mm512_set1_ps(0x1p-22f), tiny = _mm512_set1_ps(0x1p-125f);
     for (int r = 0; r < mr; r++) {
@@ -756,6 +807,8 @@ int ck_packed_top2_q8(const void *w, const float *row_norms, const float *norm_s
     float *lanes = (float *)((uint8_t *)himax + pad64(M * tiles * 4));   // per row: lo1[16], lo2[16]
     top2_row *rp = (top2_row *)((uint8_t *)lanes + pad64(M * 32 * 4));
     float *full = (float *)((uint8_t *)rp + pad64(M * (int64_t)sizeof(top2_row)));
+    uint8_t *groups = (uint8_t *)full + pad64(N * 4);
+    const int64_t gbytes = pad64((int64_t)xgrp_bytes(nb));
     const uint8_t *wp = (const uint8_t *)w;
     int nt = nthreads > 0 ? nthreads : ck_get_threads();
     if (nt < 1) nt = 1;
@@ -764,6 +817,7 @@ int ck_packed_top2_q8(const void *w, const float *row_norms, const float *norm_s
     ck_gemv_quantize(CK_ACT_Q8, x, ldx, xa8, M, K);
     for (int64_t m = 0; m < M; m++) top2_row_bound(xa16 + m * rb16, xa8 + m * rb8, x + m * ldx, K, norm_stats, &rp[m]);
     for (int64_t i = 0; i < M * 32; i++) lanes[i] = -INFINITY;
+    for (int64_t m = 0; m < M; m += SMR) xgrp_fill(groups + m / SMR * gbytes, xa8 + m * rb8, rb8, M - m, nb);
 
     // Screen: the int8 product of every row, bounds and per-tile maxima in the epilogue.
     int sn = nt;
@@ -779,9 +833,9 @@ int ck_packed_top2_q8(const void *w, const float *row_norms, const float *norm_s
                 const uint8_t *wt = wp + (size_t)(t * nb) * pbs;
                 for (int64_t m = m0; m < m1; m += SMR) {
                     const int mr = (int)(m1 - m < SMR ? m1 - m : SMR);
-                    xrow xr[SMR];
-                    for (int r = 0; r < SMR; r++) xr[r] = xrow_at(xa8 + (m + (r < mr ? r : 0)) * rb8, nb);
-                    screen_run(wt, xr, mr, nb, row_norms + t * RT, rp + m, himax + m * tiles, tiles, t, l1 + (m - m0),
+                    const uint8_t *gb = groups + m / SMR * gbytes;
+                    const xgrp xg = {(const int8_t *)gb, (const int32_t *)(gb + nb * SMR * QK), (const float *)(gb + nb * SMR * (QK + 4))};
+                    screen_run(wt, xg, mr, nb, row_norms + t * RT, rp + m, himax + m * tiles, tiles, t, l1 + (m - m0),
                                l2 + (m - m0), screen ? screen + m * N : NULL, N, t * RT);
                 }
             }

@@ -93,16 +93,17 @@ public func peakRSSBytes() -> Int {
 
 extension Tokenizer {
     /// The tokenizer of a model directory or GGUF file.
-    public convenience init(files: ModelFiles) throws {
+    public convenience init(files: ModelFiles, cache: TokenizerCache? = .shared) throws {
         guard let json = files.files["tokenizer.json"] else {
             throw ModelError.input("\(files.fileName("tokenizer.json")): missing (the model needs a tokenizer.json)")
         }
         func source(_ name: String) -> TokenizerSourceFile? {
             files.files[name].map { TokenizerSourceFile(data: $0, name: files.fileName(name)) }
         }
-        try self.init(tokenizerJSON: TokenizerSourceFile(data: json, name: files.fileName("tokenizer.json")),
+        try self.init(tokenizerJSON: TokenizerSourceFile(data: json, name: files.fileName("tokenizer.json"),
+                                                         identity: files.identities["tokenizer.json"]),
                       tokenizerConfig: source("tokenizer_config.json"), chatTemplateJinja: source("chat_template.jinja"),
-                      specialTokensMap: source("special_tokens_map.json"))
+                      specialTokensMap: source("special_tokens_map.json"), cache: cache)
     }
 
     /// The tokenizer of a model directory or GGUF file at `path`, without loading the weights' config.

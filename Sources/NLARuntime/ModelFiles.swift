@@ -29,15 +29,18 @@ public struct ModelFiles: @unchecked Sendable {
     /// How to name config.json in messages (a path, or "file.gguf[config.json]").
     public let configName: String
     public let tensors: [String: TensorEntry]
-    /// Other embedded files by name (tokenizer.json, …): present ones only.
+    /// Other embedded files by name (tokenizer.json, …): present ones only. Large ones (1 MB or more) are
+    /// read-only views of the file mapping, not copies.
     public private(set) var files: [String: Data]
+    /// For files in `files` that are views of a mapping: `FileIdentity.rangeKey` of their bytes.
+    public private(set) var identities: [String: String] = [:]
     /// Keeps the mappings open.
     private let owners: [AnyObject]
 
     /// The same files without `names` (e.g. tokenizer.json once the tokenizer is built: 33 MB for Gemma 3).
     public func dropping(_ names: [String]) -> ModelFiles {
         var copy = self
-        for n in names { copy.files.removeValue(forKey: n) }
+        for n in names { copy.files.removeValue(forKey: n); copy.identities.removeValue(forKey: n) }
         return copy
     }
 
@@ -70,13 +73,21 @@ public struct ModelFiles: @unchecked Sendable {
 
     static func openDirectory(_ dir: String, tensors wantTensors: Bool = true) throws -> ModelFiles {
         let configPath = (dir as NSString).appendingPathComponent("config.json")
-        var files: [String: Data] = [:]
+        var files: [String: Data] = [:], identities: [String: String] = [:]
         for name in GGUFKeys.embeddedFiles where name != "config.json" {
-            if let d = FileManager.default.contents(atPath: (dir as NSString).appendingPathComponent(name)) { files[name] = d }
+            let p = (dir as NSString).appendingPathComponent(name)
+            if let m = try? MappedFile(path: p), m.size >= mappedFileMinBytes {
+                files[name] = mappedData(UnsafeRawBufferPointer(start: m.base, count: m.size), owner: m)
+                identities[name] = m.identity.rangeKey(offset: 0, count: m.size)
+            } else if let d = FileManager.default.contents(atPath: p) {
+                files[name] = d
+            }
         }
         if !wantTensors {
-            return ModelFiles(path: dir, isGGUF: false, configJSON: FileManager.default.contents(atPath: configPath) ?? Data(),
-                              configName: configPath, tensors: [:], files: files, owners: [])
+            var f = ModelFiles(path: dir, isGGUF: false, configJSON: FileManager.default.contents(atPath: configPath) ?? Data(),
+                               configName: configPath, tensors: [:], files: files, owners: [])
+            f.identities = identities
+            return f
         }
         guard let config = FileManager.default.contents(atPath: configPath) else {
             throw ModelError.config(file: configPath, reason: "missing config.json (is \(dir) a model directory?)")
@@ -90,19 +101,34 @@ public struct ModelFiles: @unchecked Sendable {
             for (name, t) in vh.tensors { tensors["value_head." + name] = t.entry }
             owners.append(vh)
         }
-        return ModelFiles(path: dir, isGGUF: false, configJSON: config, configName: configPath,
-                          tensors: tensors, files: files, owners: owners)
+        var f = ModelFiles(path: dir, isGGUF: false, configJSON: config, configName: configPath,
+                           tensors: tensors, files: files, owners: owners)
+        f.identities = identities
+        return f
+    }
+
+    /// Files of at least this size are mapped and handed out as views (tokenizer.json: 33 MB), not copied.
+    static let mappedFileMinBytes = 1 << 20
+
+    /// A read-only view of mapped bytes that keeps `owner` (the mapping) alive. Never mutated: the pages
+    /// are mapped read-only.
+    static func mappedData(_ bytes: UnsafeRawBufferPointer, owner: AnyObject) -> Data {
+        Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: bytes.baseAddress!), count: bytes.count,
+             deallocator: .custom { _, _ in withExtendedLifetime(owner) {} })
     }
 
     static func openGGUF(_ path: String) throws -> ModelFiles {
         // Embedded files of 1 MB or more (tokenizer.json: 33 MB) are copied straight from the mapping: their
         // readers check the text (the tokenizer's JSON reader validates UTF-8 and names the file), so the
         // GGUF reader does not validate and copy them into a String first (~60 ms per open).
-        let g = try GGUFFile(path: path, rawStrings: (GGUFKeys.filePrefix, 1 << 20))
-        var files: [String: Data] = [:]
+        let g = try GGUFFile(path: path, rawStrings: (GGUFKeys.filePrefix, mappedFileMinBytes))
+        var files: [String: Data] = [:], identities: [String: String] = [:]
         for name in GGUFKeys.embeddedFiles {
-            if let bytes = g.rawStrings[GGUFKeys.filePrefix + name] {
-                files[name] = Data(bytes)
+            if let bytes = g.rawStrings[GGUFKeys.filePrefix + name], bytes.count > 0 {
+                // A view of the mapping: no copy, and no page is read unless the bytes are (a tokenizer found in
+                // the tokenizer cache by `identities` never reads them).
+                files[name] = mappedData(bytes, owner: g)
+                identities[name] = g.mapping.identity.rangeKey(offset: bytes.baseAddress! - g.mapping.base, count: bytes.count)
                 continue
             }
             guard let v = g.metadata[GGUFKeys.filePrefix + name] else { continue }
@@ -140,7 +166,9 @@ public struct ModelFiles: @unchecked Sendable {
         guard let config = files.removeValue(forKey: "config.json") else {
             throw ModelError.weights(file: path, reason: "no embedded config.json (metadata \(GGUFKeys.filePrefix)config.json) and no gemma3.* metadata; was it written by `quantize` or llama.cpp?")
         }
-        return ModelFiles(path: path, isGGUF: true, configJSON: config, configName: configName,
-                          tensors: tensors, files: files, owners: owners)
+        var f = ModelFiles(path: path, isGGUF: true, configJSON: config, configName: configName,
+                           tensors: tensors, files: files, owners: owners)
+        f.identities = identities
+        return f
     }
 }

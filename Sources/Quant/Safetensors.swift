@@ -40,6 +40,12 @@ public struct FileIdentity: Hashable, Sendable {
     public let size: Int64
     public let mtimeSeconds: Int64
     public let mtimeNanoseconds: Int64
+
+    /// A key for `count` bytes at `offset` of this file as it is now: it changes when the file is replaced
+    /// or rewritten (inode, size or modification time), the same assumption the pack cache makes.
+    public func rangeKey(offset: Int, count: Int) -> String {
+        "\(device):\(inode):\(size):\(mtimeSeconds).\(mtimeNanoseconds)@\(offset)+\(count)"
+    }
 }
 
 public final class MappedFile: @unchecked Sendable {

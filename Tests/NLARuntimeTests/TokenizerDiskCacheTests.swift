@@ -1,5 +1,6 @@
 import Foundation
 import NLATestSupport
+import Quant
 import Testing
 @testable import NLARuntime
 
@@ -207,5 +208,119 @@ struct TokenizerDiskCacheTests {
             #expect(loaded.encode(c.text) == fresh.encode(c.text), "\(c.name)")
             #expect(loaded.decode(ids) == fresh.decode(ids), "\(c.name)")
         }
+    }
+}
+
+/// A tokenizer.json that is an unchanged range of a file (a model directory's file, or the string embedded in
+/// a GGUF) is found again by the file's identity, without reading or hashing its bytes; any change to the file
+/// makes it a new source.
+@Suite("Tokenizer identity cache")
+struct TokenizerIdentityTests {
+    typealias S = TokTestSupport
+
+    /// The test tokenizer padded past the size from which model files are mapped instead of copied.
+    static func bigJSON(merges: [String] = ["a b", "▁ ab", "ab c"]) throws -> String {
+        var doc = try JSONSerialization.jsonObject(with: Data(try TokenizerDiskCacheTests.tokenizerJSON().utf8)) as! [String: Any]
+        var model = doc["model"] as! [String: Any]
+        model["merges"] = merges
+        doc["model"] = model
+        doc["comment"] = String(repeating: "x", count: ModelFiles.mappedFileMinBytes)
+        return String(decoding: try JSONSerialization.data(withJSONObject: doc, options: [.sortedKeys]), as: UTF8.self)
+    }
+
+    static func writeDirectory(_ dir: String, json: String, mtime: time_t) throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let p = dir + "/tokenizer.json"
+        try Data(json.utf8).write(to: URL(fileURLWithPath: p))
+        var times = [timespec(tv_sec: mtime, tv_nsec: 0), timespec(tv_sec: mtime, tv_nsec: 0)]
+        #expect(utimensat(AT_FDCWD, p, &times, 0) == 0)
+    }
+
+    @Test("a model directory's tokenizer.json: hashed once, then found by identity across caches; a rewritten file is hashed again")
+    func directory() throws {
+        let root = TestPaths.tempDirectory("tok-identity")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let model = root + "/model", cacheDir = root + "/cache"
+        let json = try Self.bigJSON()
+        try Self.writeDirectory(model, json: json, mtime: 1_700_000_000)
+        let files = try ModelFiles.open(model, tensors: false)
+        let id = try #require(files.identities["tokenizer.json"])
+        #expect(files.files["tokenizer.json"] == Data(json.utf8))
+
+        let first = TokenizerCache(capacity: 2, directory: cacheDir)
+        let fresh = try Tokenizer(files: files, cache: first)
+        #expect(first.hashes == 1 && first.builds == 1)
+        _ = try Tokenizer(files: files, cache: first)
+        #expect(first.hashes == 1 && first.reuses == 1, "the second load in a process finds the digest in memory")
+
+        // A later process: the identity file gives the digest, the tables come from disk; the bytes are not hashed.
+        let second = TokenizerCache(capacity: 2, directory: cacheDir)
+        let again = try Tokenizer(files: try ModelFiles.open(model, tensors: false), cache: second)
+        #expect(second.hashes == 0 && second.diskLoads == 1 && second.builds == 0)
+        for t in TokenizerDiskCacheTests.texts { #expect(again.encode(t, addSpecialTokens: false) == fresh.encode(t, addSpecialTokens: false)) }
+
+        // A replaced file with the same modification time (other merges: other bytes, another size, and " abc"
+        // encodes otherwise).
+        let changed = try Self.bigJSON(merges: ["a b"])
+        try FileManager.default.removeItem(atPath: model + "/tokenizer.json")
+        try Self.writeDirectory(model, json: changed, mtime: 1_700_000_000)
+        let files2 = try ModelFiles.open(model, tensors: false)
+        #expect(files2.identities["tokenizer.json"] != id)
+        let third = TokenizerCache(capacity: 2, directory: cacheDir)
+        let rebuilt = try Tokenizer(files: files2, cache: third)
+        #expect(third.hashes == 1 && third.builds == 1)
+        let reference = try Tokenizer(tokenizerJSON: TokenizerSourceFile(data: Data(changed.utf8), name: "t"), tokenizerConfig: nil, cache: nil)
+        #expect(rebuilt.encode(" abc", addSpecialTokens: false) == reference.encode(" abc", addSpecialTokens: false))
+        #expect(rebuilt.encode(" abc", addSpecialTokens: false) != fresh.encode(" abc", addSpecialTokens: false))
+
+        // Rewritten in place (same inode) with a new modification time: hashed again.
+        try Self.writeDirectory(model, json: json, mtime: 1_700_000_100)
+        let fourth = TokenizerCache(capacity: 2, directory: cacheDir)
+        let back = try Tokenizer(files: try ModelFiles.open(model, tensors: false), cache: fourth)
+        #expect(fourth.hashes == 1 && fourth.diskLoads == 1, "the first file's tables are still on disk")
+        #expect(back.encode(" abc", addSpecialTokens: false) == fresh.encode(" abc", addSpecialTokens: false))
+    }
+
+    @Test("an identity file that names another identity, or is damaged, is ignored")
+    func damagedIdentityFile() throws {
+        let root = TestPaths.tempDirectory("tok-identity-bad")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let model = root + "/model", cacheDir = root + "/cache"
+        try Self.writeDirectory(model, json: try Self.bigJSON(), mtime: 1_700_000_000)
+        let files = try ModelFiles.open(model, tensors: false)
+        let id = try #require(files.identities["tokenizer.json"])
+        _ = try Tokenizer(files: files, cache: TokenizerCache(capacity: 1, directory: cacheDir))
+        let path = TokenizerDiskCache.digestPath(directory: cacheDir, identity: id)
+        let good = try String(contentsOfFile: path, encoding: .utf8)
+        for bad in [good.replacingOccurrences(of: id, with: id + "0"), String(good.dropLast(3)), "", good.replacingOccurrences(of: "\n", with: " ")] {
+            try bad.write(toFile: path, atomically: true, encoding: .utf8)
+            let cache = TokenizerCache(capacity: 1, directory: cacheDir)
+            _ = try Tokenizer(files: files, cache: cache)
+            #expect(cache.hashes == 1, "\(bad.prefix(60).debugDescription)")
+        }
+    }
+
+    @Test("a GGUF's embedded tokenizer.json is a view of the mapping with an identity, and builds the same tokenizer")
+    func gguf() throws {
+        let root = TestPaths.tempDirectory("tok-identity-gguf")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let path = root + "/m.gguf"
+        let json = try Self.bigJSON()
+        let w = try GGUFWriter(path: path)
+        try w.addMetadata(GGUFKeys.filePrefix + "config.json", value: .string("{}"))
+        try w.addMetadata(GGUFKeys.filePrefix + "tokenizer.json", value: .string(json))
+        _ = try w.write { _, _ in }
+        let files = try ModelFiles.open(path)
+        #expect(files.files["tokenizer.json"] == Data(json.utf8))
+        let id = try #require(files.identities["tokenizer.json"])
+        #expect(files.dropping(["tokenizer.json"]).identities["tokenizer.json"] == nil)
+        let cacheDir = root + "/cache"
+        let first = TokenizerCache(capacity: 1, directory: cacheDir)
+        let a = try Tokenizer(files: files, cache: first)
+        let second = TokenizerCache(capacity: 1, directory: cacheDir)
+        let b = try Tokenizer(files: try ModelFiles.open(path), cache: second)
+        #expect(first.hashes == 1 && second.hashes == 0 && second.diskLoads == 1)
+        #expect(try ModelFiles.open(path).identities["tokenizer.json"] == id)
+        for t in TokenizerDiskCacheTests.texts { #expect(a.encode(t) == b.encode(t)) }
     }
 }

@@ -5,7 +5,11 @@ import Quant
 public struct TokenizerSourceFile: Sendable {
     public var data: Data
     public var name: String
-    public init(data: Data, name: String) { self.data = data; self.name = name }
+    /// Where the bytes come from, when they are an unchanged range of a file: `FileIdentity.rangeKey`
+    /// (device, inode, size, modification time, offset, length). Lets `TokenizerCache` find a tokenizer it
+    /// built before without reading and hashing the bytes again; nil for bytes of other origin.
+    public var identity: String?
+    public init(data: Data, name: String, identity: String? = nil) { self.data = data; self.name = name; self.identity = identity }
 }
 
 /// A Hugging Face `tokenizer.json` tokenizer (BPE model) with the Gemma 3 chat template.

@@ -66,8 +66,10 @@ public final class TokenizerCache: @unchecked Sendable {
     /// Where built tables are written and read back (nil: memory only).
     public let directory: String?
     private let lock = NSLock()
-    private var entries: [(key: SHA256.Digest, core: TokenizerCore)] = []
-    private var counts = (builds: 0, reuses: 0, diskLoads: 0)
+    private var entries: [(key: TokenizerDiskCache.Key, core: TokenizerCore)] = []
+    private var counts = (builds: 0, reuses: 0, diskLoads: 0, hashes: 0)
+    /// SHA-256 of tokenizer.json bytes by the identity of the file range they came from (this process).
+    private var digests: [String: TokenizerDiskCache.Key] = [:]
 
     public init(capacity: Int, directory: String? = nil) {
         self.capacity = max(capacity, 0)
@@ -79,14 +81,36 @@ public final class TokenizerCache: @unchecked Sendable {
     public var builds: Int { lock.withLock { counts.builds } }
     public var reuses: Int { lock.withLock { counts.reuses } }
     public var diskLoads: Int { lock.withLock { counts.diskLoads } }
+    /// tokenizer.json contents hashed (read in full) to find their key; a source with an `identity` seen
+    /// before, in this process or (with a directory) an earlier one, is not hashed again.
+    public var hashes: Int { lock.withLock { counts.hashes } }
 
     /// Drop every kept entry (their memory goes when no tokenizer uses them).
     public func removeAll() {
-        lock.withLock { entries.removeAll() }
+        lock.withLock { entries.removeAll(); digests.removeAll() }
+    }
+
+    /// The key of `json`: its SHA-256, from the identity map when its source range was seen before, else
+    /// computed from the bytes (and remembered for the identity).
+    private func key(for json: TokenizerSourceFile) -> TokenizerDiskCache.Key {
+        if let id = json.identity {
+            if let k = lock.withLock({ digests[id] }) { return k }
+            if let directory, let k = TokenizerDiskCache.loadDigest(directory: directory, identity: id) {
+                lock.withLock { digests[id] = k }
+                return k
+            }
+        }
+        let k = TokenizerDiskCache.key(of: json.data)
+        lock.withLock { counts.hashes += 1 }
+        if let id = json.identity {
+            lock.withLock { digests[id] = k }
+            if let directory { TokenizerDiskCache.storeDigest(directory: directory, identity: id, digest: k) }
+        }
+        return k
     }
 
     func core(for json: TokenizerSourceFile) throws -> TokenizerCore {
-        let key = SHA256.hash(data: json.data)
+        let key = key(for: json)
         if let hit = lock.withLock({ () -> TokenizerCore? in
             guard let i = entries.firstIndex(where: { $0.key == key }) else { return nil }
             let e = entries.remove(at: i)

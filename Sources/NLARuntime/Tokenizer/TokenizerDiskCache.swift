@@ -21,15 +21,20 @@ enum TokenizerDiskCache {
     /// file's modification time).
     static let maxFiles = 16
 
-    static func path(directory: String, key: SHA256.Digest) -> String {
+    /// The SHA-256 of a tokenizer.json's bytes: the key of everything cached for it.
+    typealias Key = [UInt8]
+
+    static func key(of bytes: Data) -> Key { Array(SHA256.hash(data: bytes)) }
+
+    static func path(directory: String, key: Key) -> String {
         directory + "/" + key.map { String(format: "%02x", $0) }.joined() + ".nlatok"
     }
 
     // MARK: writing
 
     /// Writes the tables of a freshly built BPE tokenizer; errors are swallowed (the cache is an optimization).
-    static func store(directory: String, key: SHA256.Digest, root: [String: TokJSON], model: TokBPEModel) {
-        let file = encode(key: Array(key), root: root, model: model)
+    static func store(directory: String, key: Key, root: [String: TokJSON], model: TokBPEModel) {
+        let file = encode(key: key, root: root, model: model)
         let final = path(directory: directory, key: key)
         let tmp = final + ".tmp.\(ProcessInfo.processInfo.processIdentifier).\(UInt32.random(in: 0...UInt32.max))"
         do {
@@ -40,6 +45,51 @@ enum TokenizerDiskCache {
             try? FileManager.default.removeItem(atPath: tmp)
         }
         evict(directory: directory, keeping: maxFiles)
+    }
+
+    // MARK: identities
+
+    /// The file that maps a source identity (`FileIdentity.rangeKey`: a file range as it is now) to the
+    /// SHA-256 of its bytes, so a process loading an unchanged file finds its tokenizer without reading the
+    /// 33 MB. Named by the SHA-256 of the identity; holds a format line, the identity and the digest (hex).
+    static func digestPath(directory: String, identity: String) -> String {
+        directory + "/" + SHA256.hash(data: Array(identity.utf8)).map { String(format: "%02x", $0) }.joined() + ".nlaid"
+    }
+
+    static let digestFormat = "nla-tokenizer-identity 1"
+
+    /// The digest recorded for `identity`, or nil (no file, another identity, or not a well-formed file).
+    static func loadDigest(directory: String, identity: String) -> Key? {
+        let p = digestPath(directory: directory, identity: identity)
+        guard let data = FileManager.default.contents(atPath: p), data.count <= 4096,
+              let text = String(data: data, encoding: .utf8) else { return nil }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard lines.count == 4, lines[0] == digestFormat, lines[1] == identity, lines[3].isEmpty,
+              lines[2].count == 64 else { return nil }
+        var bytes: [UInt8] = []
+        var i = lines[2].startIndex
+        while i < lines[2].endIndex {
+            let j = lines[2].index(i, offsetBy: 2)
+            guard let b = UInt8(lines[2][i..<j], radix: 16) else { return nil }
+            bytes.append(b)
+            i = j
+        }
+        return bytes
+    }
+
+    /// Records `digest` for `identity` (temporary file renamed into place; errors are swallowed).
+    static func storeDigest(directory: String, identity: String, digest: Key) {
+        let final = digestPath(directory: directory, identity: identity)
+        let tmp = final + ".tmp.\(ProcessInfo.processInfo.processIdentifier).\(UInt32.random(in: 0...UInt32.max))"
+        let text = "\(digestFormat)\n\(identity)\n\(digest.map { String(format: "%02x", $0) }.joined())\n"
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try Data(text.utf8).write(to: URL(fileURLWithPath: tmp))
+            if rename(tmp, final) != 0 { try? FileManager.default.removeItem(atPath: tmp) }
+        } catch {
+            try? FileManager.default.removeItem(atPath: tmp)
+        }
+        evict(directory: directory, suffix: ".nlaid", keeping: maxFiles * 8)
     }
 
     /// Offset of the checksum word in a file; the body it covers starts 8 bytes later.
@@ -70,11 +120,11 @@ enum TokenizerDiskCache {
         return file + body
     }
 
-    /// Removes the least recently used .nlatok files beyond `keeping`.
-    static func evict(directory: String, keeping: Int) {
+    /// Removes the least recently used files ending in `suffix` (.nlatok tables, .nlaid identities) beyond `keeping`.
+    static func evict(directory: String, suffix: String = ".nlatok", keeping: Int) {
         let fm = FileManager.default
         guard let names = try? fm.contentsOfDirectory(atPath: directory) else { return }
-        let files = names.filter { $0.hasSuffix(".nlatok") }.map { directory + "/" + $0 }
+        let files = names.filter { $0.hasSuffix(suffix) }.map { directory + "/" + $0 }
         guard files.count > keeping else { return }
         let dated = files.map { ($0, ((try? fm.attributesOfItem(atPath: $0))?[.modificationDate] as? Date) ?? .distantPast) }
         for (f, _) in dated.sorted(by: { $0.1 > $1.1 }).dropFirst(keeping) { try? fm.removeItem(atPath: f) }
@@ -104,11 +154,11 @@ enum TokenizerDiskCache {
     // MARK: reading
 
     /// The tokenizer core stored for `key`, or nil when there is no usable file.
-    static func load(directory: String, key: SHA256.Digest, file: String) -> TokenizerCore? {
+    static func load(directory: String, key: Key, file: String) -> TokenizerCore? {
         let p = path(directory: directory, key: key)
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: p), options: [.mappedIfSafe]) else { return nil }
         utimes(p, nil)  // recently used: kept longest by `evict`
-        return data.withUnsafeBytes { decode($0, key: Array(key), file: file) }
+        return data.withUnsafeBytes { decode($0, key: key, file: file) }
     }
 
     /// The tokenizer core in a file's bytes, or nil when they are not a usable file for `key`.
@@ -165,7 +215,7 @@ package enum TokenizerDiskCacheFuzzing {
         guard let bpe = core.model as? TokBPEModel else {
             throw TokenizerError.unsupported(file: "tokenizer.json", path: "model", problem: "not a BPE model")
         }
-        return TokenizerDiskCache.encode(key: Array(SHA256.hash(data: json)), root: parsed.root, model: bpe)
+        return TokenizerDiskCache.encode(key: TokenizerDiskCache.key(of: json), root: parsed.root, model: bpe)
     }
 
     /// `bytes` with the checksum word set to the checksum of its body (unchanged when too short to hold one).
@@ -181,7 +231,7 @@ package enum TokenizerDiskCacheFuzzing {
     /// A tokenizer for `json` through a `TokenizerCache` whose directory holds `file` as json's entry, and
     /// whether the file was used (false: refused and rebuilt from the JSON).
     package static func load(file: [UInt8], json: Data, directory: String) throws -> (Tokenizer, fromFile: Bool) {
-        let path = TokenizerDiskCache.path(directory: directory, key: SHA256.hash(data: json))
+        let path = TokenizerDiskCache.path(directory: directory, key: TokenizerDiskCache.key(of: json))
         try Data(file).write(to: URL(fileURLWithPath: path))
         defer { unlink(path) }
         let cache = TokenizerCache(capacity: 0, directory: directory)
