@@ -53,10 +53,18 @@ static int64_t max_span(const ck_attn_params *p) {
     return p->window > 0 && p->window < last ? p->window : last;
 }
 
+// Score rows an item needs: the query heads of one KV head (the grouped AVX-512 item scores them all
+// before its softmaxes), capped at CK_ATTN_GROUP_MAX (larger groups run head by head).
+static inline int64_t group_rows(const ck_attn_params *p) {
+    const int64_t per = p->kv_heads > 0 ? p->heads / p->kv_heads : 1;
+    return per >= 1 && per <= CK_ATTN_GROUP_MAX ? per : 1;
+}
+
 int64_t ck_attention_scratch_floats(const ck_attn_params *p, int nthreads) {
     const int nt = nthreads > 0 ? nthreads : ck_get_threads();
-    // one score row per thread, rounded to 16 floats so rows never share a cache line
-    return (int64_t)nt * ((max_span(p) + 15) & ~(int64_t)15);
+    // one score row per query head of a KV group per thread, rounded to 16 floats so rows never share a
+    // cache line
+    return (int64_t)nt * group_rows(p) * ((max_span(p) + 15) & ~(int64_t)15);
 }
 
 static inline float capped(float v, float softcap) { return softcap > 0 ? tanhf(v / softcap) * softcap : v; }
@@ -197,6 +205,62 @@ T512 static void scores_q_in_registers(const ck_attn_params *p, const float *qv,
         for (int64_t i = 0; i < n; i++) s[i] = capped(s[i], p->softcap);
 }
 
+// s[0..<n] ← e^(s_j − max s) in place; returns 1 / Σ e.
+T512 static inline float softmax512(float *s, int64_t n) {
+    // max, then exp and sum in 16 lanes (lane = j % 16), padding lanes -inf → 0
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(s + j));
+    __mmask16 tail = (__mmask16)((1u << (n - j)) - 1);
+    if (j < n) mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail, s + j));
+    const float mx = _mm512_reduce_max_ps(mv);
+    const __m512 m = _mm512_set1_ps(mx);
+    __m512 acc = _mm512_setzero_ps();
+    for (j = 0; j + 16 <= n; j += 16) {
+        const __m512 e = exp_neg512(_mm512_sub_ps(_mm512_loadu_ps(s + j), m));
+        _mm512_storeu_ps(s + j, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    if (j < n) {
+        const __m512 e = exp_neg512(_mm512_sub_ps(_mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail, s + j), m));
+        _mm512_mask_storeu_ps(s + j, tail, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    return 1 / _mm512_reduce_add_ps(acc);
+}
+
+// o[0 ..< 16·nr] += Σ_t (s[t]·inv) · v_t[d0 ..< d0 + 16·nr] for the n keys of a run from ring row idx, in
+// position order, nr ≤ 8. The accumulators stay in registers: with a constant register count (8, the
+// common 128-value slice; any other count through a masked copy of the same code) — a loop bound the
+// compiler cannot see kept them on the stack, a store and a reload on every product's dependency chain.
+T512 static inline void values_acc512(__m512 o8[8], int nr, const float *s, float inv, const run *ru, int64_t idx,
+                                      int64_t n, int64_t ldkv, int64_t off) {
+    if (nr == 8) {
+        __m512 a0 = o8[0], a1 = o8[1], a2 = o8[2], a3 = o8[3], a4 = o8[4], a5 = o8[5], a6 = o8[6], a7 = o8[7];
+        for (int64_t t = 0; t < n; t++) {
+            const __m512 pj = _mm512_set1_ps(s[t] * inv);
+            const float *vj = ru->v + idx * ldkv + off;
+            a0 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj), a0);
+            a1 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16), a1);
+            a2 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 32), a2);
+            a3 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 48), a3);
+            a4 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 64), a4);
+            a5 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 80), a5);
+            a6 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 96), a6);
+            a7 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 112), a7);
+            if (++idx == ru->ring) idx = 0;
+        }
+        o8[0] = a0; o8[1] = a1; o8[2] = a2; o8[3] = a3; o8[4] = a4; o8[5] = a5; o8[6] = a6; o8[7] = a7;
+        return;
+    }
+    for (int64_t t = 0; t < n; t++) {
+        const __m512 pj = _mm512_set1_ps(s[t] * inv);
+        const float *vj = ru->v + idx * ldkv + off;
+        for (int k = 0; k < nr; k++) o8[k] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16 * k), o8[k]);
+        if (++idx == ru->ring) idx = 0;
+    }
+}
+
 T512 static void item_512(const ck_attn_params *p, const float *q, const float *kc, const float *vc, float *out,
                           float *s, int64_t r, int64_t h) {
     const int64_t hd = p->head_dim, g = h / (p->heads / p->kv_heads);
@@ -216,26 +280,7 @@ T512 static void item_512(const ck_attn_params *p, const float *q, const float *
             }
         }
     }
-    // max, then exp and sum in 16 lanes (lane = j % 16), padding lanes -inf → 0
-    __m512 mv = _mm512_set1_ps(-INFINITY);
-    int64_t j = 0;
-    for (; j + 16 <= sp.n; j += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(s + j));
-    __mmask16 tail = (__mmask16)((1u << (sp.n - j)) - 1);
-    if (j < sp.n) mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail, s + j));
-    const float mx = _mm512_reduce_max_ps(mv);
-    const __m512 m = _mm512_set1_ps(mx);
-    __m512 acc = _mm512_setzero_ps();
-    for (j = 0; j + 16 <= sp.n; j += 16) {
-        const __m512 e = exp_neg512(_mm512_sub_ps(_mm512_loadu_ps(s + j), m));
-        _mm512_storeu_ps(s + j, e);
-        acc = _mm512_add_ps(acc, e);
-    }
-    if (j < sp.n) {
-        const __m512 e = exp_neg512(_mm512_sub_ps(_mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail, s + j), m));
-        _mm512_mask_storeu_ps(s + j, tail, e);
-        acc = _mm512_add_ps(acc, e);
-    }
-    const float inv = 1 / _mm512_reduce_add_ps(acc);
+    const float inv = softmax512(s, sp.n);
     float *o = out + r * p->ldo + h * hd;
     // out = Σ_j (e_j · inv) · v_j in position order (the shared run, then the own run), 128 values
     // (8 registers) at a time
@@ -244,23 +289,67 @@ T512 static void item_512(const ck_attn_params *p, const float *q, const float *
         const int nr = (int)(w / 16);
         __m512 o8[8];
         for (int k = 0; k < 8; k++) o8[k] = _mm512_setzero_ps();
-        j = 0;
-        for (int u = 0; u < nruns; u++) {
-            int64_t idx = runs[u].idx;
-            for (int64_t t = 0; t < runs[u].n; t++, j++) {
-                const __m512 pj = _mm512_set1_ps(s[j] * inv);
-                const float *vj = runs[u].v + idx * p->ldkv + g * hd + d0;
-                if (nr == 8) {
-                    for (int k = 0; k < 8; k++) o8[k] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16 * k), o8[k]);
-                } else {
-                    for (int k = 0; k < nr; k++) o8[k] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16 * k), o8[k]);
-                }
-                if (++idx == runs[u].ring) idx = 0;
-            }
-        }
+        int64_t j = 0;
+        for (int u = 0; u < nruns; j += runs[u].n, u++)
+            values_acc512(o8, nr, s + j, inv, &runs[u], runs[u].idx, runs[u].n, p->ldkv, g * hd + d0);
         for (int k = 0; k < nr; k++) _mm512_storeu_ps(o + d0 + 16 * k, o8[k]);
     }
 }
+
+// All `per` query heads of one (row, KV head) item, as item_512 computes each of them, with the keys and
+// values visited in chunks of CH positions shared by the heads: a chunk's keys (CH·hd floats) are read
+// from L2 once and from L1 for the other heads, where item_512 per head streamed the whole span from L2
+// `per` times. Chunks start at multiples of 8 within a run, so scores_q_in_registers groups the keys 8 by
+// 8 exactly as one call over the run; every head's values are still accumulated in position order (the
+// partial sums wait in `out` between chunks). Bit-identical to item_512 per head. hd ≤ 256; `s` holds
+// per score rows of `stride` floats.
+#define CH 32
+T512 static void item_group_512(const ck_attn_params *p, const float *q, const float *kc, const float *vc, float *out,
+                                float *s, int64_t stride, int64_t r, int64_t h0, int64_t per) {
+    const int64_t hd = p->head_dim, g = h0 / (p->heads / p->kv_heads);
+    const span sp = visible(p, r);
+    run runs[2];
+    const int nruns = key_runs(p, kc, vc, sp, runs);
+    int64_t j0 = 0;
+    for (int u = 0; u < nruns; j0 += runs[u].n, u++) {
+        for (int64_t c = 0; c < runs[u].n; c += CH) {
+            const int64_t n = runs[u].n - c < CH ? runs[u].n - c : CH;
+            int64_t idx = runs[u].idx + c;
+            if (idx >= runs[u].ring) idx -= runs[u].ring;
+            for (int64_t h = 0; h < per; h++)
+                scores_q_in_registers(p, q + r * p->ldq + (h0 + h) * hd, runs[u].k + g * hd, s + h * stride + j0 + c, n, idx,
+                                      runs[u].ring);
+        }
+    }
+    float inv[CK_ATTN_GROUP_MAX];
+    for (int64_t h = 0; h < per; h++) inv[h] = softmax512(s + h * stride, sp.n);
+    for (int64_t d0 = 0; d0 < hd; d0 += 128) {
+        const int64_t w = hd - d0 < 128 ? hd - d0 : 128;
+        const int nr = (int)(w / 16);
+        for (int64_t h = 0; h < per; h++) {
+            float *o = out + r * p->ldo + (h0 + h) * hd + d0;
+            for (int k = 0; k < nr; k++) _mm512_storeu_ps(o + 16 * k, _mm512_setzero_ps());
+        }
+        int64_t j = 0;
+        for (int u = 0; u < nruns; u++) {
+            for (int64_t c = 0; c < runs[u].n; c += CH) {
+                const int64_t n = runs[u].n - c < CH ? runs[u].n - c : CH;
+                int64_t idx0 = runs[u].idx + c;
+                if (idx0 >= runs[u].ring) idx0 -= runs[u].ring;
+                for (int64_t h = 0; h < per; h++) {
+                    float *o = out + r * p->ldo + (h0 + h) * hd + d0;
+                    const float *sh = s + h * stride + j;
+                    __m512 o8[8];
+                    for (int k = 0; k < nr; k++) o8[k] = _mm512_loadu_ps(o + 16 * k);
+                    values_acc512(o8, nr, sh, inv[h], &runs[u], idx0, n, p->ldkv, g * hd + d0);
+                    for (int k = 0; k < nr; k++) _mm512_storeu_ps(o + 16 * k, o8[k]);
+                }
+                j += n;
+            }
+        }
+    }
+}
+#undef CH
 #endif
 
 // MARK: - AVX2 + FMA
@@ -426,16 +515,17 @@ int ck_attention_multi(int64_t n, const ck_attn_params *const *ps, const float *
                        int nthreads) {
     if (n < 1 || n > CK_ATTN_MAX_PIECES || !ps) return -1;
     const int nt = nthreads > 0 ? nthreads : ck_get_threads();
-    int64_t stride = 0, work = 0, groupItems = 0;
+    int64_t stride = 0, work = 0, groupItems = 0, rowsPerThread = 1;
     for (int64_t i = 0; i < n; i++) {
         const ck_attn_params *p = ps[i];
         if (!valid_params(p)) return -1;
         const int64_t st = (max_span(p) + 15) & ~(int64_t)15;
         if (st > stride) stride = st;
+        if (group_rows(p) > rowsPerThread) rowsPerThread = group_rows(p);
         work += p->rows * p->heads * max_span(p) * p->head_dim;
         groupItems += p->rows * p->kv_heads;
     }
-    if (scratch_floats < (int64_t)nt * stride) return -1;
+    if (scratch_floats < (int64_t)nt * rowsPerThread * stride) return -1;
     if (isa == CK_ISA_AUTO) isa = ck_quant_isa_selected();
 #if AT_X86
     int use512 = 1;
@@ -477,7 +567,13 @@ int ck_attention_multi(int64_t n, const ck_attn_params *const *ps, const float *
         const int64_t per = grouped ? p->heads / p->kv_heads : 1;  // query heads per item
         const int64_t units = p->heads / per;                      // items per row
         const int64_t r = local / units, h0 = (local % units) * per;
-        float *s = scratch + (par ? omp_get_thread_num() : 0) * stride;
+        float *s = scratch + (par ? omp_get_thread_num() : 0) * rowsPerThread * stride;
+#if AT_X86
+        if (use512 && per > 1 && per <= CK_ATTN_GROUP_MAX && p->head_dim <= 256) {
+            item_group_512(p, qs[lo], kcs[lo], vcs[lo], outs[lo], s, stride, r, h0, per);
+            continue;
+        }
+#endif
         for (int64_t h = h0; h < h0 + per; h++) {
 #if AT_X86
             if (use512) { item_512(p, qs[lo], kcs[lo], vcs[lo], outs[lo], s, r, h); continue; }

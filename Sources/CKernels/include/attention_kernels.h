@@ -18,7 +18,9 @@
 // and each score is computed on its own.
 //
 // Work is spread over (row, head) pairs, or (row, KV head) groups when there are enough of them,
-// with OpenMP. No allocation: `scratch` holds one score row per thread (ck_attention_scratch_floats).
+// with OpenMP; a group's heads then walk the keys and values in shared chunks, so each chunk comes from
+// L2 once for all of them. No allocation: `scratch` holds per thread one score row per query head of a
+// KV group (ck_attention_scratch_floats).
 #ifndef CK_ATTENTION_KERNELS_H
 #define CK_ATTENTION_KERNELS_H
 #include <stddef.h>
@@ -59,6 +61,8 @@ int ck_attention(const ck_attn_params *p, const float *q, const float *kc, const
 
 /// Most pieces of one ck_attention_multi call.
 #define CK_ATTN_MAX_PIECES 256
+/// Most query heads per KV head that a grouped item scores together (larger groups go head by head).
+#define CK_ATTN_GROUP_MAX 8
 
 /// Floats of scratch `ck_attention_multi` needs for these pieces and thread count (0 = current).
 int64_t ck_attention_multi_scratch_floats(int64_t n, const ck_attn_params *const *p, int nthreads);
