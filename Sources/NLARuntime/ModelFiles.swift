@@ -118,9 +118,10 @@ public struct ModelFiles: @unchecked Sendable {
     }
 
     static func openGGUF(_ path: String) throws -> ModelFiles {
-        // Embedded files of 1 MB or more (tokenizer.json: 33 MB) are copied straight from the mapping: their
-        // readers check the text (the tokenizer's JSON reader validates UTF-8 and names the file), so the
-        // GGUF reader does not validate and copy them into a String first (~60 ms per open).
+        // Embedded files of 1 MB or more (tokenizer.json: 33 MB) stay raw bytes in the mapping: their readers
+        // check the text (the tokenizer's JSON reader validates UTF-8 and names the file), so the GGUF reader
+        // does not validate and copy them into a String first (~60 ms per open), and they are handed out as
+        // views of the mapping rather than copies.
         let g = try GGUFFile(path: path, rawStrings: (GGUFKeys.filePrefix, mappedFileMinBytes))
         var files: [String: Data] = [:], identities: [String: String] = [:]
         for name in GGUFKeys.embeddedFiles {
