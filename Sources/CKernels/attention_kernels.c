@@ -304,6 +304,13 @@ T512 static void item_512(const ck_attn_params *p, const float *q, const float *
 // partial sums wait in `out` between chunks). Bit-identical to item_512 per head. hd ≤ 256; `s` holds
 // per score rows of `stride` floats.
 #define CH 32
+// The chunk of run `ru` starting c positions in: its length and the ring row of its first key.
+static inline int64_t chunk_keys(const run *ru, int64_t c, int64_t *idx) {
+    const int64_t i = ru->idx + c;
+    *idx = i >= ru->ring ? i - ru->ring : i;
+    return ru->n - c < CH ? ru->n - c : CH;
+}
+
 T512 static void item_group_512(const ck_attn_params *p, const float *q, const float *kc, const float *vc, float *out,
                                 float *s, int64_t stride, int64_t r, int64_t h0, int64_t per) {
     const int64_t hd = p->head_dim, g = h0 / (p->heads / p->kv_heads);
@@ -313,9 +320,8 @@ T512 static void item_group_512(const ck_attn_params *p, const float *q, const f
     int64_t j0 = 0;
     for (int u = 0; u < nruns; j0 += runs[u].n, u++) {
         for (int64_t c = 0; c < runs[u].n; c += CH) {
-            const int64_t n = runs[u].n - c < CH ? runs[u].n - c : CH;
-            int64_t idx = runs[u].idx + c;
-            if (idx >= runs[u].ring) idx -= runs[u].ring;
+            int64_t idx;
+            const int64_t n = chunk_keys(&runs[u], c, &idx);
             for (int64_t h = 0; h < per; h++)
                 scores_q_in_registers(p, q + r * p->ldq + (h0 + h) * hd, runs[u].k + g * hd, s + h * stride + j0 + c, n, idx,
                                       runs[u].ring);
@@ -333,9 +339,8 @@ T512 static void item_group_512(const ck_attn_params *p, const float *q, const f
         int64_t j = 0;
         for (int u = 0; u < nruns; u++) {
             for (int64_t c = 0; c < runs[u].n; c += CH) {
-                const int64_t n = runs[u].n - c < CH ? runs[u].n - c : CH;
-                int64_t idx0 = runs[u].idx + c;
-                if (idx0 >= runs[u].ring) idx0 -= runs[u].ring;
+                int64_t idx0;
+                const int64_t n = chunk_keys(&runs[u], c, &idx0);
                 for (int64_t h = 0; h < per; h++) {
                     float *o = out + r * p->ldo + (h0 + h) * hd + d0;
                     const float *sh = s + h * stride + j;
@@ -569,7 +574,7 @@ int ck_attention_multi(int64_t n, const ck_attn_params *const *ps, const float *
         const int64_t r = local / units, h0 = (local % units) * per;
         float *s = scratch + (par ? omp_get_thread_num() : 0) * rowsPerThread * stride;
 #if AT_X86
-        if (use512 && per > 1 && per <= CK_ATTN_GROUP_MAX && p->head_dim <= 256) {
+        if (use512 && per > 1 && per == group_rows(p) && p->head_dim <= 256) {
             item_group_512(p, qs[lo], kcs[lo], vcs[lo], outs[lo], s, stride, r, h0, per);
             continue;
         }

@@ -239,10 +239,17 @@ typedef struct {
 
 static inline size_t xgrp_bytes(int64_t nb) { return (size_t)(nb * SMR * (QK + 8)); }
 
-static xgrp xgrp_fill(uint8_t *buf, const uint8_t *xa8, int64_t rb8, int64_t rows, int64_t nb) {
-    int8_t *q = (int8_t *)buf;
-    int32_t *init = (int32_t *)(buf + nb * SMR * QK);
-    float *d = (float *)(init + nb * SMR);
+// The group stored at `buf` (xgrp_bytes(nb) bytes): quants, then lane starts, then scales.
+static inline xgrp xgrp_at(const uint8_t *buf, int64_t nb) {
+    return (xgrp){(const int8_t *)buf, (const int32_t *)(buf + nb * SMR * QK), (const float *)(buf + nb * SMR * (QK + 4))};
+}
+
+// Writes the group of Q8 rows xa8[0 ..< min(rows, SMR)] (row stride rb8) to `buf`.
+static void xgrp_fill(uint8_t *buf, const uint8_t *xa8, int64_t rb8, int64_t rows, int64_t nb) {
+    const xgrp g = xgrp_at(buf, nb);
+    int8_t *q = (int8_t *)g.q;
+    int32_t *init = (int32_t *)g.init;
+    float *d = (float *)g.d;
     for (int r = 0; r < SMR; r++) {
         const xrow x = xrow_at(xa8 + (r < rows ? r : 0) * rb8, nb);
         for (int64_t b = 0; b < nb; b++) {
@@ -251,7 +258,6 @@ static xgrp xgrp_fill(uint8_t *buf, const uint8_t *xa8, int64_t rb8, int64_t row
             d[b * SMR + r] = x.d[b];
         }
     }
-    return (xgrp){q, init, d};
 }
 
 // q8b_tile over an interleaved group (the same integer sums and the same fma per block, so the same
@@ -703,7 +709,6 @@ double ck_packed_top2_q8_bound(const float *x, int64_t K, const float *norm_stat
     return p.ok ? p.beta : NAN;
 }
 
-
 size_t ck_packed_top2_q8_scratch_bytes(int64_t M, int64_t N, int64_t K) {
     if (M < 0 || N <= 0 || K <= 0 || K % QK || N % RT) return 0;
     const int64_t tiles = N / RT;
@@ -833,9 +838,7 @@ int ck_packed_top2_q8(const void *w, const float *row_norms, const float *norm_s
                 const uint8_t *wt = wp + (size_t)(t * nb) * pbs;
                 for (int64_t m = m0; m < m1; m += SMR) {
                     const int mr = (int)(m1 - m < SMR ? m1 - m : SMR);
-                    const uint8_t *gb = groups + m / SMR * gbytes;
-                    const xgrp xg = {(const int8_t *)gb, (const int32_t *)(gb + nb * SMR * QK), (const float *)(gb + nb * SMR * (QK + 4))};
-                    screen_run(wt, xg, mr, nb, row_norms + t * RT, rp + m, himax + m * tiles, tiles, t, l1 + (m - m0),
+                    screen_run(wt, xgrp_at(groups + m / SMR * gbytes, nb), mr, nb, row_norms + t * RT, rp + m, himax + m * tiles, tiles, t, l1 + (m - m0),
                                l2 + (m - m0), screen ? screen + m * N : NULL, N, t * RT);
                 }
             }

@@ -33,7 +33,7 @@ public struct ModelFiles: @unchecked Sendable {
     /// read-only views of the file mapping, not copies.
     public private(set) var files: [String: Data]
     /// For files in `files` that are views of a mapping: `FileIdentity.rangeKey` of their bytes.
-    public private(set) var identities: [String: String] = [:]
+    public private(set) var identities: [String: String]
     /// Keeps the mappings open.
     private let owners: [AnyObject]
 
@@ -84,10 +84,8 @@ public struct ModelFiles: @unchecked Sendable {
             }
         }
         if !wantTensors {
-            var f = ModelFiles(path: dir, isGGUF: false, configJSON: FileManager.default.contents(atPath: configPath) ?? Data(),
-                               configName: configPath, tensors: [:], files: files, owners: [])
-            f.identities = identities
-            return f
+            return ModelFiles(path: dir, isGGUF: false, configJSON: FileManager.default.contents(atPath: configPath) ?? Data(),
+                              configName: configPath, tensors: [:], files: files, identities: identities, owners: [])
         }
         guard let config = FileManager.default.contents(atPath: configPath) else {
             throw ModelError.config(file: configPath, reason: "missing config.json (is \(dir) a model directory?)")
@@ -101,10 +99,8 @@ public struct ModelFiles: @unchecked Sendable {
             for (name, t) in vh.tensors { tensors["value_head." + name] = t.entry }
             owners.append(vh)
         }
-        var f = ModelFiles(path: dir, isGGUF: false, configJSON: config, configName: configPath,
-                           tensors: tensors, files: files, owners: owners)
-        f.identities = identities
-        return f
+        return ModelFiles(path: dir, isGGUF: false, configJSON: config, configName: configPath,
+                          tensors: tensors, files: files, identities: identities, owners: owners)
     }
 
     /// Files of at least this size are mapped and handed out as views (tokenizer.json: 33 MB), not copied.
@@ -167,9 +163,7 @@ public struct ModelFiles: @unchecked Sendable {
         guard let config = files.removeValue(forKey: "config.json") else {
             throw ModelError.weights(file: path, reason: "no embedded config.json (metadata \(GGUFKeys.filePrefix)config.json) and no gemma3.* metadata; was it written by `quantize` or llama.cpp?")
         }
-        var f = ModelFiles(path: path, isGGUF: true, configJSON: config, configName: configName,
-                           tensors: tensors, files: files, owners: owners)
-        f.identities = identities
-        return f
+        return ModelFiles(path: path, isGGUF: true, configJSON: config, configName: configName,
+                          tensors: tensors, files: files, identities: identities, owners: owners)
     }
 }

@@ -26,24 +26,31 @@ enum TokenizerDiskCache {
 
     static func key(of bytes: Data) -> Key { Array(SHA256.hash(data: bytes)) }
 
+    static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+
     static func path(directory: String, key: Key) -> String {
-        directory + "/" + key.map { String(format: "%02x", $0) }.joined() + ".nlatok"
+        directory + "/" + hex(key) + ".nlatok"
+    }
+
+    /// Writes `bytes` to `final` through a temporary file renamed into place, so a reader never sees half a
+    /// file; errors are swallowed (the cache is an optimization).
+    static func writeAtomically(directory: String, final: String, bytes: Data) {
+        let tmp = final + ".tmp.\(ProcessInfo.processInfo.processIdentifier).\(UInt32.random(in: 0...UInt32.max))"
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try bytes.write(to: URL(fileURLWithPath: tmp))
+            if rename(tmp, final) != 0 { try? FileManager.default.removeItem(atPath: tmp) }
+        } catch {
+            try? FileManager.default.removeItem(atPath: tmp)
+        }
     }
 
     // MARK: writing
 
     /// Writes the tables of a freshly built BPE tokenizer; errors are swallowed (the cache is an optimization).
     static func store(directory: String, key: Key, root: [String: TokJSON], model: TokBPEModel) {
-        let file = encode(key: key, root: root, model: model)
-        let final = path(directory: directory, key: key)
-        let tmp = final + ".tmp.\(ProcessInfo.processInfo.processIdentifier).\(UInt32.random(in: 0...UInt32.max))"
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            try Data(file).write(to: URL(fileURLWithPath: tmp))
-            if rename(tmp, final) != 0 { try? FileManager.default.removeItem(atPath: tmp) }
-        } catch {
-            try? FileManager.default.removeItem(atPath: tmp)
-        }
+        writeAtomically(directory: directory, final: path(directory: directory, key: key),
+                        bytes: Data(encode(key: key, root: root, model: model)))
         evict(directory: directory, keeping: maxFiles)
     }
 
@@ -53,7 +60,7 @@ enum TokenizerDiskCache {
     /// SHA-256 of its bytes, so a process loading an unchanged file finds its tokenizer without reading the
     /// 33 MB. Named by the SHA-256 of the identity; holds a format line, the identity and the digest (hex).
     static func digestPath(directory: String, identity: String) -> String {
-        directory + "/" + SHA256.hash(data: Array(identity.utf8)).map { String(format: "%02x", $0) }.joined() + ".nlaid"
+        directory + "/" + hex(Array(SHA256.hash(data: Array(identity.utf8)))) + ".nlaid"
     }
 
     static let digestFormat = "nla-tokenizer-identity 1"
@@ -77,18 +84,10 @@ enum TokenizerDiskCache {
         return bytes
     }
 
-    /// Records `digest` for `identity` (temporary file renamed into place; errors are swallowed).
+    /// Records `digest` for `identity`.
     static func storeDigest(directory: String, identity: String, digest: Key) {
-        let final = digestPath(directory: directory, identity: identity)
-        let tmp = final + ".tmp.\(ProcessInfo.processInfo.processIdentifier).\(UInt32.random(in: 0...UInt32.max))"
-        let text = "\(digestFormat)\n\(identity)\n\(digest.map { String(format: "%02x", $0) }.joined())\n"
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            try Data(text.utf8).write(to: URL(fileURLWithPath: tmp))
-            if rename(tmp, final) != 0 { try? FileManager.default.removeItem(atPath: tmp) }
-        } catch {
-            try? FileManager.default.removeItem(atPath: tmp)
-        }
+        writeAtomically(directory: directory, final: digestPath(directory: directory, identity: identity),
+                        bytes: Data("\(digestFormat)\n\(identity)\n\(hex(digest))\n".utf8))
         evict(directory: directory, suffix: ".nlaid", keeping: maxFiles * 8)
     }
 
